@@ -65,6 +65,8 @@ impl Message {
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reply {
+    /// Empty only when replying to a message whose channel could not be read.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub channel: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Box<RawValue>>,

@@ -1,1 +1,45 @@
-//! placeholder
+//! The Halley server: a Bayeux engine and its HTTP transports.
+//!
+//! Layers, bottom up; each imports only from the layers below it:
+//!
+//! | layer | modules | job |
+//! |---|---|---|
+//! | state | [`state`] (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`) | sessions, their bounded queues, who subscribes to what, expiry |
+//! | handlers | [`meta`] (one file per meta channel), [`publish`], [`service`] | what each kind of message does |
+//! | dispatch | [`engine`] | one batch in, replies out; the publish path |
+//! | I/O | [`transport`] (long-polling, callback-polling, pages), [`server`] | HTTP, cookies, bodies, accept loop, shutdown |
+//!
+//! Settings live in [`config`]; the shutdown signal in [`shutdown`].
+//!
+//! The path of a broadcast: a transport decodes the request
+//! (`halley_protocol::decode_batch`), [`Engine::handle_batch`] routes the
+//! publish to [`publish`], which calls [`Engine::publish`]: the delivery is
+//! encoded once into `Bytes`, the subscriber sets of the O(depth) matching
+//! patterns are looked up, and each subscriber's outbox gets a clone of the
+//! same `Bytes`; a held connect waiting on that session wakes and writes it.
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = halley_server::Server::bind(halley_server::Config::default()).await?;
+//! server.engine().services().register("/service/ping", |_req| async {
+//!     Ok(serde_json::json!("pong"))
+//! });
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod engine;
+pub mod meta;
+pub mod publish;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod state;
+pub mod transport;
+
+pub use config::Config;
+pub use engine::Engine;
+pub use server::Server;

@@ -1,0 +1,108 @@
+//! Server settings, with CometD's defaults where the protocol has one.
+//!
+//! The `halley` binary fills this from a TOML file, `HALLEY_*` environment
+//! variables and flags (in rising priority). Field names in TOML are the
+//! flag names: `max-interval = 10000`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::state::outbox::OutboxLimits;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The Bayeux endpoint; every path under it is the same endpoint.
+    pub path: String,
+    /// Milliseconds a `/meta/connect` is held when nothing is queued.
+    pub timeout: u64,
+    /// Milliseconds a client waits between a connect reply and its next connect.
+    pub interval: u64,
+    /// Milliseconds a session survives without a connect before it expires.
+    pub max_interval: u64,
+    /// Sessions of one browser that may hold a long poll at once (negative: unlimited).
+    pub max_sessions_per_browser: i64,
+    /// Poll interval advised to the extra sessions of a browser, in milliseconds.
+    pub multi_session_interval: u64,
+    /// Largest request body accepted, in bytes (larger: HTTP 413).
+    pub max_request_bytes: usize,
+    /// Most messages accepted in one batch (more: the batch is refused).
+    pub max_batch_messages: usize,
+    /// Most deliveries queued for one session before the oldest are dropped.
+    pub max_queue: usize,
+    /// Most bytes of deliveries queued for one session before the oldest are dropped.
+    pub max_queue_bytes: usize,
+    /// Milliseconds between two sweeps for expired sessions.
+    pub sweep_period: u64,
+    /// Accept a clientId without the `BAYEUX_BROWSER` cookie it was issued with.
+    pub trust_client_session: bool,
+    /// Offer callback-polling (JSONP) to clients.
+    pub callback_polling: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: "/cometd".into(),
+            timeout: 20_000,
+            interval: 0,
+            max_interval: 10_000,
+            max_sessions_per_browser: 1,
+            multi_session_interval: 2_000,
+            max_request_bytes: 1024 * 1024,
+            max_batch_messages: 1_000,
+            max_queue: 10_000,
+            max_queue_bytes: 16 * 1024 * 1024,
+            sweep_period: 1_000,
+            trust_client_session: false,
+            callback_polling: true,
+        }
+    }
+}
+
+impl Config {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout)
+    }
+
+    pub fn sweep_period(&self) -> Duration {
+        Duration::from_millis(self.sweep_period.max(1))
+    }
+
+    /// How long a session may stay silent after a connect reply.
+    pub fn session_lifetime_ms(&self) -> u64 {
+        self.interval + self.max_interval
+    }
+
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_messages: self.max_queue,
+            max_bytes: self.max_queue_bytes,
+        }
+    }
+
+    /// Checks values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') || self.path.len() < 2 || self.path.ends_with('/') {
+            return Err(format!(
+                "path must start with '/' and not end with '/', got {:?}",
+                self.path
+            ));
+        }
+        if self.max_batch_messages == 0 {
+            return Err("max-batch-messages must be at least 1".into());
+        }
+        if self.max_request_bytes == 0 {
+            return Err("max-request-bytes must be at least 1".into());
+        }
+        if self.max_queue == 0 || self.max_queue_bytes == 0 {
+            return Err("max-queue and max-queue-bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! The dispatcher: one batch of messages in, replies out.
+//!
+//! Transports decode a request into messages and hand them to
+//! [`Engine::handle_batch`]; it routes each message to its handler
+//! (`meta/<channel>.rs`, `publish.rs`, `service/`) and returns an
+//! [`Exchange`]: the replies in order, the session whose queued deliveries
+//! ride along, and the `/meta/connect` (if any) that the transport answers
+//! last, possibly after holding it ([`Engine::complete_connect`]).
+//!
+//! [`Engine::publish`] is the one way a message reaches subscribers, for
+//! clients and (later) for server-side adapters alike: encode once, then copy
+//! a `Bytes` handle into each subscriber's outbox.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use halley_protocol::codec::InvalidMessage;
+use halley_protocol::{meta, Advice, BayeuxError, ChannelName, Inbound, Message, Reply};
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+use crate::meta as handlers;
+use crate::meta::connect::PendingConnect;
+use crate::service::Services;
+use crate::shutdown::Shutdown;
+use crate::state::session::{ConnectionType, Session};
+use crate::state::sessions::{new_random_id, Sessions};
+use crate::state::subscriptions::Subscriptions;
+
+pub struct Engine {
+    config: Config,
+    sessions: Sessions,
+    subscriptions: Subscriptions,
+    services: Services,
+    shutdown: Shutdown,
+}
+
+/// Where a batch came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub connection_type: ConnectionType,
+    /// The `BAYEUX_BROWSER` cookie sent with the request, if any.
+    pub browser_id: Option<String>,
+}
+
+/// The outcome of one batch, for the transport to write.
+pub struct Exchange {
+    pub origin: Origin,
+    /// Handshake replies: written first.
+    pub handshake_replies: Vec<Reply>,
+    /// Every other reply except the connect's, in request order.
+    pub replies: Vec<Reply>,
+    /// The session whose queued deliveries this response carries.
+    pub session: Option<Arc<Session>>,
+    /// The `/meta/connect` to answer last.
+    pub connect: Option<PendingConnect>,
+    /// A browser id issued by this exchange: the transport sets the cookie.
+    pub new_browser_id: Option<String>,
+    /// Number of messages in the batch (a connect is held only when alone).
+    pub batch_len: usize,
+}
+
+impl Exchange {
+    /// The browser this request speaks for: the cookie it sent, or the one just issued.
+    pub fn browser_id(&self) -> Option<&str> {
+        self.origin
+            .browser_id
+            .as_deref()
+            .or(self.new_browser_id.as_deref())
+    }
+
+    /// Issues a browser id for a request that came without one.
+    pub fn ensure_browser_id(&mut self) -> String {
+        if let Some(id) = self.browser_id() {
+            return id.to_owned();
+        }
+        let id = new_random_id();
+        self.new_browser_id = Some(id.clone());
+        id
+    }
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Arc<Self> {
+        let sessions = Sessions::new(config.outbox_limits());
+        let engine = Arc::new(Engine {
+            config,
+            sessions,
+            subscriptions: Subscriptions::default(),
+            services: Services::default(),
+            shutdown: Shutdown::default(),
+        });
+        crate::service::echo::register(&engine.services);
+        engine
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    /// The service-handler registry (`/service/**`).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Handles every message of one request, in order.
+    pub async fn handle_batch(&self, batch: Vec<Inbound>, origin: Origin) -> Exchange {
+        let mut exchange = Exchange {
+            origin,
+            handshake_replies: Vec::new(),
+            replies: Vec::new(),
+            session: None,
+            connect: None,
+            new_browser_id: None,
+            batch_len: batch.len(),
+        };
+        for inbound in batch {
+            match inbound {
+                Ok(message) => self.handle_message(message, &mut exchange).await,
+                Err(invalid) => exchange.replies.push(invalid_reply(invalid)),
+            }
+        }
+        exchange
+    }
+
+    async fn handle_message(&self, message: Message, exchange: &mut Exchange) {
+        if !message.id_is_valid() {
+            let reply = Reply::to(message.channel.unwrap_or_default(), None)
+                .failure(BayeuxError::MESSAGE_ID_INVALID);
+            exchange.replies.push(reply);
+            return;
+        }
+        let Some(channel) = message.channel.clone() else {
+            let reply = Reply::to("", message.id).failure(BayeuxError::CHANNEL_MISSING);
+            exchange.replies.push(reply);
+            return;
+        };
+        match channel.as_str() {
+            meta::HANDSHAKE => {
+                let reply = handlers::handshake::handle(self, message, exchange);
+                exchange.handshake_replies.push(reply);
+            }
+            meta::CONNECT => {
+                match handlers::connect::handle(self, message, exchange) {
+                    Ok(pending) => {
+                        // Only the last connect of a batch is held; an
+                        // earlier one (a confused client) is answered now.
+                        if let Some(earlier) = exchange.connect.replace(pending) {
+                            exchange.replies.push(earlier.immediate_reply(self));
+                        }
+                    }
+                    Err(reply) => exchange.replies.push(*reply),
+                }
+            }
+            meta::SUBSCRIBE => {
+                let reply = handlers::subscribe::handle(self, message, exchange);
+                exchange.replies.push(reply);
+            }
+            meta::UNSUBSCRIBE => {
+                let reply = handlers::unsubscribe::handle(self, message, exchange);
+                exchange.replies.push(reply);
+            }
+            meta::DISCONNECT => {
+                let reply = handlers::disconnect::handle(self, message, exchange);
+                exchange.replies.push(reply);
+            }
+            _ if channel.starts_with("/meta/") || channel == "/meta" => {
+                let reply = Reply::to(channel, message.id).failure(BayeuxError::CHANNEL_INVALID);
+                exchange.replies.push(reply);
+            }
+            _ if channel.starts_with("/service/") => {
+                let reply = crate::service::handle(self, message, exchange).await;
+                exchange.replies.push(reply);
+            }
+            _ => {
+                let reply = crate::publish::handle(self, message, exchange);
+                exchange.replies.push(reply);
+            }
+        }
+    }
+
+    /// Finds the session a message speaks for, or the error reply to send.
+    ///
+    /// A clientId is honoured only with the browser cookie it was issued to
+    /// (unless `trust-client-session`), so a leaked clientId alone cannot be
+    /// used to read someone else's messages. Any message is a sign of life.
+    pub fn resolve_session(
+        &self,
+        message: &Message,
+        exchange: &mut Exchange,
+    ) -> Result<Arc<Session>, Box<Reply>> {
+        let reply_channel = message.channel.clone().unwrap_or_default();
+        let Some(client_id) = message.client_id.as_deref() else {
+            return Err(Box::new(
+                Reply::to(reply_channel, message.id.clone())
+                    .failure(BayeuxError::CLIENT_ID_MISSING)
+                    .with_advice(Advice::handshake(self.config.interval as i64)),
+            ));
+        };
+        let session = self
+            .sessions
+            .get(client_id)
+            .filter(|s| !s.is_closed())
+            .filter(|s| {
+                self.config.trust_client_session
+                    || s.browser_id().is_none()
+                    || s.browser_id() == exchange.origin.browser_id.as_deref()
+            });
+        let Some(session) = session else {
+            return Err(Box::new(
+                Reply::to(reply_channel, message.id.clone())
+                    .failure(BayeuxError::SESSION_UNKNOWN)
+                    .with_advice(Advice::handshake(self.config.interval as i64)),
+            ));
+        };
+        session.touch(self.sessions.now_ms());
+        if message.channel.as_deref() != Some(meta::CONNECT) {
+            session.poke_callback_polling();
+        }
+        if exchange.session.is_none() {
+            exchange.session = Some(session.clone());
+        }
+        Ok(session)
+    }
+
+    /// Delivers `data` on a broadcast `channel` to every subscriber (the
+    /// publisher included, as CometD does). Returns how many sessions it
+    /// was queued for.
+    pub fn publish(
+        &self,
+        channel: &ChannelName,
+        data: &RawValue,
+        id: Option<&RawValue>,
+        ext: Option<&RawValue>,
+    ) -> usize {
+        let delivery: Bytes = halley_protocol::encode_delivery(channel.as_str(), data, id, ext);
+        self.subscriptions
+            .for_each_subscriber(channel, |session| session.enqueue(delivery.clone()))
+    }
+
+    /// Answers a pending connect, holding it first when the transport
+    /// allows (see `meta/connect.rs`).
+    pub async fn complete_connect(
+        &self,
+        pending: PendingConnect,
+        holdable: bool,
+        browser_id: Option<&str>,
+    ) -> Reply {
+        handlers::connect::complete(self, pending, holdable, browser_id).await
+    }
+
+    /// Removes a session and everything it subscribed to.
+    pub fn remove_session(&self, session: &Session) {
+        crate::state::end_session(&self.sessions, &self.subscriptions, session);
+    }
+
+    /// Expires silent sessions until shutdown (spawned by the server).
+    pub async fn run_sweeper(&self) {
+        crate::state::sweeper::run(
+            &self.sessions,
+            &self.subscriptions,
+            self.config.session_lifetime_ms(),
+            self.config.sweep_period(),
+            self.shutdown.wait(),
+        )
+        .await
+    }
+}
+
+fn invalid_reply(invalid: InvalidMessage) -> Reply {
+    tracing::debug!(reason = %invalid.reason, "invalid message in batch");
+    Reply::to(invalid.channel.unwrap_or_default(), invalid.id).failure(BayeuxError::MESSAGE_INVALID)
+}

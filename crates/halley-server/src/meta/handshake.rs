@@ -1,0 +1,70 @@
+//! `/meta/handshake`: version check, connection-type negotiation, and a new
+//! session with a fresh clientId bound to the requesting browser.
+
+use halley_protocol::{connection_type, Advice, BayeuxError, Message, Reply, BAYEUX_VERSION};
+
+use crate::engine::{Engine, Exchange};
+
+/// The connection types this server offers, in preference order.
+pub fn offered_connection_types(engine: &Engine) -> Vec<&'static str> {
+    let mut offered = vec![connection_type::LONG_POLLING];
+    if engine.config().callback_polling {
+        offered.push(connection_type::CALLBACK_POLLING);
+    }
+    offered
+}
+
+pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
+    let config = engine.config();
+    let offered = offered_connection_types(engine);
+    let reply = Reply::to(halley_protocol::meta::HANDSHAKE, message.id);
+    let deny = |reply: Reply, error: BayeuxError| {
+        let mut reply = reply.failure(error).with_advice(Advice::none());
+        reply.version = Some(BAYEUX_VERSION);
+        reply.minimum_version = Some(BAYEUX_VERSION);
+        reply.supported_connection_types = Some(offered.clone());
+        reply
+    };
+
+    // Bayeux 1.x: accept any 1.* version; a client needing more is refused.
+    match message.version.as_deref() {
+        None => return deny(reply, BayeuxError::VERSION_MISSING),
+        Some(v) if v.split('.').next() != Some("1") => {
+            return deny(reply, BayeuxError::VERSION_UNSUPPORTED)
+        }
+        Some(_) => {}
+    }
+    if let Some(minimum) = message.minimum_version.as_deref() {
+        if minimum
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0)
+            > 1
+        {
+            return deny(reply, BayeuxError::VERSION_UNSUPPORTED);
+        }
+    }
+    let Some(requested) = message.supported_connection_types.as_ref() else {
+        return deny(reply, BayeuxError::CONNECTION_TYPE_MISSING);
+    };
+    if !requested.iter().any(|t| offered.contains(&t.as_str())) {
+        return deny(reply, BayeuxError::CONNECTION_TYPE_UNSUPPORTED);
+    }
+
+    let browser_id = exchange.ensure_browser_id();
+    let session = engine.sessions().create(Some(&browser_id));
+    tracing::debug!(client_id = session.client_id(), "handshake");
+
+    let mut reply = reply
+        .success()
+        .with_advice(Advice::retry(config.interval as i64, config.timeout as i64));
+    reply.client_id = Some(session.client_id().to_owned());
+    reply.version = Some(BAYEUX_VERSION);
+    reply.minimum_version = Some(BAYEUX_VERSION);
+    reply.supported_connection_types = Some(offered);
+    if exchange.session.is_none() {
+        exchange.session = Some(session);
+    }
+    reply
+}

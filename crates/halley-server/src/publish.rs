@@ -1,0 +1,37 @@
+//! A client's publish on a broadcast channel: validate, fan out, acknowledge.
+//!
+//! The reply (`successful: true`) goes to the publisher; the delivery goes to
+//! every subscriber, the publisher included when it is subscribed.
+
+use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
+
+use crate::engine::{Engine, Exchange};
+
+pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
+    let channel_str = message.channel.clone().unwrap_or_default();
+    if let Err(reply) = engine.resolve_session(&message, exchange) {
+        return *reply;
+    }
+    let reply = Reply::to(channel_str.clone(), message.id.clone());
+    let channel = match ChannelName::parse(&channel_str) {
+        Ok(channel) => channel,
+        Err(_) => return reply.failure(BayeuxError::CHANNEL_INVALID),
+    };
+    match channel.kind() {
+        ChannelKind::Broadcast => {}
+        // Routed elsewhere by the engine; refused here for safety.
+        ChannelKind::Meta | ChannelKind::Service => {
+            return reply.failure(BayeuxError::PUBLISH_DENIED)
+        }
+    }
+    let Some(data) = message.data.as_deref() else {
+        return reply.failure(BayeuxError::DATA_MISSING);
+    };
+    engine.publish(
+        &channel,
+        data,
+        message.id.as_deref(),
+        message.ext.as_deref(),
+    );
+    reply.success()
+}

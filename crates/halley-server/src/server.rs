@@ -1,0 +1,107 @@
+//! The accept loop and graceful shutdown.
+//!
+//! [`Server::bind`] opens the socket (so `127.0.0.1:0` can be bound and its
+//! port read before serving); [`Server::run`] serves until the given signal
+//! resolves, then: stops accepting, answers every held `/meta/connect` with
+//! `reconnect: retry`, lets in-flight responses finish (bounded by a grace
+//! period), and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::transport;
+
+/// How long in-flight responses may take to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    engine: Arc<Engine>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Validates the configuration and binds its listen address.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Server {
+            engine: Engine::new(config),
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The engine, e.g. to register service handlers before serving.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Server { engine, listener } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!("listening on http://{addr}{}", engine.config().path);
+
+        let sweeper = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.run_sweeper().await }
+        });
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(signal);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut signal => break,
+            };
+            // Small writes (a delivery, a connect reply) must leave at once.
+            let _ = stream.set_nodelay(true);
+            let engine = engine.clone();
+            let service = service_fn(move |request| transport::route(engine.clone(), request));
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+
+        tracing::info!("shutting down: answering held connects");
+        drop(listener);
+        engine.shutdown().trigger();
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            }
+        }
+        let _ = sweeper.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

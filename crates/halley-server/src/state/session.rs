@@ -1,0 +1,240 @@
+//! One Bayeux session: what the server knows of a client between its
+//! handshake and its disconnect or expiry.
+//!
+//! A session is shared (`Arc`) by the registry, by the subscriber sets of
+//! the channels it listens to, and by any request in flight for it. Its
+//! mutable parts are small and separately locked so that a publisher pushing
+//! into the outbox never waits for anything but that outbox.
+//!
+//! Waking: whoever waits for deliveries (a held `/meta/connect`) creates a
+//! `wake.notified()` future, checks the outbox, and only then sleeps; pushes
+//! call `notify_waiters` after queuing, so no wake-up is lost.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::outbox::{Outbox, OutboxLimits, Pushed};
+
+/// Server-internal, dense session number (cheaper to hash than the clientId).
+pub type SessionKey = u64;
+
+/// The transport a session's connects arrive on, as far as the engine cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionType {
+    LongPolling,
+    CallbackPolling,
+}
+
+impl ConnectionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionType::LongPolling => halley_protocol::connection_type::LONG_POLLING,
+            ConnectionType::CallbackPolling => halley_protocol::connection_type::CALLBACK_POLLING,
+        }
+    }
+}
+
+pub struct Session {
+    key: SessionKey,
+    client_id: Box<str>,
+    /// The `BAYEUX_BROWSER` cookie the clientId was issued to.
+    browser_id: Option<Box<str>>,
+    outbox: Mutex<Outbox>,
+    /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
+    wake: Notify,
+    /// Bumped by every `/meta/connect`; a held connect whose number is no
+    /// longer current has been superseded and returns.
+    connect_generation: AtomicU64,
+    /// Milliseconds (on the registry's clock) of the last sign of life.
+    last_seen_ms: AtomicU64,
+    /// Connects being held right now; a session with one never expires.
+    holding: AtomicUsize,
+    /// Set by the first `/meta/connect`.
+    connected: AtomicBool,
+    /// Set on disconnect or expiry; a closed session is never used again.
+    closed: AtomicBool,
+    /// Set once the outbox has overflowed, so that is logged once, not per message.
+    overflow_logged: AtomicBool,
+    /// Patterns this session subscribed to, for cleanup and unsubscribe.
+    subscriptions: Mutex<HashSet<Box<str>>>,
+    /// The transport of the most recent connect (callback-polling answers a
+    /// held connect on any inbound message).
+    connection_type: Mutex<ConnectionType>,
+}
+
+impl Session {
+    pub fn new(
+        key: SessionKey,
+        client_id: Box<str>,
+        browser_id: Option<Box<str>>,
+        limits: OutboxLimits,
+        now_ms: u64,
+    ) -> Self {
+        Session {
+            key,
+            client_id,
+            browser_id,
+            outbox: Mutex::new(Outbox::new(limits)),
+            wake: Notify::new(),
+            connect_generation: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(now_ms),
+            holding: AtomicUsize::new(0),
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            overflow_logged: AtomicBool::new(false),
+            subscriptions: Mutex::new(HashSet::new()),
+            connection_type: Mutex::new(ConnectionType::LongPolling),
+        }
+    }
+
+    pub fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn browser_id(&self) -> Option<&str> {
+        self.browser_id.as_deref()
+    }
+
+    /// Queues one encoded delivery and wakes whoever waits for this session.
+    pub fn enqueue(&self, delivery: Bytes) {
+        if self.is_closed() {
+            return;
+        }
+        let pushed = self.outbox.lock().push(delivery);
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::QueuedDroppingOldest(_) | Pushed::Rejected => self.log_overflow_once(),
+        }
+        self.wake.notify_waiters();
+    }
+
+    fn log_overflow_once(&self) {
+        if !self.overflow_logged.swap(true, Ordering::Relaxed) {
+            let outbox = self.outbox.lock();
+            tracing::warn!(
+                client_id = %self.client_id,
+                queued = outbox.len(),
+                queued_bytes = outbox.bytes(),
+                "session outbox full: dropping its oldest deliveries (logged once per session)"
+            );
+        }
+    }
+
+    /// Takes every queued delivery, oldest first.
+    pub fn take_deliveries(&self) -> VecDeque<Bytes> {
+        self.outbox.lock().drain()
+    }
+
+    pub fn has_deliveries(&self) -> bool {
+        !self.outbox.lock().is_empty()
+    }
+
+    /// Deliveries dropped on overflow so far.
+    pub fn dropped_deliveries(&self) -> u64 {
+        self.outbox.lock().dropped()
+    }
+
+    pub fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    /// Registers a new `/meta/connect`, superseding any held one, and
+    /// returns its generation number.
+    pub fn begin_connect(&self, connection_type: ConnectionType) -> u64 {
+        *self.connection_type.lock() = connection_type;
+        let generation = self.connect_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake.notify_waiters();
+        generation
+    }
+
+    pub fn is_current_connect(&self, generation: u64) -> bool {
+        self.connect_generation.load(Ordering::Acquire) == generation
+    }
+
+    pub fn connection_type(&self) -> ConnectionType {
+        *self.connection_type.lock()
+    }
+
+    /// Ends a held callback-polling connect, which must answer on any
+    /// inbound message (a browser has few script slots per host).
+    pub fn poke_callback_polling(&self) {
+        if self.holding.load(Ordering::Acquire) > 0
+            && self.connection_type() == ConnectionType::CallbackPolling
+        {
+            self.connect_generation.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_waiters();
+        }
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn start_holding(&self) {
+        self.holding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn stop_holding(&self, now_ms: u64) {
+        self.touch(now_ms);
+        self.holding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire) > 0
+    }
+
+    pub fn mark_connected(&self) -> bool {
+        !self.connected.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Closes the session and wakes a held connect so it can answer.
+    /// Returns false if it was already closed.
+    pub fn close(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::AcqRel);
+        self.wake.notify_waiters();
+        first
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Records a subscription; false if it was already there.
+    pub fn add_subscription(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().insert(pattern.into())
+    }
+
+    /// Forgets a subscription; false if there was none.
+    pub fn remove_subscription(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().remove(pattern)
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<Box<str>> {
+        self.subscriptions.lock().drain().collect()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client_id", &self.client_id)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,211 @@
+//! The registry of live sessions, and of held long polls per browser.
+//!
+//! Sessions are found by clientId in a sharded map (no global lock). The
+//! clientId is 128 random bits in hex: unguessable, because knowing it (with
+//! the browser cookie) is all it takes to read a session's messages.
+//!
+//! Browsers: HTTP/1.1 browsers allow few connections per host, so CometD
+//! lets only `maxSessionsPerBrowser` sessions of one browser (one
+//! `BAYEUX_BROWSER` cookie) hold a long poll at a time; the others are told
+//! `multiple-clients` and poll at `multiSessionInterval`. [`BrowserPolls`]
+//! counts those held polls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use rand::RngCore;
+use tokio::time::Instant;
+
+use super::outbox::OutboxLimits;
+use super::session::{Session, SessionKey};
+
+pub struct Sessions {
+    by_client_id: DashMap<Box<str>, Arc<Session>>,
+    next_key: AtomicU64,
+    epoch: Instant,
+    limits: OutboxLimits,
+    browsers: Arc<BrowserPolls>,
+}
+
+impl Sessions {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Sessions {
+            by_client_id: DashMap::new(),
+            next_key: AtomicU64::new(1),
+            epoch: Instant::now(),
+            limits,
+            browsers: Arc::new(BrowserPolls::default()),
+        }
+    }
+
+    /// Milliseconds since the registry was created: the clock sessions age by.
+    /// It is tokio's clock, so tests can pause and advance it.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Creates and registers a new session with a fresh clientId.
+    pub fn create(&self, browser_id: Option<&str>) -> Arc<Session> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(
+            key,
+            new_random_id().into(),
+            browser_id.map(Into::into),
+            self.limits,
+            self.now_ms(),
+        ));
+        self.by_client_id
+            .insert(session.client_id().into(), session.clone());
+        session
+    }
+
+    pub fn get(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.by_client_id.get(client_id).map(|s| s.clone())
+    }
+
+    /// Unregisters a session; the caller cleans up its subscriptions.
+    pub fn remove(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.by_client_id.remove(client_id).map(|(_, s)| s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_client_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_client_id.is_empty()
+    }
+
+    /// Sessions that have been silent for longer than `max_silence_ms` and
+    /// are not holding a connect.
+    pub fn expired(&self, max_silence_ms: u64) -> Vec<Arc<Session>> {
+        let now = self.now_ms();
+        self.by_client_id
+            .iter()
+            .filter(|s| !s.is_holding() && now.saturating_sub(s.last_seen_ms()) > max_silence_ms)
+            .map(|s| s.clone())
+            .collect()
+    }
+
+    /// Every live session (for shutdown).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.by_client_id.iter().map(|s| s.clone()).collect()
+    }
+
+    pub fn browsers(&self) -> &Arc<BrowserPolls> {
+        &self.browsers
+    }
+}
+
+/// A new random identifier: 128 bits as 32 lowercase hex digits.
+pub fn new_random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        use std::fmt::Write;
+        let _ = write!(id, "{b:02x}");
+    }
+    id
+}
+
+/// Held long polls per browser: browser id -> (session -> held connects).
+#[derive(Default)]
+pub struct BrowserPolls {
+    held: DashMap<Box<str>, HashMap<SessionKey, u32>>,
+}
+
+impl BrowserPolls {
+    /// Lets `session` hold a poll for `browser` unless `max` other sessions
+    /// of that browser already do. A negative `max` means no limit. The
+    /// returned guard releases the slot when dropped.
+    pub fn try_hold(
+        self: &Arc<Self>,
+        browser: &str,
+        session: SessionKey,
+        max: i64,
+    ) -> Option<BrowserPollGuard> {
+        let mut held = self.held.entry(browser.into()).or_default();
+        if max >= 0 {
+            let others = held.keys().filter(|&&k| k != session).count();
+            if others as i64 >= max {
+                return None;
+            }
+        }
+        *held.entry(session).or_insert(0) += 1;
+        Some(BrowserPollGuard {
+            polls: self.clone(),
+            browser: browser.into(),
+            session,
+        })
+    }
+
+    fn release(&self, browser: &str, session: SessionKey) {
+        if let Some(mut held) = self.held.get_mut(browser) {
+            if let Some(count) = held.get_mut(&session) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(&session);
+                }
+            }
+        }
+        self.held.remove_if(browser, |_, held| held.is_empty());
+    }
+}
+
+/// A held poll's slot in its browser's count.
+pub struct BrowserPollGuard {
+    polls: Arc<BrowserPolls>,
+    browser: Box<str>,
+    session: SessionKey,
+}
+
+impl Drop for BrowserPollGuard {
+    fn drop(&mut self) {
+        self.polls.release(&self.browser, self.session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_are_128_bit_hex_and_distinct() {
+        let a = new_random_id();
+        let b = new_random_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn browser_polls_limit_other_sessions_only() {
+        let polls = Arc::new(BrowserPolls::default());
+        let first = polls
+            .try_hold("b", 1, 1)
+            .expect("first poll of the browser");
+        // The same session may poll again (a newer connect replacing the held one).
+        let again = polls.try_hold("b", 1, 1).expect("same session");
+        assert!(
+            polls.try_hold("b", 2, 1).is_none(),
+            "a second session is refused"
+        );
+        drop(first);
+        assert!(polls.try_hold("b", 2, 1).is_none(), "still held by `again`");
+        drop(again);
+        let second = polls.try_hold("b", 2, 1).expect("slot released");
+        assert!(
+            polls.try_hold("other", 3, 1).is_some(),
+            "browsers are independent"
+        );
+        assert!(
+            polls.try_hold("b", 4, -1).is_some(),
+            "negative means unlimited"
+        );
+        drop(second);
+        assert!(polls.try_hold("b", 5, 0).is_none(), "zero means never hold");
+    }
+}

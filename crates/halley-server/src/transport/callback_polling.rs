@@ -1,0 +1,128 @@
+//! callback-polling (JSONP): `GET ?jsonp=<callback>&message=<JSON array>`,
+//! answered as `text/javascript`: `callback([...])`.
+//!
+//! The response is executed as script by the browser, so the callback name
+//! is the dangerous part: only a plain JavaScript identifier path
+//! (`cb`, `a.b_c$1`) is accepted; anything else is refused with 400 before
+//! a byte of script is written.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use halley_protocol::{decode_batch, BayeuxError};
+
+use super::{bayeux_error, browser_id, plain, respond, Body};
+use crate::engine::{Engine, Origin};
+use crate::state::session::ConnectionType;
+
+pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query().unwrap_or("");
+    let mut callback = None;
+    let mut message = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "jsonp" => callback = Some(value.into_owned()),
+            "message" => message = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(callback) = callback else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "missing jsonp parameter (callback-polling) or use POST (long-polling)\n",
+        );
+    };
+    if !is_valid_callback(&callback) {
+        return plain(StatusCode::BAD_REQUEST, "invalid jsonp callback name\n");
+    }
+    let Some(message) = message else {
+        return plain(StatusCode::BAD_REQUEST, "missing message parameter\n");
+    };
+    let max = engine.config().max_request_bytes;
+    if message.len() > max {
+        return bayeux_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BayeuxError::MESSAGE_INVALID,
+            &format!("message larger than {max} bytes"),
+        );
+    }
+    let batch = match decode_batch(message.as_bytes()) {
+        Ok(batch) => batch,
+        Err(error) => {
+            return bayeux_error(
+                StatusCode::BAD_REQUEST,
+                BayeuxError::MESSAGE_INVALID,
+                &error.to_string(),
+            )
+        }
+    };
+    if batch.len() > engine.config().max_batch_messages {
+        return bayeux_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BayeuxError::BATCH_TOO_LARGE,
+            &format!(
+                "at most {} messages per request",
+                engine.config().max_batch_messages
+            ),
+        );
+    }
+    let origin = Origin {
+        connection_type: ConnectionType::CallbackPolling,
+        browser_id: browser_id(&request),
+    };
+    let exchange = engine.handle_batch(batch, origin).await;
+    let prefix = format!("{callback}(");
+    respond(
+        engine,
+        exchange,
+        prefix.as_bytes(),
+        b")",
+        "text/javascript; charset=utf-8",
+    )
+    .await
+}
+
+/// A dotted path of JavaScript identifiers (ASCII only), at most 128 bytes.
+pub fn is_valid_callback(name: &str) -> bool {
+    let identifier = |part: &str| {
+        let mut bytes = part.bytes();
+        matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'$'))
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+    };
+    !name.is_empty() && name.len() <= 128 && name.split('.').all(identifier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_callback;
+
+    #[test]
+    fn callback_names() {
+        for ok in [
+            "cb",
+            "jQuery123_456",
+            "a.b.c",
+            "$",
+            "_x$1",
+            "org.cometd.jsonp_1",
+        ] {
+            assert!(is_valid_callback(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a..b",
+            "a.",
+            ".a",
+            "alert(1)//",
+            "a-b",
+            "a b",
+            "a[0]",
+            "é",
+            "a;b",
+            &"a".repeat(129),
+        ] {
+            assert!(!is_valid_callback(bad), "{bad}");
+        }
+    }
+}

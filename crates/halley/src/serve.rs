@@ -1,0 +1,185 @@
+//! `halley serve`: settings from a TOML file, `HALLEY_*` variables and flags
+//! (each over the one before), then the server until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use halley_server::{Config, Server};
+
+/// Every setting is also a TOML key of the same name (`max-interval = 10000`)
+/// and an environment variable (`HALLEY_MAX_INTERVAL`). Flags win over the
+/// environment, which wins over the file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings (keys are the flag names without `--`)
+    #[arg(long, env = "HALLEY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "HALLEY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Bayeux endpoint; every path under it is the same endpoint [default: /cometd]
+    #[arg(long, env = "HALLEY_PATH", value_name = "PATH")]
+    path: Option<String>,
+    /// Milliseconds a /meta/connect is held when nothing is queued [default: 20000]
+    #[arg(long, env = "HALLEY_TIMEOUT", value_name = "MS")]
+    timeout: Option<u64>,
+    /// Milliseconds clients wait between a connect reply and the next connect [default: 0]
+    #[arg(long, env = "HALLEY_INTERVAL", value_name = "MS")]
+    interval: Option<u64>,
+    /// Milliseconds a session survives without a connect before it expires [default: 10000]
+    #[arg(long, env = "HALLEY_MAX_INTERVAL", value_name = "MS")]
+    max_interval: Option<u64>,
+    /// Sessions of one browser that may hold a long poll at once; negative: unlimited [default: 1]
+    #[arg(
+        long,
+        env = "HALLEY_MAX_SESSIONS_PER_BROWSER",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    max_sessions_per_browser: Option<i64>,
+    /// Poll interval advised to a browser's extra sessions (multiple-clients), ms [default: 2000]
+    #[arg(long, env = "HALLEY_MULTI_SESSION_INTERVAL", value_name = "MS")]
+    multi_session_interval: Option<u64>,
+    /// Largest request body accepted in bytes; larger gets HTTP 413 [default: 1048576]
+    #[arg(long, env = "HALLEY_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Most messages in one request; more gets HTTP 413 [default: 1000]
+    #[arg(long, env = "HALLEY_MAX_BATCH_MESSAGES", value_name = "N")]
+    max_batch_messages: Option<usize>,
+    /// Most deliveries queued per session; beyond it the oldest are dropped [default: 10000]
+    #[arg(long, env = "HALLEY_MAX_QUEUE", value_name = "N")]
+    max_queue: Option<usize>,
+    /// Most bytes of deliveries queued per session; beyond it the oldest are dropped [default: 16777216]
+    #[arg(long, env = "HALLEY_MAX_QUEUE_BYTES", value_name = "BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// Milliseconds between sweeps for expired sessions [default: 1000]
+    #[arg(long, env = "HALLEY_SWEEP_PERIOD", value_name = "MS")]
+    sweep_period: Option<u64>,
+    /// Accept a clientId without the BAYEUX_BROWSER cookie it was issued with [default: false]
+    #[arg(long, env = "HALLEY_TRUST_CLIENT_SESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    trust_client_session: Option<bool>,
+    /// Offer callback-polling (JSONP) [default: true]
+    #[arg(long, env = "HALLEY_CALLBACK_POLLING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    callback_polling: Option<bool>,
+}
+
+impl ServeArgs {
+    /// The file's settings (or the defaults), with flags and environment over them.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! over {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
+        }
+        over!(
+            listen,
+            path,
+            timeout,
+            interval,
+            max_interval,
+            max_sessions_per_browser,
+            multi_session_interval,
+            max_request_bytes,
+            max_batch_messages,
+            max_queue,
+            max_queue_bytes,
+            sweep_period,
+            trust_client_session,
+            callback_polling
+        );
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let server = Server::bind(config)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        server.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("halley-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(
+            &file,
+            "timeout = 5000\nmax-interval = 3000\npath = \"/bayeux\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            timeout: Some(7000),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.timeout, 7000, "flag over file");
+        assert_eq!(config.max_interval, 3000, "file over default");
+        assert_eq!(config.path, "/bayeux");
+        assert_eq!(config.interval, 0, "default");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("halley-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(&file, "timeout_ms = 5000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        assert!(args.into_config().is_err());
+        let args = ServeArgs {
+            path: Some("cometd".into()),
+            ..ServeArgs::default()
+        };
+        assert!(args.into_config().is_err());
+    }
+}
