@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test Halley has, installing what they need first.
+#
+#   ./scripts/test.sh
+#
+# Steps: system packages (Node.js/npm when missing), formatting and lints,
+# Rust unit/property/end-to-end tests, then the interop suite with the real
+# CometD and Faye clients from npm against a release build of `halley`.
+# Safe to run on a fresh Debian machine as root, and as CI's `.ci/run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+apt_updated=0
+need_apt() {
+  # need_apt <command> <package>: installs <package> when <command> is missing.
+  if ! command -v "$1" >/dev/null 2>&1; then
+    if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+
+step "system packages"
+need_apt node nodejs
+need_apt npm npm
+node --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (protocol, engine, client, end to end)"
+cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
+grep -q "test result: ok" target/cargo-test.log
+
+step "release build for the interop suite"
+cargo build --release --quiet -p halley
+export HALLEY_BIN="$root/target/release/halley"
+
+step "interop: official CometD and Faye clients from npm"
+cd "$root/tests/interop"
+npm ci --no-audit --no-fund --loglevel=error
+npm test
+
+printf '\n==> all tests passed\n'
