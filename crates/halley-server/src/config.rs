@@ -42,6 +42,11 @@ pub struct Config {
     pub trust_client_session: bool,
     /// Offer callback-polling (JSONP) to clients.
     pub callback_polling: bool,
+    /// Offer WebSocket to clients (on the Bayeux path).
+    pub websocket: bool,
+    /// Milliseconds a WebSocket may stay silent (no frame, no pong) before it
+    /// is closed; a ping is sent after half of it.
+    pub websocket_idle_timeout: u64,
 }
 
 impl Default for Config {
@@ -61,6 +66,8 @@ impl Default for Config {
             sweep_period: 1_000,
             trust_client_session: false,
             callback_polling: true,
+            websocket: true,
+            websocket_idle_timeout: 60_000,
         }
     }
 }
@@ -72,6 +79,10 @@ impl Config {
 
     pub fn sweep_period(&self) -> Duration {
         Duration::from_millis(self.sweep_period.max(1))
+    }
+
+    pub fn websocket_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.websocket_idle_timeout.max(2))
     }
 
     /// How long a session may stay silent after a connect reply.

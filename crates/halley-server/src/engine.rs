@@ -41,6 +41,10 @@ pub struct Origin {
     pub connection_type: ConnectionType,
     /// The `BAYEUX_BROWSER` cookie sent with the request, if any.
     pub browser_id: Option<String>,
+    /// Whether the response can set a cookie. An HTTP response can; a
+    /// WebSocket frame cannot, so a handshake over a socket opened without
+    /// the cookie makes a session bound to no browser.
+    pub can_set_cookie: bool,
 }
 
 /// The outcome of one batch, for the transport to write.
@@ -69,14 +73,18 @@ impl Exchange {
             .or(self.new_browser_id.as_deref())
     }
 
-    /// Issues a browser id for a request that came without one.
-    pub fn ensure_browser_id(&mut self) -> String {
+    /// The browser a new session is bound to: the request's, or a new one
+    /// when the transport can set the cookie, or none.
+    pub fn browser_for_new_session(&mut self) -> Option<String> {
         if let Some(id) = self.browser_id() {
-            return id.to_owned();
+            return Some(id.to_owned());
+        }
+        if !self.origin.can_set_cookie {
+            return None;
         }
         let id = new_random_id();
         self.new_browser_id = Some(id.clone());
-        id
+        Some(id)
     }
 }
 
@@ -177,7 +185,8 @@ impl Engine {
                 exchange.replies.push(reply);
             }
             _ if channel.starts_with("/meta/") || channel == "/meta" => {
-                let reply = Reply::to(channel, message.id).failure(BayeuxError::CHANNEL_INVALID);
+                // Not a meta channel Bayeux defines: a publish to /meta/**.
+                let reply = Reply::to(channel, message.id).failure(BayeuxError::PUBLISH_DENIED);
                 exchange.replies.push(reply);
             }
             _ if channel.starts_with("/service/") => {

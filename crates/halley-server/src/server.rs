@@ -14,8 +14,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -61,7 +61,9 @@ impl Server {
             let engine = engine.clone();
             async move { engine.run_sweeper().await }
         });
-        let graceful = GracefulShutdown::new();
+        // Connections and WebSocket tasks (which outlive their upgraded
+        // HTTP connection) are tracked so shutdown can wait for them.
+        let tasks = TaskTracker::new();
         tokio::pin!(signal);
         loop {
             let (stream, peer) = tokio::select! {
@@ -78,14 +80,28 @@ impl Server {
             };
             // Small writes (a delivery, a connect reply) must leave at once.
             let _ = stream.set_nodelay(true);
+            let service = service_fn({
+                let engine = engine.clone();
+                let tasks = tasks.clone();
+                move |request| transport::route(engine.clone(), tasks.clone(), request)
+            });
             let engine = engine.clone();
-            let service = service_fn(move |request| transport::route(engine.clone(), request));
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
+            tasks.spawn(async move {
+                let connection = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    _ = engine.shutdown().wait() => {
+                        // Finish the response in flight (held connects are
+                        // being answered), then close.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
             });
@@ -94,11 +110,12 @@ impl Server {
         tracing::info!("shutting down: answering held connects");
         drop(listener);
         engine.shutdown().trigger();
-        tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-            }
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
         }
         let _ = sweeper.await;
         tracing::info!("stopped");

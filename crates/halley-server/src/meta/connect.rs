@@ -4,7 +4,9 @@
 //! Handling is in two steps because the reply must come last in the body:
 //! [`handle`] registers the connect (superseding a held one) and returns a
 //! [`PendingConnect`]; once the rest of the batch is done, the transport
-//! calls [`complete`], which holds the connect when
+//! answers it.
+//!
+//! Long-polling calls [`complete`], which holds the connect when
 //! - it is alone in its request (a batch with other messages is answered now),
 //! - it is not the session's first connect and the client did not ask for
 //!   `advice.timeout: 0`,
@@ -14,6 +16,10 @@
 //!
 //! and answers it when a delivery is queued, a newer connect arrives, the
 //! session closes, the server shuts down, or `timeout` passes.
+//!
+//! WebSocket writes deliveries as they come and only keeps the connect as a
+//! timer: it uses [`PendingConnect::hold_for`], [`PendingConnect::must_end`]
+//! and [`PendingConnect::answer`] directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,38 +62,79 @@ pub fn handle(
     })
 }
 
+/// Why a connect was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectEnd {
+    /// Not held (first connect, in a batch, client asked, something queued).
+    Immediate,
+    /// A delivery was queued (long-polling).
+    Deliveries,
+    /// `timeout` passed.
+    Timeout,
+    /// A newer connect for the session arrived.
+    Superseded,
+    /// The session was disconnected or expired: `reconnect: none`.
+    Closed,
+    /// The server is stopping: `reconnect: retry`.
+    Shutdown,
+    /// Another session of the browser holds the poll: `multiple-clients`.
+    MultipleClients,
+}
+
 impl PendingConnect {
     pub fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
+    /// The longest this connect may be held (zero: answer at once).
+    pub fn hold_for(&self) -> Duration {
+        self.hold_for
+    }
+
+    /// Whether the session's end, a newer connect or shutdown means this
+    /// connect must be answered now.
+    pub fn must_end(&self, engine: &Engine) -> Option<ConnectEnd> {
+        if self.session.is_closed() {
+            Some(ConnectEnd::Closed)
+        } else if !self.session.is_current_connect(self.generation) {
+            Some(ConnectEnd::Superseded)
+        } else if engine.shutdown().is_started() {
+            Some(ConnectEnd::Shutdown)
+        } else {
+            None
+        }
+    }
+
     /// Answers without holding.
     pub fn immediate_reply(self, engine: &Engine) -> Reply {
-        self.session.touch(engine.sessions().now_ms());
-        reply(engine, self.id, retry_advice(engine))
+        self.answer(engine, ConnectEnd::Immediate)
     }
-}
 
-fn retry_advice(engine: &Engine) -> Advice {
-    let config = engine.config();
-    Advice::retry(config.interval as i64, config.timeout as i64)
-}
-
-fn reply(engine: &Engine, id: Option<Box<RawValue>>, advice: Advice) -> Reply {
-    let _ = engine;
-    Reply::to(halley_protocol::meta::CONNECT, id)
-        .success()
-        .with_advice(advice)
-}
-
-/// Why a held connect was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Woken {
-    Deliveries,
-    Timeout,
-    Superseded,
-    Closed,
-    Shutdown,
+    /// The reply for a connect that ends for `end`. Answering is a sign of
+    /// life: the session's expiry clock restarts here.
+    pub fn answer(self, engine: &Engine, end: ConnectEnd) -> Reply {
+        self.session.touch(engine.sessions().now_ms());
+        let config = engine.config();
+        let advice = match end {
+            ConnectEnd::Closed => Advice::none(),
+            ConnectEnd::Shutdown => Advice::retry(0, config.timeout as i64),
+            ConnectEnd::MultipleClients => {
+                let mut advice =
+                    Advice::retry(config.multi_session_interval as i64, config.timeout as i64);
+                advice.multiple_clients = Some(true);
+                advice
+            }
+            ConnectEnd::Immediate
+            | ConnectEnd::Deliveries
+            | ConnectEnd::Timeout
+            | ConnectEnd::Superseded => {
+                Advice::retry(config.interval as i64, config.timeout as i64)
+            }
+        };
+        Reply::to(halley_protocol::meta::CONNECT, self.id)
+            .success()
+            .with_advice(advice)
+    }
 }
 
 /// Keeps a session marked as holding for exactly as long as the hold lasts,
@@ -110,63 +157,48 @@ impl Drop for Holding<'_> {
     }
 }
 
+/// Answers a long-polling connect, holding it first when allowed.
 pub async fn complete(
     engine: &Engine,
     pending: PendingConnect,
     holdable: bool,
     browser_id: Option<&str>,
 ) -> Reply {
-    let PendingConnect {
-        session,
-        id,
-        generation,
-        hold_for,
-    } = pending;
-    let config = engine.config();
-
-    if !holdable || hold_for.is_zero() || session.has_deliveries() || engine.shutdown().is_started()
+    if !holdable
+        || pending.hold_for.is_zero()
+        || pending.session.has_deliveries()
+        || engine.shutdown().is_started()
     {
-        session.touch(engine.sessions().now_ms());
-        return reply(engine, id, retry_advice(engine));
+        return pending.answer(engine, ConnectEnd::Immediate);
     }
 
     // One held poll per browser (HTTP/1.1 connection limits): the others poll.
     let _browser_slot = match browser_id {
         Some(browser) => match engine.sessions().browsers().try_hold(
             browser,
-            session.key(),
-            config.max_sessions_per_browser,
+            pending.session.key(),
+            engine.config().max_sessions_per_browser,
         ) {
             Some(slot) => Some(slot),
-            None => {
-                session.touch(engine.sessions().now_ms());
-                let mut advice = retry_advice(engine);
-                advice.interval = Some(config.multi_session_interval as i64);
-                advice.multiple_clients = Some(true);
-                return reply(engine, id, advice);
-            }
+            None => return pending.answer(engine, ConnectEnd::MultipleClients),
         },
         None => None,
     };
 
-    let woken = {
-        let _holding = Holding::start(engine, &session);
-        hold(engine, &session, generation, Instant::now() + hold_for).await
+    let end = {
+        let _holding = Holding::start(engine, &pending.session);
+        hold(engine, &pending, Instant::now() + pending.hold_for).await
     };
     tracing::trace!(
-        client_id = session.client_id(),
-        ?woken,
+        client_id = pending.session.client_id(),
+        ?end,
         "held connect answered"
     );
-    let advice = match woken {
-        Woken::Closed => Advice::none(),
-        Woken::Shutdown => Advice::retry(0, config.timeout as i64),
-        Woken::Deliveries | Woken::Timeout | Woken::Superseded => retry_advice(engine),
-    };
-    reply(engine, id, advice)
+    pending.answer(engine, end)
 }
 
-async fn hold(engine: &Engine, session: &Session, generation: u64, deadline: Instant) -> Woken {
+async fn hold(engine: &Engine, pending: &PendingConnect, deadline: Instant) -> ConnectEnd {
+    let session = &pending.session;
     let sleep = tokio::time::sleep_until(deadline);
     tokio::pin!(sleep);
     loop {
@@ -174,22 +206,16 @@ async fn hold(engine: &Engine, session: &Session, generation: u64, deadline: Ins
         let notified = session.wake().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if session.is_closed() {
-            return Woken::Closed;
-        }
-        if !session.is_current_connect(generation) {
-            return Woken::Superseded;
+        if let Some(end) = pending.must_end(engine) {
+            return end;
         }
         if session.has_deliveries() {
-            return Woken::Deliveries;
-        }
-        if engine.shutdown().is_started() {
-            return Woken::Shutdown;
+            return ConnectEnd::Deliveries;
         }
         tokio::select! {
             _ = &mut notified => {}
-            _ = &mut sleep => return Woken::Timeout,
-            _ = engine.shutdown().wait() => return Woken::Shutdown,
+            _ = &mut sleep => return ConnectEnd::Timeout,
+            _ = engine.shutdown().wait() => return ConnectEnd::Shutdown,
         }
     }
 }

@@ -7,7 +7,11 @@ use crate::engine::{Engine, Exchange};
 
 /// The connection types this server offers, in preference order.
 pub fn offered_connection_types(engine: &Engine) -> Vec<&'static str> {
-    let mut offered = vec![connection_type::LONG_POLLING];
+    let mut offered = Vec::with_capacity(3);
+    if engine.config().websocket {
+        offered.push(connection_type::WEBSOCKET);
+    }
+    offered.push(connection_type::LONG_POLLING);
     if engine.config().callback_polling {
         offered.push(connection_type::CALLBACK_POLLING);
     }
@@ -52,8 +56,8 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
         return deny(reply, BayeuxError::CONNECTION_TYPE_UNSUPPORTED);
     }
 
-    let browser_id = exchange.ensure_browser_id();
-    let session = engine.sessions().create(Some(&browser_id));
+    let browser_id = exchange.browser_for_new_session();
+    let session = engine.sessions().create(browser_id.as_deref());
     tracing::debug!(client_id = session.client_id(), "handshake");
 
     let mut reply = reply

@@ -27,6 +27,7 @@ pub type SessionKey = u64;
 pub enum ConnectionType {
     LongPolling,
     CallbackPolling,
+    WebSocket,
 }
 
 impl ConnectionType {
@@ -34,6 +35,7 @@ impl ConnectionType {
         match self {
             ConnectionType::LongPolling => halley_protocol::connection_type::LONG_POLLING,
             ConnectionType::CallbackPolling => halley_protocol::connection_type::CALLBACK_POLLING,
+            ConnectionType::WebSocket => halley_protocol::connection_type::WEBSOCKET,
         }
     }
 }

@@ -23,6 +23,7 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     let origin = Origin {
         connection_type: ConnectionType::LongPolling,
         browser_id: browser_id(&request),
+        can_set_cookie: true,
     };
     let body = match Limited::new(request.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),

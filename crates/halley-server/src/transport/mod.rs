@@ -2,6 +2,7 @@
 //!
 //! - [`long_polling`]: `POST` a JSON array, get a JSON array back;
 //! - [`callback_polling`]: `GET ?jsonp=cb&message=[...]`, get `cb([...])` back;
+//! - [`websocket`]: upgrade on the same path, frames of JSON arrays;
 //! - [`pages`]: `/` and `/healthz`.
 //!
 //! Both Bayeux transports end in [`respond`], which writes one body in the
@@ -11,6 +12,7 @@
 pub mod callback_polling;
 pub mod long_polling;
 pub mod pages;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE}
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, Exchange};
 
@@ -29,9 +32,10 @@ pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 
 pub type Body = Full<Bytes>;
 
-/// Routes one HTTP request.
+/// Routes one HTTP request. `sockets` tracks the WebSocket tasks it spawns.
 pub async fn route(
     engine: Arc<Engine>,
+    sockets: TaskTracker,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
@@ -40,6 +44,9 @@ pub async fn route(
         || (path.starts_with(bayeux) && path.as_bytes().get(bayeux.len()) == Some(&b'/'));
     let response = if on_bayeux_path {
         match *request.method() {
+            Method::GET if websocket::is_upgrade(&request) => {
+                websocket::handle(&engine, request, &sockets)
+            }
             Method::POST => long_polling::handle(&engine, request).await,
             Method::GET if engine.config().callback_polling => {
                 callback_polling::handle(&engine, request).await

@@ -1,0 +1,445 @@
+//! websocket: CometD's dialect on the Bayeux path (`/cometd` and below).
+//!
+//! Every frame, both ways, is a JSON array of Bayeux messages; the handshake
+//! travels on the socket too. Unlike long-polling, deliveries do not wait for
+//! a connect reply: whenever the session's outbox has something, it is written
+//! at once, everything queued in one frame. The `/meta/connect` is only a
+//! timer here: held for `timeout` (or until superseded, the session closes, or
+//! shutdown) and then answered, which keeps the session alive.
+//!
+//! One task per socket owns it and `select!`s over: a frame from the client,
+//! the session's wake-up, the held connect's deadline, the idle timer and
+//! shutdown. The session's bounded outbox is the socket's outbound queue, so
+//! the overflow policy is the same as long-polling's.
+//!
+//! Reactions to bad input, each affecting this socket only:
+//! - a text frame that is not JSON or not messages: an error reply frame;
+//! - a binary frame: close 1003 (unsupported data);
+//! - a message over `max-request-bytes`: close 1009 (message too big);
+//! - silence (no frame, no pong) for `websocket-idle-timeout`: close 1001;
+//! - server shutdown: the held connect is answered with `reconnect: retry`,
+//!   then close 1001.
+//!
+//! A session survives its socket: when the socket drops, the session ages
+//! like a long-polling one and expires after `interval + maxInterval`; a
+//! client that reconnects in time with the same clientId keeps its
+//! subscriptions and receives what was queued meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSocketStream};
+
+use halley_protocol::{decode_batch, BayeuxError, BodyWriter};
+
+use super::{browser_id, plain, Body};
+use crate::engine::{Engine, Origin};
+use crate::meta::connect::{ConnectEnd, PendingConnect};
+use crate::state::session::{ConnectionType, Session};
+
+/// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A frame the client does not read within this time closes the socket: a
+/// stuck peer must not hold its task (and the session's deliveries) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a request asks to switch to WebSocket.
+pub fn is_upgrade(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers the upgrade request and spawns the socket's task (tracked by
+/// `sockets`, so shutdown can wait for it).
+pub fn handle(
+    engine: &Arc<Engine>,
+    mut request: Request<Incoming>,
+    sockets: &TaskTracker,
+) -> Response<Body> {
+    if !engine.config().websocket {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the websocket transport is disabled on this server\n",
+        );
+    }
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade without Connection: Upgrade\n",
+        );
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut response = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported\n",
+        );
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade without Sec-WebSocket-Key\n",
+        );
+    };
+    let accept = accept_key(key.as_bytes());
+    let browser = browser_id(&request);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let engine = engine.clone();
+    sockets.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let limits =
+                    Limits::default().max_payload_len(Some(engine.config().max_request_bytes));
+                let ws = ServerBuilder::new()
+                    .limits(limits)
+                    .serve(TokioIo::new(upgraded));
+                Socket::new(engine, browser).run(ws).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// `base64(sha1(key + GUID))`, as RFC 6455 section 4.2.2 requires.
+fn accept_key(key: &[u8]) -> String {
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key);
+    sha1.update(WEBSOCKET_GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
+}
+
+/// Why a socket's task ends.
+#[derive(Debug)]
+enum Closed {
+    ByPeer,
+    Error,
+}
+
+/// The state of one socket.
+struct Socket {
+    engine: Arc<Engine>,
+    /// The cookie of the upgrade request: every batch on this socket speaks for it.
+    browser_id: Option<String>,
+    /// The session this socket serves (set by its handshake or first connect).
+    session: Option<Arc<Session>>,
+    /// The connect being held, with its deadline.
+    held: Option<(PendingConnect, Instant)>,
+    last_heard: Instant,
+    ping_sent: bool,
+    closing: bool,
+}
+
+impl Socket {
+    fn new(engine: Arc<Engine>, browser_id: Option<String>) -> Self {
+        Socket {
+            engine,
+            browser_id,
+            session: None,
+            held: None,
+            last_heard: Instant::now(),
+            ping_sent: false,
+            closing: false,
+        }
+    }
+
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut ws: WebSocketStream<S>) {
+        let end = self.serve(&mut ws).await;
+        tracing::debug!(
+            ?end,
+            client_id = self.session.as_ref().map(|s| s.client_id()),
+            "websocket closed"
+        );
+        self.attach(None);
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+    ) -> Closed {
+        let engine = self.engine.clone();
+        let idle = engine.config().websocket_idle_timeout();
+        let mut errors = 0;
+        loop {
+            let session = self.session.clone();
+            // Register for wake-ups before looking at the outbox (no lost wake-up).
+            let notified = session.as_ref().map(|s| s.wake().notified());
+            tokio::pin!(notified);
+            if let Some(notified) = notified.as_mut().as_pin_mut() {
+                notified.enable();
+            }
+            if !self.closing {
+                if let Some(session) = session.as_ref().filter(|s| s.has_deliveries()) {
+                    let mut body = BodyWriter::new();
+                    for delivery in session.take_deliveries() {
+                        body.push_encoded(&delivery);
+                    }
+                    if send(ws, body.finish(b"")).await.is_err() {
+                        return Closed::Error;
+                    }
+                    continue;
+                }
+                if let Some(end) = self.held.as_ref().and_then(|(p, _)| p.must_end(&engine)) {
+                    if self.answer_held(ws, end).await.is_err() {
+                        return Closed::Error;
+                    }
+                    continue;
+                }
+            }
+
+            let held_deadline = self.held.as_ref().map(|(_, deadline)| *deadline);
+            let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
+            tokio::select! {
+                _ = engine.shutdown().wait(), if !self.closing => {
+                    if self.held.is_some() && self.answer_held(ws, ConnectEnd::Shutdown).await.is_err() {
+                        return Closed::Error;
+                    }
+                    self.close(ws, CloseCode::GOING_AWAY, "server shutting down").await;
+                }
+                frame = ws.next() => match frame {
+                    None => return Closed::ByPeer,
+                    Some(Err(error)) => {
+                        // The library has queued the matching close frame
+                        // (1009 for too big, 1002 for protocol errors); the
+                        // next read flushes it and ends the stream.
+                        if let tokio_websockets::Error::PayloadTooLong { len, max_len } = &error {
+                            tracing::warn!(len, max_len, "websocket message over max-request-bytes: closing with 1009");
+                        } else {
+                            tracing::debug!(%error, "websocket read failed");
+                        }
+                        errors += 1;
+                        if errors > 1 {
+                            return Closed::Error;
+                        }
+                    }
+                    Some(Ok(message)) => {
+                        self.last_heard = Instant::now();
+                        self.ping_sent = false;
+                        if self.closing {
+                            continue;
+                        }
+                        if let Some(text) = message.as_text() {
+                            let text = text.to_owned();
+                            if self.handle_text(ws, &text).await.is_err() {
+                                return Closed::Error;
+                            }
+                        } else if message.is_binary() {
+                            tracing::debug!("binary websocket frame: closing with 1003");
+                            self.close(ws, CloseCode::UNSUPPORTED_DATA, "Bayeux frames are text").await;
+                        }
+                        // Ping, pong and close are answered by the library.
+                    }
+                },
+                _ = async { notified.as_mut().as_pin_mut().expect("guarded").await }, if notified.is_some() => {}
+                _ = tokio::time::sleep_until(held_deadline.unwrap_or(idle_deadline)), if held_deadline.is_some() && !self.closing => {
+                    if self.answer_held(ws, ConnectEnd::Timeout).await.is_err() {
+                        return Closed::Error;
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    if self.ping_sent || self.closing {
+                        tracing::debug!("websocket idle: closing");
+                        return Closed::Error;
+                    }
+                    self.ping_sent = true;
+                    if with_timeout(ws.send(Message::ping(Bytes::new()))).await.is_err() {
+                        return Closed::Error;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one text frame: a batch of messages.
+    async fn handle_text<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        text: &str,
+    ) -> Result<(), ()> {
+        let config = self.engine.config();
+        let batch = match decode_batch(text.as_bytes()) {
+            Ok(batch) => batch,
+            Err(error) => {
+                return send(
+                    ws,
+                    error_frame(BayeuxError::MESSAGE_INVALID, &error.to_string()),
+                )
+                .await;
+            }
+        };
+        if batch.is_empty() {
+            return Ok(()); // Faye's keep-alive ping is `[]`.
+        }
+        if batch.len() > config.max_batch_messages {
+            let detail = format!("at most {} messages per frame", config.max_batch_messages);
+            return send(ws, error_frame(BayeuxError::BATCH_TOO_LARGE, &detail)).await;
+        }
+        let origin = Origin {
+            connection_type: ConnectionType::WebSocket,
+            browser_id: self.browser_id.clone(),
+            can_set_cookie: false,
+        };
+        let mut exchange = self.engine.handle_batch(batch, origin).await;
+        let session = exchange
+            .session
+            .clone()
+            .or_else(|| exchange.connect.as_ref().map(|c| c.session().clone()));
+        if let Some(session) = session.filter(|s| !s.is_closed()) {
+            self.attach(Some(session));
+        }
+
+        let mut body = BodyWriter::new();
+        for reply in &exchange.handshake_replies {
+            body.push_reply(reply);
+        }
+        if let Some(session) = &self.session {
+            for delivery in session.take_deliveries() {
+                body.push_encoded(&delivery);
+            }
+        }
+        for reply in &exchange.replies {
+            body.push_reply(reply);
+        }
+        if let Some(pending) = exchange.connect.take() {
+            if pending.hold_for().is_zero() || self.engine.shutdown().is_started() {
+                body.push_reply(&pending.immediate_reply(&self.engine));
+            } else {
+                let deadline = Instant::now() + pending.hold_for();
+                if let Some((older, _)) = self.held.replace((pending, deadline)) {
+                    body.push_reply(&older.answer(&self.engine, ConnectEnd::Superseded));
+                }
+            }
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        send(ws, body.finish(b"")).await
+    }
+
+    async fn answer_held<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        end: ConnectEnd,
+    ) -> Result<(), ()> {
+        let Some((pending, _)) = self.held.take() else {
+            return Ok(());
+        };
+        let reply = pending.answer(&self.engine, end);
+        let mut body = BodyWriter::new();
+        body.push_reply(&reply);
+        send(ws, body.finish(b"")).await
+    }
+
+    /// Makes `session` the one this socket serves. While a socket serves a
+    /// session, the session counts as holding and does not expire; when the
+    /// socket goes, the session's expiry clock starts.
+    fn attach(&mut self, session: Option<Arc<Session>>) {
+        let same = match (&self.session, &session) {
+            (Some(a), Some(b)) => a.key() == b.key(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some(old) = self.session.take() {
+            old.stop_holding(self.engine.sessions().now_ms());
+        }
+        if let Some(new) = &session {
+            new.start_holding();
+        }
+        self.session = session;
+    }
+
+    async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        self.closing = true;
+        let _ = with_timeout(ws.send(Message::close(Some(code), reason))).await;
+    }
+}
+
+/// Sends one text frame (zero-copy from `Bytes`), bounded by [`WRITE_TIMEOUT`].
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    frame: Bytes,
+) -> Result<(), ()> {
+    with_timeout(ws.send(Message::text(Payload::from(frame)))).await
+}
+
+async fn with_timeout<F, E>(write: F) -> Result<(), ()>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "websocket write failed");
+            Err(())
+        }
+        Err(_) => {
+            tracing::debug!("websocket write timed out: the client is not reading");
+            Err(())
+        }
+    }
+}
+
+fn error_frame(error: BayeuxError, detail: &str) -> Bytes {
+    let body =
+        serde_json::json!([{ "successful": false, "error": error.to_string(), "failure": detail }]);
+    Bytes::from(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_key;
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaOTUpYWkzZdQmWK+xo="
+        );
+    }
+}
