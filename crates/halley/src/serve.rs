@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// Offer callback-polling (JSONP) [default: true]
     #[arg(long, env = "HALLEY_CALLBACK_POLLING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     callback_polling: Option<bool>,
+    /// Offer WebSocket on the Bayeux path; `--websocket false` leaves long-polling [default: true]
+    #[arg(long, env = "HALLEY_WEBSOCKET", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    websocket: Option<bool>,
+    /// Milliseconds a WebSocket may stay silent before it is closed (pinged at half) [default: 60000]
+    #[arg(long, env = "HALLEY_WEBSOCKET_IDLE_TIMEOUT", value_name = "MS")]
+    websocket_idle_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -94,7 +100,9 @@ impl ServeArgs {
             max_queue_bytes,
             sweep_period,
             trust_client_session,
-            callback_polling
+            callback_polling,
+            websocket,
+            websocket_idle_timeout
         );
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
