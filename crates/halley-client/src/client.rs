@@ -1,0 +1,531 @@
+//! [`Client`]: one Bayeux session, the way an application uses it.
+//!
+//! `handshake()` opens the session and starts the connect loop (a background
+//! task, see `connect_loop`), which keeps one `/meta/connect` outstanding,
+//! hands deliveries over to [`Deliveries`], follows the server's advice and,
+//! when the session is lost, handshakes again and re-subscribes on its own.
+//! `subscribe`, `publish` and the rest are ordinary request/reply exchanges
+//! that run beside it.
+//!
+//! The `raw_*` methods send arbitrary bytes with this client's cookies, for
+//! tests that need to say what no well-behaved client would.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use halley_protocol::{meta, Advice, Subscription, BAYEUX_VERSION};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::connect_loop;
+use crate::cookie::CookieJar;
+use crate::delivery::Deliveries;
+use crate::error::{Error, ServerError};
+use crate::message::{Incoming, Outgoing};
+use crate::session::{Counter, Session, State, Stats};
+use crate::transport::{http_client, LongPolling, RawResponse, Transport};
+use crate::Result;
+
+/// Settings of a [`Client`]; see [`Client::builder`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    url: String,
+    http: Option<reqwest::Client>,
+    local_address: Option<IpAddr>,
+    cookies: Option<Arc<CookieJar>>,
+    append_message_type: bool,
+    max_network_delay: Duration,
+    backoff_increment: Duration,
+    max_backoff: Duration,
+    handshake_ext: Option<Box<RawValue>>,
+}
+
+impl ClientBuilder {
+    /// Shares an HTTP client (and so its connection pool) with other Bayeux
+    /// clients; cookies stay per Bayeux client. When set, `local_address` is
+    /// ignored: bind the shared client instead (see [`crate::http_client`]).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The local address to connect from (when this builder makes its own
+    /// HTTP client).
+    pub fn local_address(mut self, address: IpAddr) -> Self {
+        self.local_address = Some(address);
+        self
+    }
+
+    /// Uses `jar` instead of a private one: clients sharing a jar are tabs of
+    /// one browser (one `BAYEUX_BROWSER` cookie) as far as the server can tell.
+    pub fn cookie_jar(mut self, jar: Arc<CookieJar>) -> Self {
+        self.cookies = Some(jar);
+        self
+    }
+
+    /// Whether a lone meta message is posted to `<url>/<type>` (default true,
+    /// as the CometD JavaScript client does).
+    pub fn append_message_type_to_url(mut self, append: bool) -> Self {
+        self.append_message_type = append;
+        self
+    }
+
+    /// How long any request may take beyond the time the server may hold it
+    /// (CometD's `maxNetworkDelay`, default 10 s). A held `/meta/connect` is
+    /// given the advised `timeout` plus this.
+    pub fn max_network_delay(mut self, delay: Duration) -> Self {
+        self.max_network_delay = delay;
+        self
+    }
+
+    /// After a failed connect or handshake, the connect loop waits
+    /// `increment`, then `2 * increment`, ... up to `max`.
+    pub fn backoff(mut self, increment: Duration, max: Duration) -> Self {
+        self.backoff_increment = increment;
+        self.max_backoff = max;
+        self
+    }
+
+    /// An `ext` object to send with every handshake (`{"ack":true}`, ...).
+    pub fn handshake_ext(mut self, ext: Box<RawValue>) -> Self {
+        self.handshake_ext = Some(ext);
+        self
+    }
+
+    pub fn build(self) -> Result<Client> {
+        let http = match self.http {
+            Some(http) => http,
+            None => http_client(self.local_address)?,
+        };
+        let cookies = self.cookies.unwrap_or_default();
+        let transport = Transport::LongPolling(LongPolling::new(
+            http,
+            self.url,
+            cookies,
+            self.append_message_type,
+        ));
+        let (sender, deliveries) = Deliveries::channel();
+        let shared = Shared {
+            transport,
+            session: Session::new(sender),
+            config: Config {
+                max_network_delay: self.max_network_delay,
+                backoff_increment: self.backoff_increment,
+                max_backoff: self.max_backoff,
+                handshake_ext: self.handshake_ext,
+            },
+        };
+        Ok(Client {
+            shared: Arc::new(shared),
+            deliveries: Mutex::new(Some(deliveries)),
+            connect_loop: Mutex::new(None),
+        })
+    }
+}
+
+/// What the server said in its handshake reply.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    pub client_id: String,
+    pub version: Option<String>,
+    pub supported_connection_types: Vec<String>,
+    pub advice: Option<Advice>,
+    pub ext: Option<Box<RawValue>>,
+}
+
+/// The server's acknowledgement of a publish. For a `/service` channel it
+/// carries the service's answer in `data`.
+#[derive(Debug, Clone)]
+pub struct PublishAck {
+    pub channel: String,
+    pub id: String,
+    pub data: Option<Box<RawValue>>,
+    pub ext: Option<Box<RawValue>>,
+}
+
+impl PublishAck {
+    /// `data` parsed into a JSON tree.
+    pub fn data_value(&self) -> Option<serde_json::Value> {
+        self.data
+            .as_ref()
+            .map(|d| serde_json::from_str(d.get()).expect("RawValue holds valid JSON"))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub max_network_delay: Duration,
+    pub backoff_increment: Duration,
+    pub max_backoff: Duration,
+    pub handshake_ext: Option<Box<RawValue>>,
+}
+
+/// What the application's handle and the connect loop share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub transport: Transport,
+    pub session: Session,
+    pub config: Config,
+}
+
+impl Shared {
+    /// A message on `channel` with a fresh id and the session's `clientId`.
+    pub fn session_message(&self, channel: &str) -> Result<Outgoing> {
+        let client_id = self.session.client_id().ok_or(Error::NotHandshaken)?;
+        let mut message = Outgoing::new(channel);
+        message.id = Some(self.session.next_id());
+        message.client_id = Some(client_id);
+        Ok(message)
+    }
+
+    /// Sends a batch, hands its deliveries over and returns the replies.
+    pub async fn send(&self, messages: &[Outgoing], timeout: Duration) -> Result<Vec<Incoming>> {
+        let incoming = self.transport.exchange(messages, timeout).await?;
+        Ok(self.session.dispatch(incoming))
+    }
+
+    /// Sends one message; its successful reply, or why not.
+    pub async fn request(&self, message: Outgoing) -> Result<Incoming> {
+        let replies = self
+            .send(
+                std::slice::from_ref(&message),
+                self.config.max_network_delay,
+            )
+            .await?;
+        take_reply(replies, &message)
+    }
+
+    /// Opens a new session; the connect loop is not touched.
+    pub async fn handshake(&self) -> Result<HandshakeInfo> {
+        let mut message = Outgoing::new(meta::HANDSHAKE);
+        message.id = Some(self.session.next_id());
+        message.version = Some(BAYEUX_VERSION);
+        message.minimum_version = Some(BAYEUX_VERSION);
+        message.supported_connection_types = Some(vec![self.transport.connection_type()]);
+        message.advice = Some(Advice {
+            timeout: Some(60_000),
+            interval: Some(0),
+            ..Advice::default()
+        });
+        message.ext = self.config.handshake_ext.clone();
+        let reply = self.request(message).await?;
+        let client_id = reply.client_id.clone().ok_or_else(|| {
+            Error::Malformed("successful handshake reply without clientId".into())
+        })?;
+        self.session.set_client_id(Some(client_id.clone()));
+        self.session.set_standing_advice(reply.advice.as_ref());
+        self.session.set_state(State::Connecting);
+        self.session.count(Counter::Handshakes);
+        Ok(HandshakeInfo {
+            client_id,
+            version: reply.version,
+            supported_connection_types: reply.supported_connection_types.unwrap_or_default(),
+            advice: reply.advice,
+            ext: reply.ext,
+        })
+    }
+
+    /// Subscribes again to everything the application subscribed to, one
+    /// message per pattern in one batch (as the CometD clients do).
+    pub async fn resubscribe(&self) -> Result<()> {
+        let patterns = self.session.subscriptions();
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let mut messages = Vec::with_capacity(patterns.len());
+        for pattern in patterns {
+            let mut message = self.session_message(meta::SUBSCRIBE)?;
+            message.subscription = Some(Subscription::One(pattern));
+            messages.push(message);
+        }
+        let replies = self.send(&messages, self.config.max_network_delay).await?;
+        let mut first_error = None;
+        for message in &messages {
+            if let Err(e) = take_reply_of(&replies, message) {
+                tracing::warn!(error = %e, "re-subscription failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The reply to `message` among `replies`: `Ok` if successful.
+fn take_reply(replies: Vec<Incoming>, message: &Outgoing) -> Result<Incoming> {
+    let id = message.id.as_deref();
+    let reply = replies
+        .into_iter()
+        .find(|r| r.id.as_deref() == id)
+        .ok_or_else(|| no_reply(message))?;
+    check(reply, message)
+}
+
+fn take_reply_of(replies: &[Incoming], message: &Outgoing) -> Result<()> {
+    let id = message.id.as_deref();
+    let reply = replies
+        .iter()
+        .find(|r| r.id.as_deref() == id)
+        .ok_or_else(|| no_reply(message))?;
+    if reply.is_successful() {
+        Ok(())
+    } else {
+        Err(refusal(reply, message))
+    }
+}
+
+fn check(reply: Incoming, message: &Outgoing) -> Result<Incoming> {
+    if reply.is_successful() {
+        Ok(reply)
+    } else {
+        Err(refusal(&reply, message))
+    }
+}
+
+fn no_reply(message: &Outgoing) -> Error {
+    Error::NoReply {
+        channel: message.channel.clone(),
+        id: message.id.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn refusal(reply: &Incoming, message: &Outgoing) -> Error {
+    Error::Refused {
+        channel: if reply.channel.is_empty() {
+            message.channel.clone()
+        } else {
+            reply.channel.clone()
+        },
+        error: ServerError::new(reply.error.clone().unwrap_or_default()),
+        advice: reply.advice.clone(),
+    }
+}
+
+/// The running connect loop and the way to stop it.
+#[derive(Debug)]
+struct LoopHandle {
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// A Bayeux client: one session with one server.
+///
+/// Dropping it stops its connect loop at once (without `/meta/disconnect`;
+/// the server lets the session expire) and ends its [`Deliveries`].
+#[derive(Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+    deliveries: Mutex<Option<Deliveries>>,
+    connect_loop: Mutex<Option<LoopHandle>>,
+}
+
+impl Client {
+    /// A builder for a client of the Bayeux endpoint at `url`
+    /// (`http://host:port/cometd`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            http: None,
+            local_address: None,
+            cookies: None,
+            append_message_type: true,
+            max_network_delay: Duration::from_secs(10),
+            backoff_increment: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            handshake_ext: None,
+        }
+    }
+
+    /// The receiver of this client's deliveries; `Some` the first time only.
+    /// Deliveries that arrive before it is taken wait in it.
+    pub fn take_deliveries(&self) -> Option<Deliveries> {
+        self.deliveries.lock().expect("client poisoned").take()
+    }
+
+    /// The current `clientId` (it changes when the client re-handshakes).
+    pub fn client_id(&self) -> Option<String> {
+        self.shared.session.client_id()
+    }
+
+    pub fn state(&self) -> State {
+        self.shared.session.state()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.session.stats()
+    }
+
+    /// The server advice in force.
+    pub fn advice(&self) -> Advice {
+        self.shared.session.advice()
+    }
+
+    /// What the client will subscribe to again after a re-handshake.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.shared.session.subscriptions()
+    }
+
+    pub fn cookies(&self) -> &Arc<CookieJar> {
+        match &self.shared.transport {
+            Transport::LongPolling(lp) => lp.cookies(),
+        }
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> &str {
+        match &self.shared.transport {
+            Transport::LongPolling(lp) => lp.url(),
+        }
+    }
+
+    /// Opens a session and starts the connect loop. Calling it again starts
+    /// a new session (the old one is left to expire).
+    pub async fn handshake(&self) -> Result<HandshakeInfo> {
+        self.stop_connect_loop().await;
+        let info = self.shared.handshake().await?;
+        let stop = Arc::new(Notify::new());
+        let task = tokio::spawn(connect_loop::run(self.shared.clone(), stop.clone()));
+        *self.connect_loop.lock().expect("client poisoned") = Some(LoopHandle { stop, task });
+        Ok(info)
+    }
+
+    /// Subscribes to a channel or a glob (`/chat/*`, `/chat/**`).
+    pub async fn subscribe(&self, pattern: &str) -> Result<()> {
+        self.subscription(meta::SUBSCRIBE, Subscription::One(pattern.to_owned()))
+            .await
+    }
+
+    /// Subscribes to several patterns with one message (`subscription` as an array).
+    pub async fn subscribe_all(&self, patterns: &[&str]) -> Result<()> {
+        let many = patterns.iter().map(|p| (*p).to_owned()).collect();
+        self.subscription(meta::SUBSCRIBE, Subscription::Many(many))
+            .await
+    }
+
+    pub async fn unsubscribe(&self, pattern: &str) -> Result<()> {
+        self.subscription(meta::UNSUBSCRIBE, Subscription::One(pattern.to_owned()))
+            .await
+    }
+
+    pub async fn unsubscribe_all(&self, patterns: &[&str]) -> Result<()> {
+        let many = patterns.iter().map(|p| (*p).to_owned()).collect();
+        self.subscription(meta::UNSUBSCRIBE, Subscription::Many(many))
+            .await
+    }
+
+    async fn subscription(&self, channel: &str, subscription: Subscription) -> Result<()> {
+        let mut message = self.shared.session_message(channel)?;
+        let patterns = subscription.channels().to_vec();
+        message.subscription = Some(subscription);
+        self.shared.request(message).await?;
+        if channel == meta::SUBSCRIBE {
+            self.shared.session.remember_subscriptions(&patterns);
+        } else {
+            self.shared.session.forget_subscriptions(&patterns);
+        }
+        Ok(())
+    }
+
+    /// Publishes `data` (anything serializable) to `channel`. On a
+    /// `/service` channel the acknowledgement carries the service's answer.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<PublishAck> {
+        let data = serde_json::value::to_raw_value(data).map_err(Error::Encode)?;
+        self.publish_raw(channel, data).await
+    }
+
+    /// Publishes data that is already JSON.
+    pub async fn publish_raw(&self, channel: &str, data: Box<RawValue>) -> Result<PublishAck> {
+        let mut message = self.shared.session_message(channel)?;
+        message.data = Some(data);
+        let reply = self.shared.request(message).await?;
+        Ok(PublishAck {
+            channel: reply.channel,
+            id: reply.id.unwrap_or_default(),
+            data: reply.data,
+            ext: reply.ext,
+        })
+    }
+
+    /// Sends a batch of messages in one request. Messages without an `id`
+    /// or `clientId` get this session's. Deliveries in the answer go to
+    /// [`Deliveries`]; every reply is returned, successful or not.
+    pub async fn send_batch(&self, mut messages: Vec<Outgoing>) -> Result<Vec<Incoming>> {
+        let client_id = self.client_id();
+        for message in &mut messages {
+            if message.id.is_none() {
+                message.id = Some(self.shared.session.next_id());
+            }
+            if message.client_id.is_none() && message.channel != meta::HANDSHAKE {
+                message.client_id.clone_from(&client_id);
+            }
+        }
+        self.shared
+            .send(&messages, self.shared.config.max_network_delay)
+            .await
+    }
+
+    /// Ends the session: stops the connect loop, then sends `/meta/disconnect`.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.stop_connect_loop().await;
+        let message = self.shared.session_message(meta::DISCONNECT)?;
+        let result = self.shared.request(message).await.map(drop);
+        self.shared.session.set_client_id(None);
+        self.shared.session.set_state(State::Disconnected);
+        result
+    }
+
+    /// POSTs `body` to the endpoint, as is, with this client's cookies
+    /// (and stores the cookies the answer sets). No timeout.
+    pub async fn raw_post(&self, body: impl Into<Bytes>) -> Result<RawResponse> {
+        let url = self.url().to_owned();
+        self.raw_post_to(&url, body).await
+    }
+
+    /// POSTs `body` to any URL, with this client's cookies.
+    pub async fn raw_post_to(&self, url: &str, body: impl Into<Bytes>) -> Result<RawResponse> {
+        self.raw(Method::POST, url, Some(body.into())).await
+    }
+
+    /// GETs any URL (`<endpoint>?jsonp=cb&message=...`, `/healthz`), with
+    /// this client's cookies.
+    pub async fn raw_get(&self, url: &str) -> Result<RawResponse> {
+        self.raw(Method::GET, url, None).await
+    }
+
+    async fn raw(&self, method: Method, url: &str, body: Option<Bytes>) -> Result<RawResponse> {
+        match &self.shared.transport {
+            Transport::LongPolling(lp) => lp.send(method, url, body, None).await,
+        }
+    }
+
+    async fn stop_connect_loop(&self) {
+        let handle = self.connect_loop.lock().expect("client poisoned").take();
+        if let Some(LoopHandle { stop, mut task }) = handle {
+            stop.notify_one();
+            if tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Ok(mut handle) = self.connect_loop.lock() {
+            if let Some(handle) = handle.take() {
+                handle.task.abort();
+            }
+        }
+    }
+}

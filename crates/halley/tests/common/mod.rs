@@ -1,0 +1,333 @@
+//! The end-to-end harness: a real `halley serve` on `127.0.0.1:0`, and
+//! helpers to talk Bayeux to it at the wire level (through
+//! [`halley_client::Client`]'s `raw_*` methods, so cookies behave as in a
+//! browser) or through the client's own API.
+//!
+//! Every test file includes this module; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use halley_client::{Client, Deliveries, RawResponse};
+use serde_json::{json, Value};
+
+/// A running `halley serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// The Bayeux endpoint, `http://127.0.0.1:PORT/cometd`.
+    pub url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub origin: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The URL in a `listening on http://...` line (ANSI colours tolerated).
+pub fn listening_url(line: &str) -> Option<String> {
+    let start = line.find("listening on ")? + "listening on ".len();
+    let rest = &line[start..];
+    if !rest.starts_with("http://") {
+        return None;
+    }
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '\u{1b}' || c == '"')
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+impl Server {
+    /// Starts `halley serve --listen 127.0.0.1:0 <flags>` and waits for its
+    /// `listening on` line.
+    pub fn start(flags: &[&str]) -> Server {
+        Server::start_at("127.0.0.1:0", flags)
+    }
+
+    /// Like [`Server::start`] on a given address (to restart on a known port).
+    pub fn start_at(listen: &str, flags: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_halley"));
+        command
+            .arg("serve")
+            .args(["--listen", listen])
+            .args(flags)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HALLEY_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().expect("starting the halley binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, listening) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            // Keeps reading until the process closes stderr, so it never
+            // blocks on a full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = listening_url(&line) {
+                    let _ = found.send(url);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let url = match listening.recv_timeout(Duration::from_secs(15)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "halley serve {flags:?} did not say `listening on http://...` (exit: {status:?}); stderr:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        Server {
+            child,
+            url,
+            origin,
+            log,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        self.origin.trim_start_matches("http://")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A client with its own cookie jar (its own browser), not handshaken.
+    pub fn browser(&self) -> Client {
+        Client::builder(&self.url)
+            .backoff(Duration::from_millis(100), Duration::from_millis(500))
+            .build()
+            .expect("client")
+    }
+
+    /// A handshaken client with its deliveries.
+    pub async fn connected_client(&self) -> (Client, Deliveries) {
+        let client = self.browser();
+        let deliveries = client.take_deliveries().unwrap();
+        client.handshake().await.expect("handshake");
+        (client, deliveries)
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait_exit(within)
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Awaits `future`, failing the test after `secs` seconds.
+pub async fn within<T>(secs: f64, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs_f64(secs), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s: {what}"))
+}
+
+/// POSTs `body` (JSON) to the endpoint with `browser`'s cookies.
+pub async fn post(browser: &Client, body: &Value) -> RawResponse {
+    within(30.0, "POST", browser.raw_post(body.to_string()))
+        .await
+        .expect("HTTP request")
+}
+
+/// POSTs `body` and returns the messages of a 200 response.
+pub async fn exchange(browser: &Client, body: &Value) -> Vec<Value> {
+    let response = post(browser, body).await;
+    assert_eq!(
+        response.status,
+        200,
+        "request {body} answered HTTP {}: {}",
+        response.status,
+        response.text()
+    );
+    response.messages()
+}
+
+/// A handshake as the CometD JavaScript client sends it; the clientId.
+pub async fn handshake(browser: &Client) -> String {
+    let replies = exchange(
+        browser,
+        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                 "minimumVersion": "1.0",
+                 "supportedConnectionTypes": ["websocket", "long-polling", "callback-polling"],
+                 "advice": {"timeout": 60000, "interval": 0}}]),
+    )
+    .await;
+    let reply = reply_with_id(&replies, "hs");
+    assert_eq!(reply["successful"], true, "handshake refused: {reply}");
+    reply["clientId"]
+        .as_str()
+        .expect("clientId is a string")
+        .to_owned()
+}
+
+/// The first connect of a session (`advice: {timeout: 0}`): answered at once.
+pub async fn first_connect(browser: &Client, client_id: &str) -> Vec<Value> {
+    let replies = exchange(
+        browser,
+        &json!([{"id": "c0", "channel": "/meta/connect", "clientId": client_id,
+                 "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+    )
+    .await;
+    assert_eq!(
+        reply_with_id(&replies, "c0")["successful"],
+        true,
+        "{replies:?}"
+    );
+    replies
+}
+
+/// A plain connect (may be held).
+pub async fn connect(browser: &Client, client_id: &str, id: &str) -> Vec<Value> {
+    exchange(
+        browser,
+        &json!([{"id": id, "channel": "/meta/connect", "clientId": client_id,
+                 "connectionType": "long-polling"}]),
+    )
+    .await
+}
+
+/// One message of `clientId` on `channel` with `extra` fields.
+pub async fn send_one(
+    browser: &Client,
+    client_id: &str,
+    id: &str,
+    channel: &str,
+    extra: Value,
+) -> Value {
+    let mut message = json!({"id": id, "channel": channel, "clientId": client_id});
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        message[k] = v.clone();
+    }
+    let replies = exchange(browser, &json!([message])).await;
+    reply_with_id(&replies, id).clone()
+}
+
+/// The reply (a message with `successful`) whose id is `id`.
+pub fn reply_with_id<'a>(messages: &'a [Value], id: &str) -> &'a Value {
+    messages
+        .iter()
+        .find(|m| m["id"] == id && m.get("successful").is_some())
+        .unwrap_or_else(|| panic!("no reply with id {id:?} in {messages:?}"))
+}
+
+/// The messages that are deliveries (no `successful`).
+pub fn deliveries_in(messages: &[Value]) -> Vec<&Value> {
+    messages
+        .iter()
+        .filter(|m| {
+            m.get("successful").is_none()
+                && !m["channel"].as_str().unwrap_or("").starts_with("/meta/")
+        })
+        .collect()
+}
+
+/// Collects deliveries until one on `sentinel` arrives (included).
+pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<String> {
+    let mut channels = Vec::new();
+    within(10.0, &format!("a delivery on {sentinel}"), async {
+        while let Some(d) = deliveries.recv().await {
+            let done = d.channel == sentinel;
+            channels.push(d.channel);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    channels
+}
+
+/// Asserts the server still serves sessions: `existing` (a handshaken
+/// client) gets an echo, and a brand-new client can handshake, subscribe,
+/// publish and receive its own message.
+pub async fn assert_still_serves(server: &Server, existing: &Client) {
+    let ack = within(
+        10.0,
+        "echo on an existing session",
+        existing.publish("/service/echo", &json!({"still": "here"})),
+    )
+    .await
+    .expect("existing session still served");
+    assert_eq!(ack.data_value(), Some(json!({"still": "here"})));
+
+    let (fresh, mut deliveries) = within(10.0, "fresh handshake", server.connected_client()).await;
+    within(10.0, "subscribe", fresh.subscribe("/alive/check"))
+        .await
+        .expect("subscribe");
+    within(
+        10.0,
+        "publish",
+        fresh.publish("/alive/check", &json!({"ok": true})),
+    )
+    .await
+    .expect("publish");
+    let delivery = within(10.0, "own delivery", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(delivery.channel, "/alive/check");
+    assert_eq!(delivery.data_value(), json!({"ok": true}));
+}
+
+#[test]
+fn finds_the_listening_url() {
+    assert_eq!(
+        listening_url("2024 INFO halley: listening on http://127.0.0.1:4321/cometd").as_deref(),
+        Some("http://127.0.0.1:4321/cometd")
+    );
+    assert_eq!(
+        listening_url("\u{1b}[32mINFO\u{1b}[0m listening on http://127.0.0.1:1/cometd\u{1b}[0m x")
+            .as_deref(),
+        Some("http://127.0.0.1:1/cometd")
+    );
+    assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
+}

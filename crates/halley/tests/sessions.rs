@@ -1,0 +1,426 @@
+//! Session life: expiry, held connects, browsers and their cookie, and the
+//! client's automatic re-handshake.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use halley_client::{Client, Error, State};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_session_without_connects_expires() {
+    let server = Server::start(&[
+        "--timeout",
+        "500",
+        "--max-interval",
+        "800",
+        "--sweep-period",
+        "100",
+    ]);
+    // A client whose connect loop keeps its session alive meanwhile.
+    let (alive, _) = server.connected_client().await;
+
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    first_connect(&browser, &client_id).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    let replies = connect(&browser, &client_id, "late").await;
+    let reply = reply_with_id(&replies, "late");
+    assert_eq!(reply["successful"], false, "{reply}");
+    assert_eq!(reply["error"], "402::session_unknown", "{reply}");
+    assert_eq!(reply["advice"]["reconnect"], "handshake", "{reply}");
+    let reply = send_one(&browser, &client_id, "p", "/x", json!({"data": 1})).await;
+    assert_eq!(reply["successful"], false, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap_or("").starts_with("402:"),
+        "{reply}"
+    );
+
+    assert_eq!(
+        alive.stats().rehandshakes,
+        0,
+        "held connects keep a session alive"
+    );
+    assert!(alive.stats().connects >= 3, "{:?}", alive.stats());
+    alive
+        .publish("/service/echo", &1)
+        .await
+        .expect("the live session still works");
+}
+
+#[tokio::test]
+async fn a_newer_connect_ends_the_held_one() {
+    let server = Server::start(&["--timeout", "4000"]);
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    first_connect(&browser, &client_id).await;
+
+    let spawn_connect = |id: &'static str| {
+        let url = server.url.clone();
+        let jar = browser.cookies().clone();
+        let client_id = client_id.clone();
+        tokio::spawn(async move {
+            let browser = Client::builder(url).cookie_jar(jar).build().unwrap();
+            let started = Instant::now();
+            let replies = connect(&browser, &client_id, id).await;
+            (started.elapsed(), Instant::now(), replies)
+        })
+    };
+    let older = spawn_connect("older");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!older.is_finished(), "the first connect should be held");
+    let newer_sent = Instant::now();
+    let newer = spawn_connect("newer");
+
+    let (_, older_done, replies) = within(5.0, "the older connect", older).await.unwrap();
+    assert!(
+        older_done - newer_sent < Duration::from_millis(2000),
+        "the older connect was answered {:?} after the newer one arrived",
+        older_done - newer_sent
+    );
+    assert_eq!(reply_with_id(&replies, "older")["channel"], "/meta/connect");
+
+    let (newer_held, _, replies) = within(8.0, "the newer connect", newer).await.unwrap();
+    let reply = reply_with_id(&replies, "newer");
+    assert_eq!(reply["successful"], true, "{reply}");
+    assert!(
+        newer_held >= Duration::from_millis(3000),
+        "the newer connect is held normally, was answered after {newer_held:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_held_connect_of_one_browser_gets_multiple_clients_advice() {
+    let server = Server::start(&[
+        "--timeout",
+        "4000",
+        "--max-sessions-per-browser",
+        "1",
+        "--multi-session-interval",
+        "2000",
+    ]);
+    let browser = server.browser();
+    let a = handshake(&browser).await;
+    assert!(browser.cookies().get("BAYEUX_BROWSER").is_some());
+    let b = handshake(&browser).await;
+    first_connect(&browser, &a).await;
+    first_connect(&browser, &b).await;
+
+    let held = {
+        let url = server.url.clone();
+        let jar = browser.cookies().clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            let tab = Client::builder(url).cookie_jar(jar).build().unwrap();
+            connect(&tab, &a, "a1").await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "session A's connect should be held");
+
+    let started = Instant::now();
+    let replies = connect(&browser, &b, "b1").await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "B's connect was held {elapsed:?}"
+    );
+    let reply = reply_with_id(&replies, "b1");
+    assert_eq!(reply["channel"], "/meta/connect");
+    assert_eq!(reply["advice"]["multiple-clients"], true, "{reply}");
+    assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");
+    assert_eq!(reply["advice"]["interval"], 2000, "{reply}");
+    assert!(!held.is_finished(), "A's connect is still held");
+    let replies = within(8.0, "A's held connect", held).await.unwrap();
+    assert_eq!(reply_with_id(&replies, "a1")["successful"], true);
+}
+
+#[tokio::test]
+async fn unlimited_sessions_per_browser_and_separate_browsers_are_held() {
+    for (flags, same_browser) in [
+        (
+            &["--timeout", "1500", "--max-sessions-per-browser", "-1"][..],
+            true,
+        ),
+        (
+            &["--timeout", "1500", "--max-sessions-per-browser", "1"][..],
+            false,
+        ),
+    ] {
+        let server = Server::start(flags);
+        let first = server.browser();
+        let second = if same_browser {
+            Client::builder(&server.url)
+                .cookie_jar(first.cookies().clone())
+                .build()
+                .unwrap()
+        } else {
+            server.browser()
+        };
+        let a = handshake(&first).await;
+        let b = handshake(&second).await;
+        first_connect(&first, &a).await;
+        first_connect(&second, &b).await;
+        let started = Instant::now();
+        let (ra, rb) = tokio::join!(connect(&first, &a, "a"), connect(&second, &b, "b"));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(1300),
+            "{flags:?} same browser {same_browser}: both should be held, done after {elapsed:?}"
+        );
+        for (replies, id) in [(ra, "a"), (rb, "b")] {
+            let reply = reply_with_id(&replies, id);
+            assert_eq!(reply["successful"], true, "{reply}");
+            assert!(reply["advice"].get("multiple-clients").is_none(), "{reply}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_id_without_its_browser_cookie_is_refused() {
+    let server = Server::start(&["--timeout", "1000"]);
+    let owner = server.browser();
+    let client_id = handshake(&owner).await;
+    first_connect(&owner, &client_id).await;
+
+    // No cookie at all, then another browser's cookie.
+    let stranger = server.browser();
+    let other_browser = server.browser();
+    handshake(&other_browser).await;
+    for thief in [&stranger, &other_browser] {
+        let replies = exchange(
+            thief,
+            &json!([{"id": "t", "channel": "/meta/connect", "clientId": client_id,
+                     "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+        )
+        .await;
+        let reply = reply_with_id(&replies, "t");
+        assert_eq!(reply["successful"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap_or("").starts_with("402:"),
+            "{reply}"
+        );
+        let reply = send_one(thief, &client_id, "p", "/stolen", json!({"data": 1})).await;
+        assert_eq!(reply["successful"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap_or("").starts_with("402:"),
+            "{reply}"
+        );
+    }
+
+    // The owner is unaffected.
+    let replies = exchange(
+        &owner,
+        &json!([{"id": "o", "channel": "/meta/connect", "clientId": client_id,
+                 "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+    )
+    .await;
+    assert_eq!(reply_with_id(&replies, "o")["successful"], true);
+}
+
+#[tokio::test]
+async fn trust_client_session_accepts_a_client_id_without_cookie() {
+    let server = Server::start(&["--timeout", "1000", "--trust-client-session"]);
+    let owner = server.browser();
+    let client_id = handshake(&owner).await;
+    first_connect(&owner, &client_id).await;
+    let stranger = server.browser();
+    let reply = send_one(
+        &stranger,
+        &client_id,
+        "p",
+        "/service/echo",
+        json!({"data": "mine"}),
+    )
+    .await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    assert_eq!(reply["data"], "mine");
+    let replies = exchange(
+        &stranger,
+        &json!([{"id": "t", "channel": "/meta/connect", "clientId": client_id,
+                 "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+    )
+    .await;
+    assert_eq!(
+        reply_with_id(&replies, "t")["successful"],
+        true,
+        "{replies:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_client_rehandshakes_and_resubscribes_when_its_session_is_lost() {
+    let mut server = Server::start(&["--timeout", "1000"]);
+    let client = Client::builder(&server.url)
+        .backoff(Duration::from_millis(100), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut deliveries = client.take_deliveries().unwrap();
+    client.handshake().await.unwrap();
+    client.subscribe("/rh").await.unwrap();
+    let old_id = client.client_id().unwrap();
+
+    // The server crashes and comes back on the same port: it knows no
+    // session, so the client's next connect gets 402::session_unknown.
+    let address = server.address().to_owned();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = Server::start_at(&address, &["--timeout", "1000"]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(client.stats().rehandshakes >= 1
+        && client.state() == State::Connected
+        && client.client_id().as_deref() != Some(old_id.as_str()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no re-handshake within 10 s: state {:?}, {:?}, clientId {:?} (old {old_id}); server log:\n{}",
+            client.state(),
+            client.stats(),
+            client.client_id(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.subscriptions(), ["/rh"]);
+
+    let (publisher, _) = server.connected_client().await;
+    publisher
+        .publish("/rh", &json!({"after": "rehandshake"}))
+        .await
+        .unwrap();
+    let delivery = within(5.0, "delivery after re-handshake", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(delivery.channel, "/rh");
+    assert_eq!(delivery.data_value(), json!({"after": "rehandshake"}));
+}
+
+#[tokio::test]
+async fn a_held_connect_of_a_disconnected_session_tells_the_client_to_stop() {
+    let server = Server::start(&["--timeout", "5000"]);
+    let (client, _) = server.connected_client().await;
+    let client_id = client.client_id().unwrap();
+    // Wait until the loop's second connect is held.
+    within(5.0, "first connect", async {
+        while client.stats().connects < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another tab of the same browser ends the session.
+    let reply = send_one(&client, &client_id, "bye", "/meta/disconnect", json!({})).await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    within(3.0, "the connect loop to stop on advice none", async {
+        while client.state() != State::Disconnected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(client.stats().rehandshakes, 0);
+}
+
+#[tokio::test]
+async fn client_api_round_trip() {
+    let server = Server::start(&["--timeout", "1000"]);
+    let client = server.browser();
+    let mut deliveries = client.take_deliveries().unwrap();
+    assert!(matches!(
+        client.subscribe("/api").await,
+        Err(Error::NotHandshaken)
+    ));
+
+    let info = client.handshake().await.unwrap();
+    assert_eq!(info.version.as_deref(), Some("1.0"));
+    assert!(info
+        .supported_connection_types
+        .iter()
+        .any(|t| t == "long-polling"));
+    assert_eq!(client.client_id().as_deref(), Some(info.client_id.as_str()));
+
+    client.subscribe_all(&["/api/a", "/api/b"]).await.unwrap();
+    client.publish("/api/a", &json!(1)).await.unwrap();
+    client.publish("/api/b", &json!(2)).await.unwrap();
+    // Own deliveries can come back on the connect or piggybacked on the
+    // next publish reply, so compare as a set.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+        got.push((d.channel.clone(), d.data_value()));
+    }
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        got,
+        [
+            ("/api/a".to_owned(), json!(1)),
+            ("/api/b".to_owned(), json!(2))
+        ]
+    );
+    client.unsubscribe("/api/a").await.unwrap();
+    client.publish("/api/a", &json!(3)).await.unwrap();
+    client.publish("/api/b", &json!(4)).await.unwrap();
+    let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+    assert_eq!((d.channel.as_str(), d.data_value()), ("/api/b", json!(4)));
+
+    let err = client.subscribe("/meta/connect").await.unwrap_err();
+    assert_eq!(
+        err.server_error().and_then(|e| e.code()),
+        Some(403),
+        "{err}"
+    );
+
+    // The loop is alive: it has connected at least once (first connect).
+    within(5.0, "connected", async {
+        while client.state() != State::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    client.disconnect().await.unwrap();
+    assert_eq!(client.state(), State::Disconnected);
+    assert!(matches!(
+        client.publish("/api/b", &0).await,
+        Err(Error::NotHandshaken)
+    ));
+}
+
+#[tokio::test]
+async fn two_tabs_of_one_browser_both_receive() {
+    let server = Server::start(&[
+        "--timeout",
+        "1000",
+        "--max-sessions-per-browser",
+        "1",
+        "--multi-session-interval",
+        "300",
+    ]);
+    let jar = std::sync::Arc::new(halley_client::CookieJar::new());
+    let tab = || {
+        Client::builder(&server.url)
+            .cookie_jar(jar.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (tab(), tab());
+    let mut deliveries = [a.take_deliveries().unwrap(), b.take_deliveries().unwrap()];
+    for client in [&a, &b] {
+        client.handshake().await.unwrap();
+        client.subscribe("/tabs").await.unwrap();
+    }
+    // Let both loops settle into "one holds, the other polls every 300 ms".
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (publisher, _) = server.connected_client().await;
+    publisher.publish("/tabs", &json!("both")).await.unwrap();
+    for (i, deliveries) in deliveries.iter_mut().enumerate() {
+        let d = within(5.0, &format!("delivery to tab {i}"), deliveries.recv())
+            .await
+            .unwrap();
+        assert_eq!(d.data_value(), json!("both"));
+    }
+    assert_eq!(a.stats().rehandshakes + b.stats().rehandshakes, 0);
+}
