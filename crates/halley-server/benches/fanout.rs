@@ -22,7 +22,7 @@ fn setup(subscribers: usize) -> (Arc<Engine>, Vec<Arc<Session>>) {
     let engine = Engine::new(Config::default());
     let sessions: Vec<_> = (0..subscribers)
         .map(|_| {
-            let session = engine.sessions().create(None);
+            let session = engine.sessions().create(None, false);
             engine.subscriptions().subscribe("/chat/room", &session);
             session
         })

@@ -42,9 +42,38 @@ pub struct Origin {
     /// The `BAYEUX_BROWSER` cookie sent with the request, if any.
     pub browser_id: Option<String>,
     /// Whether the response can set a cookie. An HTTP response can; a
-    /// WebSocket frame cannot, so a handshake over a socket opened without
-    /// the cookie makes a session bound to no browser.
+    /// WebSocket frame cannot.
     pub can_set_cookie: bool,
+    /// The WebSocket this batch came on (0 for HTTP): a session's deliveries
+    /// go to the socket of its latest `/meta/connect` only.
+    pub socket_id: u64,
+    /// When that socket was opened, on the sessions' clock.
+    pub socket_opened_ms: Option<u64>,
+}
+
+impl Origin {
+    /// A request over HTTP (long-polling or callback-polling).
+    pub fn http(connection_type: ConnectionType, browser_id: Option<String>) -> Self {
+        Origin {
+            connection_type,
+            browser_id,
+            can_set_cookie: true,
+            socket_id: 0,
+            socket_opened_ms: None,
+        }
+    }
+
+    /// A frame on WebSocket `socket_id`, opened at `opened_ms` with
+    /// `browser_id`'s cookie (if any).
+    pub fn websocket(socket_id: u64, opened_ms: u64, browser_id: Option<String>) -> Self {
+        Origin {
+            connection_type: ConnectionType::WebSocket,
+            browser_id,
+            can_set_cookie: false,
+            socket_id,
+            socket_opened_ms: Some(opened_ms),
+        }
+    }
 }
 
 /// The outcome of one batch, for the transport to write.
@@ -204,7 +233,13 @@ impl Engine {
     ///
     /// A clientId is honoured only with the browser cookie it was issued to
     /// (unless `trust-client-session`), so a leaked clientId alone cannot be
-    /// used to read someone else's messages. Any message is a sign of life.
+    /// used to read someone else's messages. One exception keeps Faye working
+    /// over WebSocket: Faye opens its socket while its first handshake is in
+    /// flight, before the cookie exists, and keeps using it. So a socket
+    /// opened *before* a session existed, without any cookie, may use that
+    /// session, if its handshake also came without a cookie (a browser that
+    /// already had one always presents it). A thief's socket, opened after
+    /// the clientId was issued, gets nothing. Any message is a sign of life.
     pub fn resolve_session(
         &self,
         message: &Message,
@@ -223,9 +258,15 @@ impl Engine {
             .get(client_id)
             .filter(|s| !s.is_closed())
             .filter(|s| {
+                let origin = &exchange.origin;
                 self.config.trust_client_session
                     || s.browser_id().is_none()
-                    || s.browser_id() == exchange.origin.browser_id.as_deref()
+                    || s.browser_id() == origin.browser_id.as_deref()
+                    || (origin.browser_id.is_none()
+                        && !s.is_bound_strictly()
+                        && origin
+                            .socket_opened_ms
+                            .is_some_and(|opened| opened <= s.created_ms()))
             });
         let Some(session) = session else {
             return Err(Box::new(

@@ -14,12 +14,17 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::transport;
+
+/// Pending connections the kernel queues before `accept`: thousands of
+/// clients connecting at once must not be refused (Linux caps it at
+/// `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 4096;
 
 /// How long in-flight responses may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -35,7 +40,7 @@ impl Server {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen)?;
         Ok(Server {
             engine: Engine::new(config),
             listener,
@@ -121,4 +126,17 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds with a deep accept backlog, and `SO_REUSEADDR` so a restarted
+/// server can take its port back while old connections sit in TIME_WAIT.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }

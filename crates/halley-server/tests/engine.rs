@@ -29,11 +29,7 @@ impl Client {
 
     async fn send(&mut self, batch: Value) -> Vec<Value> {
         let body = serde_json::to_vec(&batch).unwrap();
-        let origin = Origin {
-            connection_type: ConnectionType::LongPolling,
-            browser_id: self.browser.clone(),
-            can_set_cookie: true,
-        };
+        let origin = Origin::http(ConnectionType::LongPolling, self.browser.clone());
         let mut exchange = self
             .engine
             .handle_batch(decode_batch(&body).unwrap(), origin)

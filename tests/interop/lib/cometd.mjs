@@ -1,8 +1,11 @@
 // Helpers around the official CometD JavaScript client (npm `cometd`) running in Node
-// through `cometd-nodejs-client`, configured for long-polling only.
+// through `cometd-nodejs-client`: long-polling only by default, or WebSocket (with long-polling
+// as the fallback) with `newClient(url, { transport: 'websocket' })`.
 //
 // Cookies: cometd-nodejs-client keeps one cookie jar per Node process (keyed by host name,
 // shared by all CometD instances), so all clients of one test file act as ONE browser.
+// Its WebSocket is the plain `ws` package, which sends no cookies at all: a session
+// handshaken over WebSocket is bound to no browser.
 
 import { CometD } from 'cometd';
 import { adapt } from 'cometd-nodejs-client';
@@ -28,6 +31,44 @@ export const httpRequests = [];
   };
 }
 
+// Record every WebSocket the CometD clients open, with the frames sent and received and the
+// close event (to check that the websocket transport really carried the messages).
+export const webSockets = [];
+{
+  const Base = window.WebSocket;
+  window.WebSocket = class extends Base {
+    constructor(url, ...rest) {
+      super(url, ...rest);
+      const record = { url: String(url), opened: false, sent: [], received: [], close: null };
+      this.interop = record;
+      webSockets.push(record);
+      this.addEventListener('open', () => { record.opened = true; });
+      this.addEventListener('message', (e) => record.received.push(String(e.data)));
+      this.addEventListener('close', (e) => { record.close = { code: e.code, reason: String(e.reason) }; });
+    }
+
+    send(data, ...rest) {
+      this.interop.sent.push(String(data));
+      return super.send(data, ...rest);
+    }
+  };
+}
+
+/** Every message sent in a WebSocket frame so far (flattened), optionally only those of clientId. */
+export function webSocketSent(clientId) {
+  const out = [];
+  for (const s of webSockets) {
+    for (const frame of s.sent) {
+      let msgs;
+      try { msgs = JSON.parse(frame); } catch { continue; }
+      for (const m of [].concat(msgs)) {
+        if (clientId === undefined || (m && m.clientId === clientId)) out.push(m);
+      }
+    }
+  }
+  return out;
+}
+
 /** The BAYEUX_BROWSER cookie ("name=value") the CometD clients of this process send, if any. */
 export function browserCookie(host = '127.0.0.1') {
   const jar = adaptOptions.globalCookies && adaptOptions.globalCookies[host];
@@ -39,11 +80,19 @@ const clients = new Set();
 /**
  * A configured, not yet handshaken client. Every incoming message (after the transport
  * decoded it, before listeners) is appended to `client.received`.
+ *
+ * `config.transport` (not passed on to CometD): 'long-polling' (default: the only transport
+ * registered) or 'websocket' (websocket first, long-polling as the fallback, as in a browser).
  */
-export function newClient(url, config = {}) {
+export function newClient(url, { transport = 'long-polling', ...config } = {}) {
   const cometd = new CometD();
-  cometd.unregisterTransport('websocket');
+  if (transport === 'long-polling') {
+    cometd.unregisterTransport('websocket');
+  } else if (transport !== 'websocket') {
+    throw new Error(`unknown transport ${transport}`);
+  }
   cometd.unregisterTransport('callback-polling');
+  cometd.interopTransport = transport;
   cometd.configure({
     url,
     logLevel: 'warn',
@@ -130,6 +179,11 @@ export function disconnect(cometd, ms = 5000) {
 export function deliveries(cometd, channel) {
   return cometd.received.filter((m) => m.data !== undefined && m.successful === undefined &&
     (channel === undefined || m.channel === channel));
+}
+
+/** The clients created by newClient() and not yet torn down by closeAll(). */
+export function liveClients() {
+  return [...clients];
 }
 
 /** Best-effort teardown of every client created by newClient() in this process. */

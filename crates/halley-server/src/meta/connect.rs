@@ -46,7 +46,8 @@ pub fn handle(
     exchange: &mut Exchange,
 ) -> Result<PendingConnect, Box<Reply>> {
     let session = engine.resolve_session(&message, exchange)?;
-    let generation = session.begin_connect(exchange.origin.connection_type);
+    let generation =
+        session.begin_connect(exchange.origin.connection_type, exchange.origin.socket_id);
     let first = session.mark_connected();
     let server_timeout = engine.config().timeout();
     let hold_for = match message.advice.as_ref().and_then(|a| a.timeout) {

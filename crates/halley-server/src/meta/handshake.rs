@@ -56,8 +56,10 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
         return deny(reply, BayeuxError::CONNECTION_TYPE_UNSUPPORTED);
     }
 
+    // Strict binding when the client already had its cookie (an established browser).
+    let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
-    let session = engine.sessions().create(browser_id.as_deref());
+    let session = engine.sessions().create(browser_id.as_deref(), strict);
     tracing::debug!(client_id = session.client_id(), "handshake");
 
     let mut reply = reply

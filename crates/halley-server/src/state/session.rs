@@ -45,6 +45,13 @@ pub struct Session {
     client_id: Box<str>,
     /// The `BAYEUX_BROWSER` cookie the clientId was issued to.
     browser_id: Option<Box<str>>,
+    /// Whether the handshake came with that cookie (see `Engine::resolve_session`).
+    bound_strictly: bool,
+    /// When the session was created (the registry's clock).
+    created_ms: u64,
+    /// The WebSocket of the latest connect (0: none, HTTP): only that socket
+    /// takes deliveries, so a half-dead old socket cannot swallow them.
+    owner_socket: AtomicU64,
     outbox: Mutex<Outbox>,
     /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
     wake: Notify,
@@ -80,6 +87,9 @@ impl Session {
             key,
             client_id,
             browser_id,
+            bound_strictly: false,
+            created_ms: now_ms,
+            owner_socket: AtomicU64::new(0),
             outbox: Mutex::new(Outbox::new(limits)),
             wake: Notify::new(),
             connect_generation: AtomicU64::new(0),
@@ -103,6 +113,23 @@ impl Session {
 
     pub fn browser_id(&self) -> Option<&str> {
         self.browser_id.as_deref()
+    }
+
+    pub fn set_bound_strictly(&mut self, strict: bool) {
+        self.bound_strictly = strict;
+    }
+
+    pub fn is_bound_strictly(&self) -> bool {
+        self.bound_strictly
+    }
+
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// The WebSocket allowed to take this session's deliveries (0: none).
+    pub fn owner_socket(&self) -> u64 {
+        self.owner_socket.load(Ordering::Acquire)
     }
 
     /// Queues one encoded delivery and wakes whoever waits for this session.
@@ -148,10 +175,11 @@ impl Session {
         &self.wake
     }
 
-    /// Registers a new `/meta/connect`, superseding any held one, and
-    /// returns its generation number.
-    pub fn begin_connect(&self, connection_type: ConnectionType) -> u64 {
+    /// Registers a new `/meta/connect` that came on `socket_id` (0 for
+    /// HTTP), superseding any held one, and returns its generation number.
+    pub fn begin_connect(&self, connection_type: ConnectionType, socket_id: u64) -> u64 {
         *self.connection_type.lock() = connection_type;
+        self.owner_socket.store(socket_id, Ordering::Release);
         let generation = self.connect_generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.wake.notify_waiters();
         generation

@@ -46,16 +46,19 @@ impl Sessions {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Creates and registers a new session with a fresh clientId.
-    pub fn create(&self, browser_id: Option<&str>) -> Arc<Session> {
+    /// Creates and registers a new session with a fresh clientId, bound to
+    /// `browser_id`; `strict` when that browser presented its cookie.
+    pub fn create(&self, browser_id: Option<&str>, strict: bool) -> Arc<Session> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(
+        let mut session = Session::new(
             key,
             new_random_id().into(),
             browser_id.map(Into::into),
             self.limits,
             self.now_ms(),
-        ));
+        );
+        session.set_bound_strictly(strict);
+        let session = Arc::new(session);
         self.by_client_id
             .insert(session.client_id().into(), session.clone());
         session

@@ -66,11 +66,7 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
             ),
         );
     }
-    let origin = Origin {
-        connection_type: ConnectionType::CallbackPolling,
-        browser_id: browser_id(&request),
-        can_set_cookie: true,
-    };
+    let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request));
     let exchange = engine.handle_batch(batch, origin).await;
     let prefix = format!("{callback}(");
     respond(

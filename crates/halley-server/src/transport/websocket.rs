@@ -20,11 +20,16 @@
 //! - server shutdown: the held connect is answered with `reconnect: retry`,
 //!   then close 1001.
 //!
+//! Only the socket of a session's latest `/meta/connect` takes its
+//! deliveries: when a client reconnects on a new socket while the old one is
+//! half-dead (frozen by the network), the old one cannot swallow messages.
+//!
 //! A session survives its socket: when the socket drops, the session ages
 //! like a long-polling one and expires after `interval + maxInterval`; a
 //! client that reconnects in time with the same clientId keeps its
 //! subscriptions and receives what was queued meanwhile.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +54,7 @@ use halley_protocol::{decode_batch, BayeuxError, BodyWriter};
 use super::{browser_id, plain, Body};
 use crate::engine::{Engine, Origin};
 use crate::meta::connect::{ConnectEnd, PendingConnect};
-use crate::state::session::{ConnectionType, Session};
+use crate::state::session::Session;
 
 /// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -111,6 +116,9 @@ pub fn handle(
     };
     let accept = accept_key(key.as_bytes());
     let browser = browser_id(&request);
+    // The socket's age counts from the upgrade request, not from when the
+    // upgrade completes: a handshake may be processed in between.
+    let opened_ms = engine.sessions().now_ms();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let engine = engine.clone();
     sockets.spawn(async move {
@@ -121,7 +129,7 @@ pub fn handle(
                 let ws = ServerBuilder::new()
                     .limits(limits)
                     .serve(TokioIo::new(upgraded));
-                Socket::new(engine, browser).run(ws).await;
+                Socket::new(engine, browser, opened_ms).run(ws).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -150,11 +158,18 @@ fn accept_key(key: &[u8]) -> String {
 #[derive(Debug)]
 enum Closed {
     ByPeer,
+    Idle,
     Error,
 }
 
+/// Numbers sockets, so a session knows which one its latest connect came on.
+static NEXT_SOCKET_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The state of one socket.
 struct Socket {
+    id: u64,
+    /// When the socket opened, on the sessions' clock.
+    opened_ms: u64,
     engine: Arc<Engine>,
     /// The cookie of the upgrade request: every batch on this socket speaks for it.
     browser_id: Option<String>,
@@ -168,8 +183,10 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(engine: Arc<Engine>, browser_id: Option<String>) -> Self {
+    fn new(engine: Arc<Engine>, browser_id: Option<String>, opened_ms: u64) -> Self {
         Socket {
+            id: NEXT_SOCKET_ID.fetch_add(1, Ordering::Relaxed),
+            opened_ms,
             engine,
             browser_id,
             session: None,
@@ -206,7 +223,8 @@ impl Socket {
                 notified.enable();
             }
             if !self.closing {
-                if let Some(session) = session.as_ref().filter(|s| s.has_deliveries()) {
+                let owned = session.as_ref().filter(|s| s.owner_socket() == self.id);
+                if let Some(session) = owned.filter(|s| s.has_deliveries()) {
                     let mut body = BodyWriter::new();
                     for delivery in session.take_deliveries() {
                         body.push_encoded(&delivery);
@@ -274,9 +292,13 @@ impl Socket {
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline) => {
-                    if self.ping_sent || self.closing {
-                        tracing::debug!("websocket idle: closing");
-                        return Closed::Error;
+                    if self.closing {
+                        return Closed::Error; // the peer never answered our close
+                    }
+                    if self.ping_sent {
+                        tracing::debug!("websocket idle: closing with 1001");
+                        self.close(ws, CloseCode::GOING_AWAY, "idle timeout").await;
+                        return Closed::Idle;
                     }
                     self.ping_sent = true;
                     if with_timeout(ws.send(Message::ping(Bytes::new()))).await.is_err() {
@@ -311,11 +333,7 @@ impl Socket {
             let detail = format!("at most {} messages per frame", config.max_batch_messages);
             return send(ws, error_frame(BayeuxError::BATCH_TOO_LARGE, &detail)).await;
         }
-        let origin = Origin {
-            connection_type: ConnectionType::WebSocket,
-            browser_id: self.browser_id.clone(),
-            can_set_cookie: false,
-        };
+        let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone());
         let mut exchange = self.engine.handle_batch(batch, origin).await;
         let session = exchange
             .session
@@ -329,7 +347,12 @@ impl Socket {
         for reply in &exchange.handshake_replies {
             body.push_reply(reply);
         }
-        if let Some(session) = &self.session {
+        // Deliveries ride along only on the socket of the session's latest connect.
+        if let Some(session) = self
+            .session
+            .as_ref()
+            .filter(|s| s.owner_socket() == self.id)
+        {
             for delivery in session.take_deliveries() {
                 body.push_encoded(&delivery);
             }
