@@ -28,13 +28,16 @@ use crate::delivery::Deliveries;
 use crate::error::{Error, ServerError};
 use crate::message::{Incoming, Outgoing};
 use crate::session::{Counter, Session, State, Stats};
-use crate::transport::{http_client, LongPolling, RawResponse, Transport};
+use crate::transport::{
+    http_client, LongPolling, RawResponse, Transport, TransportKind, WebSocket,
+};
 use crate::Result;
 
 /// Settings of a [`Client`]; see [`Client::builder`].
 #[derive(Debug)]
 pub struct ClientBuilder {
     url: String,
+    transport: TransportKind,
     http: Option<reqwest::Client>,
     local_address: Option<IpAddr>,
     cookies: Option<Arc<CookieJar>>,
@@ -46,6 +49,14 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// The transport: [`TransportKind::LongPolling`] (the default) or
+    /// [`TransportKind::WebSocket`]. The URL stays the `http://` Bayeux URL
+    /// either way; websocket upgrades on it.
+    pub fn transport(mut self, kind: TransportKind) -> Self {
+        self.transport = kind;
+        self
+    }
+
     /// Shares an HTTP client (and so its connection pool) with other Bayeux
     /// clients; cookies stay per Bayeux client. When set, `local_address` is
     /// ignored: bind the shared client instead (see [`crate::http_client`]).
@@ -69,7 +80,7 @@ impl ClientBuilder {
     }
 
     /// Whether a lone meta message is posted to `<url>/<type>` (default true,
-    /// as the CometD JavaScript client does).
+    /// as the CometD JavaScript client does). Long-polling only.
     pub fn append_message_type_to_url(mut self, append: bool) -> Self {
         self.append_message_type = append;
         self
@@ -103,16 +114,22 @@ impl ClientBuilder {
             None => http_client(self.local_address)?,
         };
         let cookies = self.cookies.unwrap_or_default();
-        let transport = Transport::LongPolling(LongPolling::new(
-            http,
-            self.url,
-            cookies,
-            self.append_message_type,
-        ));
         let (sender, deliveries) = Deliveries::channel();
+        let session = Arc::new(Session::new(sender));
+        let transport = match self.transport {
+            TransportKind::LongPolling => Transport::LongPolling(LongPolling::new(
+                http,
+                self.url,
+                cookies,
+                self.append_message_type,
+            )),
+            TransportKind::WebSocket => {
+                Transport::WebSocket(WebSocket::new(http, self.url, cookies, session.clone()))
+            }
+        };
         let shared = Shared {
             transport,
-            session: Session::new(sender),
+            session,
             config: Config {
                 max_network_delay: self.max_network_delay,
                 backoff_increment: self.backoff_increment,
@@ -169,7 +186,8 @@ pub(crate) struct Config {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub transport: Transport,
-    pub session: Session,
+    /// Shared with the websocket's reader task, which hands deliveries over.
+    pub session: Arc<Session>,
     pub config: Config,
 }
 
@@ -329,6 +347,7 @@ impl Client {
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             url: url.into(),
+            transport: TransportKind::LongPolling,
             http: None,
             local_address: None,
             cookies: None,
@@ -370,15 +389,31 @@ impl Client {
     }
 
     pub fn cookies(&self) -> &Arc<CookieJar> {
-        match &self.shared.transport {
-            Transport::LongPolling(lp) => lp.cookies(),
-        }
+        self.shared.transport.cookies()
     }
 
-    /// The endpoint URL.
+    /// The endpoint URL (`http://...`, whatever the transport).
     pub fn url(&self) -> &str {
-        match &self.shared.transport {
-            Transport::LongPolling(lp) => lp.url(),
+        self.shared.transport.url()
+    }
+
+    /// The transport this client uses.
+    pub fn transport(&self) -> &Transport {
+        &self.shared.transport
+    }
+
+    /// The `connectionType` this client announces (`long-polling`, `websocket`).
+    pub fn connection_type(&self) -> &'static str {
+        self.shared.transport.connection_type()
+    }
+
+    /// Drops the websocket at once, without a close frame, as a network
+    /// failure would; requests waiting for a reply fail, and the connect
+    /// loop opens a new socket after its backoff, with the same session.
+    /// Does nothing on long-polling. Meant for tests and load generators.
+    pub fn abort_connection(&self) {
+        if let Transport::WebSocket(ws) = &self.shared.transport {
+            ws.abort();
         }
     }
 
@@ -472,13 +507,15 @@ impl Client {
             .await
     }
 
-    /// Ends the session: stops the connect loop, then sends `/meta/disconnect`.
+    /// Ends the session: stops the connect loop, sends `/meta/disconnect`
+    /// and, on websocket, closes the socket cleanly.
     pub async fn disconnect(&self) -> Result<()> {
         self.stop_connect_loop().await;
         let message = self.shared.session_message(meta::DISCONNECT)?;
         let result = self.shared.request(message).await.map(drop);
         self.shared.session.set_client_id(None);
         self.shared.session.set_state(State::Disconnected);
+        self.shared.transport.close().await;
         result
     }
 
@@ -500,10 +537,12 @@ impl Client {
         self.raw(Method::GET, url, None).await
     }
 
+    /// Plain HTTP whatever the transport (a websocket client's cookies too).
     async fn raw(&self, method: Method, url: &str, body: Option<Bytes>) -> Result<RawResponse> {
-        match &self.shared.transport {
-            Transport::LongPolling(lp) => lp.send(method, url, body, None).await,
-        }
+        self.shared
+            .transport
+            .send_http(method, url, body, None)
+            .await
     }
 
     async fn stop_connect_loop(&self) {

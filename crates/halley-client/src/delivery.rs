@@ -7,7 +7,9 @@
 //! `/meta/connect`. Deliveries piggybacked on the reply to a publish or
 //! subscribe are handed over by the task that made that call, so a client
 //! that publishes *and* receives on the same session can see those interleave
-//! differently from the server's queue order.
+//! differently from the server's queue order. On websocket there is one
+//! reader per socket and it hands every delivery over in the server's
+//! order, whatever frame it came in.
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;

@@ -60,13 +60,28 @@ impl fmt::Display for ServerError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The HTTP exchange itself failed: connection refused, reset, timed out.
+    /// The HTTP exchange itself failed: connection refused, reset, timed out
+    /// (for websocket: the upgrade request).
     #[error("HTTP request to the Bayeux endpoint failed: {0}")]
     Http(#[from] reqwest::Error),
 
     /// The server answered with an HTTP status other than 200.
     #[error("the server answered HTTP {status}: {}", String::from_utf8_lossy(.body))]
     Status { status: u16, body: bytes::Bytes },
+
+    /// The server answered the WebSocket upgrade request with an HTTP status
+    /// other than 101 (Halley answers 400 when started with `--websocket false`).
+    #[error("the server refused the WebSocket upgrade with HTTP {status}: {}", String::from_utf8_lossy(.body).trim())]
+    UpgradeRefused { status: u16, body: bytes::Bytes },
+
+    /// The WebSocket failed: it closed or broke before the reply came, or its
+    /// upgrade was malformed. The next request opens a new socket.
+    #[error("WebSocket to the Bayeux endpoint failed: {0}")]
+    WebSocket(String),
+
+    /// No reply came within the time the exchange was given.
+    #[error("no reply from the server within {0:?}")]
+    Timeout(std::time::Duration),
 
     /// The response body is not a JSON array of Bayeux messages.
     #[error("the server's response is not a Bayeux message array: {0}")]

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, COOKIE};
 use reqwest::Method;
 
-use super::RawResponse;
+use super::{http_request, RawResponse};
 use crate::cookie::CookieJar;
 use crate::error::Error;
 use crate::message::{decode_response, encode_batch, Incoming, Outgoing};
@@ -102,28 +101,7 @@ impl LongPolling {
         body: Option<Bytes>,
         timeout: Option<Duration>,
     ) -> Result<RawResponse, Error> {
-        let mut request = self.http.request(method, url);
-        if let Some(cookie) = self.cookies.header_value() {
-            request = request.header(COOKIE, cookie);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json;charset=UTF-8")
-                .body(body);
-        }
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
-        let response = request.send().await?;
-        self.cookies.store_response(response.headers());
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await?;
-        Ok(RawResponse {
-            status,
-            headers,
-            body,
-        })
+        http_request(&self.http, &self.cookies, method, url, body, timeout).await
     }
 }
 

@@ -1,42 +1,84 @@
 //! How messages travel between a client and the server.
 //!
 //! A [`Transport`] takes a batch of [`Outgoing`] messages and returns what
-//! the server answered to it. Long-polling is the only one today; it is an
-//! enum rather than a trait object so that adding websocket costs one variant
-//! and no allocation per call. A websocket transport will answer `exchange`
-//! by matching replies to the batch's ids and push unsolicited deliveries the
-//! same way the long-polling responses' deliveries are pushed.
+//! the server answered to it. It is an enum rather than a trait object: one
+//! variant per transport and no allocation per call.
+//!
+//! - [`LongPolling`]: one `POST` per batch; the answer carries the replies
+//!   *and* the deliveries the server had queued, which the caller hands over.
+//! - [`WebSocket`]: one socket per client; `exchange` writes one frame and
+//!   waits for the replies with the batch's ids, while the socket's reader
+//!   task hands deliveries over as soon as they arrive, whatever frame they
+//!   come in. `exchange` then returns replies only.
+//!
+//! Either way the caller passes the answer through `Session::dispatch`, so
+//! a delivery is handed over exactly once, the same way.
 
 pub mod long_polling;
+pub mod websocket;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, CONTENT_TYPE, COOKIE};
+use reqwest::Method;
 
 pub use long_polling::LongPolling;
+pub use websocket::WebSocket;
 
+use crate::cookie::CookieJar;
 use crate::error::Error;
 use crate::message::{Incoming, Outgoing};
+
+/// Which transport a [`crate::ClientBuilder`] sets up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// `connectionType: long-polling`: HTTP `POST`s (the default).
+    #[default]
+    LongPolling,
+    /// `connectionType: websocket`: one WebSocket on the Bayeux URL.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// The `connectionType` the transport announces.
+    pub fn connection_type(self) -> &'static str {
+        match self {
+            TransportKind::LongPolling => halley_protocol::connection_type::LONG_POLLING,
+            TransportKind::WebSocket => halley_protocol::connection_type::WEBSOCKET,
+        }
+    }
+}
 
 /// The transports a client can use.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Transport {
     LongPolling(LongPolling),
+    WebSocket(WebSocket),
 }
 
 impl Transport {
-    /// The `connectionType` this transport announces.
-    pub fn connection_type(&self) -> &'static str {
+    pub fn kind(&self) -> TransportKind {
         match self {
-            Transport::LongPolling(_) => halley_protocol::connection_type::LONG_POLLING,
+            Transport::LongPolling(_) => TransportKind::LongPolling,
+            Transport::WebSocket(_) => TransportKind::WebSocket,
         }
     }
 
-    /// Sends one batch and returns every message of the answer (replies and
-    /// deliveries, in the server's order). `timeout` bounds the whole exchange.
+    /// The `connectionType` this transport announces.
+    pub fn connection_type(&self) -> &'static str {
+        self.kind().connection_type()
+    }
+
+    /// Sends one batch and returns the answer, in the server's order.
+    /// Long-polling returns every message of the response (replies and
+    /// deliveries); websocket returns the replies to this batch only (its
+    /// deliveries have been handed over already). `timeout` bounds the
+    /// whole exchange.
     pub async fn exchange(
         &self,
         messages: &[Outgoing],
@@ -44,8 +86,83 @@ impl Transport {
     ) -> Result<Vec<Incoming>, Error> {
         match self {
             Transport::LongPolling(lp) => lp.exchange(messages, timeout).await,
+            Transport::WebSocket(ws) => ws.exchange(messages, timeout).await,
         }
     }
+
+    /// The endpoint URL (`http://...`), without a trailing slash.
+    pub fn url(&self) -> &str {
+        match self {
+            Transport::LongPolling(lp) => lp.url(),
+            Transport::WebSocket(ws) => ws.url(),
+        }
+    }
+
+    pub fn cookies(&self) -> &Arc<CookieJar> {
+        match self {
+            Transport::LongPolling(lp) => lp.cookies(),
+            Transport::WebSocket(ws) => ws.cookies(),
+        }
+    }
+
+    /// Any HTTP request with this client's cookies (whatever the transport).
+    pub async fn send_http(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<RawResponse, Error> {
+        match self {
+            Transport::LongPolling(lp) => lp.send(method, url, body, timeout).await,
+            Transport::WebSocket(ws) => {
+                http_request(ws.http(), ws.cookies(), method, url, body, timeout).await
+            }
+        }
+    }
+
+    /// Lets go of the connection: the websocket is closed (close frame and
+    /// its echo); long-polling has nothing to close. The next exchange opens
+    /// a new one.
+    pub async fn close(&self) {
+        if let Transport::WebSocket(ws) = self {
+            ws.close().await;
+        }
+    }
+}
+
+/// Any request, with `cookies`; `Set-Cookie` answers are stored. A body is
+/// sent as `application/json`.
+pub(crate) async fn http_request(
+    http: &reqwest::Client,
+    cookies: &CookieJar,
+    method: Method,
+    url: &str,
+    body: Option<Bytes>,
+    timeout: Option<Duration>,
+) -> Result<RawResponse, Error> {
+    let mut request = http.request(method, url);
+    if let Some(cookie) = cookies.header_value() {
+        request = request.header(COOKIE, cookie);
+    }
+    if let Some(body) = body {
+        request = request
+            .header(CONTENT_TYPE, "application/json;charset=UTF-8")
+            .body(body);
+    }
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout);
+    }
+    let response = request.send().await?;
+    cookies.store_response(response.headers());
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Everything an HTTP response carried, for tests that look at the wire.

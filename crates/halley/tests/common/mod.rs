@@ -8,12 +8,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use halley_client::{Client, Deliveries, RawResponse};
+use halley_client::{Client, Deliveries, RawResponse, TransportKind};
 use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A running `halley serve`, killed when dropped.
 pub struct Server {
@@ -134,6 +138,21 @@ impl Server {
         (client, deliveries)
     }
 
+    /// A websocket client with its own cookie jar, not handshaken.
+    pub fn ws_browser(&self) -> Client {
+        ws_client(&self.url)
+    }
+
+    /// A handshaken websocket client with its deliveries.
+    pub async fn ws_connected_client(&self) -> (Client, Deliveries) {
+        let client = self.ws_browser();
+        let deliveries = client.take_deliveries().unwrap();
+        within(10.0, "websocket handshake", client.handshake())
+            .await
+            .expect("websocket handshake");
+        (client, deliveries)
+    }
+
     /// Sends SIGTERM and waits up to `within` for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         let status = Command::new("kill")
@@ -163,6 +182,139 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A websocket client of the Bayeux endpoint at `url` (an `http://` URL),
+/// with its own cookie jar and a short backoff, not handshaken.
+pub fn ws_client(url: &str) -> Client {
+    Client::builder(url)
+        .transport(TransportKind::WebSocket)
+        .backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .build()
+        .expect("websocket client")
+}
+
+/// A TCP proxy in front of a server, to break connections the way a network
+/// does: [`Proxy::cut`] drops every connection through it at once (no close
+/// frame, no FIN from the server), [`Proxy::freeze`] stops forwarding on
+/// them but keeps them open (a network that silently drops packets), and
+/// [`Proxy::refuse`] makes it drop new connections as soon as accepted.
+pub struct Proxy {
+    /// The server's Bayeux endpoint through the proxy.
+    pub url: String,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    refusing: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+    freeze: watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy on `127.0.0.1:0` to `server`.
+    pub async fn start(server: &Server) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let local = listener.local_addr().expect("proxy address");
+        let url = server.url.replacen(server.address(), &local.to_string(), 1);
+        let target = server.address().to_owned();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (cut, _) = watch::channel(0u64);
+        let (freeze, _) = watch::channel(0u64);
+        let task = tokio::spawn({
+            let (accepted, open, refusing, cut, freeze) = (
+                accepted.clone(),
+                open.clone(),
+                refusing.clone(),
+                cut.clone(),
+                freeze.clone(),
+            );
+            async move {
+                loop {
+                    let Ok((mut downstream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if refusing.load(Ordering::SeqCst) {
+                        drop(downstream);
+                        continue;
+                    }
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let mut cut = cut.subscribe();
+                    let mut freeze = freeze.subscribe();
+                    let (open, target) = (open.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut upstream) = TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        open.fetch_add(1, Ordering::SeqCst);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
+                            _ = cut.changed() => {}
+                            _ = freeze.changed() => {
+                                // Both ends stay open, and nothing moves.
+                                let _ = cut.changed().await;
+                            }
+                        }
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }
+        });
+        Proxy {
+            url,
+            accepted,
+            open,
+            refusing,
+            cut,
+            freeze,
+            task,
+        }
+    }
+
+    /// Stops forwarding on every open connection, leaving them open (new
+    /// connections are forwarded as usual).
+    pub fn freeze(&self) {
+        self.freeze.send_modify(|generation| *generation += 1);
+    }
+
+    /// Drops every connection through the proxy.
+    pub fn cut(&self) {
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    /// While true, new connections are dropped as soon as accepted.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Connections accepted (and forwarded) so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open through the proxy now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds, failing the test after
+/// `secs` seconds with `what`.
+pub async fn eventually(secs: f64, what: &str, mut condition: impl FnMut() -> bool) {
+    within(secs, what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// Awaits `future`, failing the test after `secs` seconds.
