@@ -6,12 +6,20 @@
 //! | subcommand | module | library |
 //! |---|---|---|
 //! | `serve` | [`serve`] | `halley-server` |
+//! | `bench`, `bench sweep` | [`bench`] | `halley-bench` |
 
+mod bench;
 mod serve;
 
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: a push server allocates and
+/// frees small buffers per request and per delivery, and glibc's malloc
+/// showed up at ~10% of server and load-generator profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 /// Halley: a Comet server speaking Bayeux, the protocol of CometD and Faye.
@@ -26,6 +34,11 @@ struct Cli {
 enum Command {
     /// Run the server (in-memory state, no external service needed).
     Serve(serve::ServeArgs),
+    /// Run the seed's chat benchmark against a Bayeux server (Halley, CometD, Faye).
+    Bench(bench::BenchArgs),
+    /// One worker process of `halley bench` (started by it, not by hand).
+    #[command(hide = true)]
+    BenchWorker,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker => bench::worker(),
     }
 }

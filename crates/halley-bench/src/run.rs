@@ -1,0 +1,383 @@
+//! The coordinator of one run: workers, phases, publisher, merge, report.
+//!
+//! 1. **connecting**: spawn the worker processes (enough that none holds more
+//!    than ~15,000 sockets: one process may open at most 20,000 files here),
+//!    each with its slice of users and, when there are several, its own
+//!    127.0.0.x source address; wait until every user has subscribed.
+//! 2. **warm-up**: the publisher runs; deliveries are not counted.
+//! 3. **measuring**: deliveries of messages *scheduled* in the window are
+//!    counted and timed.
+//! 4. **drain**: wait until every expected delivery has arrived (or the drain
+//!    timeout passes: what is missing then is lost), collect and merge.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use halley_client::Client;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+
+use crate::control::{encode, Command, Event, Plan, WorkerResult};
+use crate::histogram::Latencies;
+use crate::payload::now_us;
+use crate::publisher::{self, Published};
+use crate::report::Report;
+use crate::scenario::{split_users, Scenario};
+use crate::sysstat;
+use crate::tally::Counts;
+
+/// Users one worker process simulates at most by default.
+pub const USERS_PER_PROCESS: usize = 15_000;
+
+pub struct RunOptions {
+    pub scenario: Scenario,
+    /// Worker processes; `None`: enough for [`USERS_PER_PROCESS`].
+    pub processes: Option<usize>,
+    /// The server's PID, to report its CPU time and memory.
+    pub server_pid: Option<u32>,
+    /// How long to wait after the window for deliveries still in flight.
+    pub drain_timeout: Duration,
+    /// The program and arguments that start one worker (this binary's hidden subcommand).
+    pub worker_program: PathBuf,
+    pub worker_args: Vec<String>,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
+    let scenario = options.scenario.clone();
+    scenario.validate().map_err(anyhow::Error::msg)?;
+    let processes = options
+        .processes
+        .unwrap_or_else(|| scenario.users.div_ceil(USERS_PER_PROCESS))
+        .max(1);
+    let slices = split_users(scenario.users, processes);
+    let processes = slices.len();
+    let phases = Phases::new();
+    let rss_before = options
+        .server_pid
+        .and_then(|pid| sysstat::rss_bytes(Some(pid)));
+
+    // 1. connecting
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, Event)>();
+    let mut workers = Vec::with_capacity(processes);
+    for (index, users) in slices.iter().enumerate() {
+        let mut child = tokio::process::Command::new(&options.worker_program)
+            .args(&options.worker_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting worker {}", options.worker_program.display()))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let plan = Plan {
+            scenario: scenario.clone(),
+            index,
+            first_user: users.start,
+            user_count: users.len(),
+            local_address: source_address(&scenario.url, index, processes),
+        };
+        stdin
+            .write_all(encode(&Command::Plan(plan)).as_bytes())
+            .await?;
+        let tx = events_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<Event>(&line) {
+                    Ok(event) => {
+                        let _ = tx.send((index, event));
+                    }
+                    Err(error) => tracing::warn!("worker {index} said {line:?}: {error}"),
+                }
+            }
+        });
+        workers.push(Worker { child, stdin });
+    }
+    drop(events_tx);
+
+    let bar = phases.start("connecting", scenario.users as u64, "users");
+    let mut connected = vec![0usize; processes];
+    let mut ready = 0;
+    while ready < processes {
+        let Some((index, event)) = events.recv().await else {
+            bail!("a worker exited while connecting (see its log above)");
+        };
+        match event {
+            Event::Progress { connected: n, .. } => {
+                connected[index] = n;
+                bar.set_position(connected.iter().sum::<usize>() as u64);
+            }
+            Event::Ready => ready += 1,
+            Event::Failed { reason } => bail!("worker {index}: {reason}"),
+            Event::Result(_) => bail!("worker {index} reported before finishing"),
+        }
+    }
+    bar.finish();
+    let server_rss = options
+        .server_pid
+        .and_then(|pid| sysstat::rss_bytes(Some(pid)));
+
+    let publishers = connect_publishers(&scenario).await?;
+
+    // 2. and 3. warm-up and measuring
+    let start_us = now_us() + 200_000;
+    let window_from_us = start_us + scenario.warmup.as_micros() as u64;
+    let end_us = window_from_us + scenario.duration.as_micros() as u64;
+    for worker in &mut workers {
+        let start = Command::Start {
+            from_us: window_from_us,
+            to_us: end_us,
+        };
+        worker.stdin.write_all(encode(&start).as_bytes()).await?;
+    }
+    let published = Arc::new(Published::default());
+    let sampler = tokio::spawn(sample_cpu(options.server_pid, window_from_us, end_us));
+    let publishing = {
+        let scenario = scenario.clone();
+        let publishers = publishers.clone();
+        let published = published.clone();
+        tokio::spawn(async move {
+            publisher::run(
+                &scenario,
+                &publishers,
+                start_us,
+                window_from_us,
+                end_us,
+                published,
+            )
+            .await
+        })
+    };
+    phases
+        .timed("warm-up", scenario.warmup, &mut events, &mut [])
+        .await;
+    let mut delivered = vec![0u64; processes];
+    phases
+        .timed("measuring", scenario.duration, &mut events, &mut delivered)
+        .await;
+    publishing.await.context("publisher")?;
+    let (coordinator_cpu_s, server_cpu_s) = sampler.await.context("cpu sampler")?;
+
+    // 4. drain
+    let expected = published.expected.load(Ordering::Relaxed);
+    let bar = phases.start("draining", expected, "deliveries");
+    let deadline = tokio::time::Instant::now() + options.drain_timeout;
+    loop {
+        let total: u64 = delivered.iter().sum();
+        bar.set_position(total.min(expected));
+        if total >= expected {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some((index, Event::Progress { delivered: n, .. }))) => delivered[index] = n,
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("a worker exited while draining"),
+            Err(_) => break,
+        }
+    }
+    bar.finish();
+
+    for worker in &mut workers {
+        worker
+            .stdin
+            .write_all(encode(&Command::Finish).as_bytes())
+            .await?;
+    }
+    let mut results: Vec<Option<WorkerResult>> = vec![None; processes];
+    while results.iter().any(Option::is_none) {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some((index, Event::Result(result)))) => results[index] = Some(result),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => bail!("a worker did not report its result"),
+        }
+    }
+    for worker in &mut workers {
+        let _ = worker.child.wait().await;
+    }
+    for client in publishers.iter() {
+        let _ = client.disconnect().await;
+    }
+
+    let mut latencies = Latencies::new();
+    let mut counts = Counts::default();
+    let mut errors = published.errors.load(Ordering::Relaxed);
+    let mut rehandshakes = 0;
+    let mut workers_cpu_s = 0.0;
+    for result in results.into_iter().flatten() {
+        latencies.merge(&Latencies::from_buckets(&result.latencies));
+        counts.merge(&result.counts);
+        errors += result.errors;
+        rehandshakes += result.rehandshakes;
+        workers_cpu_s += result.cpu_s;
+    }
+    let duration_s = scenario.duration.as_secs_f64();
+    Ok(Report {
+        server_url: scenario.url.clone(),
+        users: scenario.users,
+        transport: scenario.transport.as_str().to_owned(),
+        room_size: scenario.room_size,
+        burst: scenario.burst,
+        interval_ms: scenario.interval.as_secs_f64() * 1000.0,
+        payload: scenario.payload,
+        processes,
+        duration_s,
+        published: published.published.load(Ordering::Relaxed),
+        expected,
+        delivered: counts.delivered,
+        lost: expected.saturating_sub(counts.delivered),
+        duplicates: counts.duplicates,
+        out_of_order: counts.out_of_order,
+        offered_per_sec: scenario.offered_deliveries_per_sec(),
+        delivered_per_sec: counts.delivered as f64 / duration_s,
+        latency_ms: latencies.quantiles_ms(),
+        errors,
+        rehandshakes,
+        loadgen_cpu_s: coordinator_cpu_s + workers_cpu_s,
+        server_cpu_s,
+        server_rss_bytes: server_rss,
+        server_rss_per_client_bytes: match (rss_before, server_rss) {
+            (Some(before), Some(after)) => {
+                Some(after.saturating_sub(before) as f64 / scenario.users as f64)
+            }
+            _ => None,
+        },
+        date: today(),
+    })
+}
+
+/// With several workers against a loopback server, worker `i` connects from
+/// 127.0.0.(2+i): each source address has its own ephemeral ports.
+fn source_address(url: &str, index: usize, processes: usize) -> Option<IpAddr> {
+    let loopback = url.contains("://127.") || url.contains("://localhost");
+    (processes > 1 && loopback).then(|| IpAddr::from([127, 0, 0, 2 + (index % 250) as u8]))
+}
+
+async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<Client>>>> {
+    let http = crate::transport::shared_http(None);
+    let mut publishers = Vec::with_capacity(scenario.publishers);
+    for _ in 0..scenario.publishers {
+        let client = crate::transport::client(scenario, http.clone(), None)?;
+        client.handshake().await.context("publisher handshake")?;
+        publishers.push(Arc::new(client));
+    }
+    Ok(Arc::new(publishers))
+}
+
+/// CPU seconds of this process and of the server between two instants.
+async fn sample_cpu(server_pid: Option<u32>, from_us: u64, to_us: u64) -> (f64, Option<f64>) {
+    let sleep_until =
+        |at_us: u64| tokio::time::sleep(Duration::from_micros(at_us.saturating_sub(now_us())));
+    sleep_until(from_us).await;
+    let own0 = sysstat::cpu_time(None);
+    let server0 = server_pid.and_then(|pid| sysstat::cpu_time(Some(pid)));
+    sleep_until(to_us).await;
+    let own = match (own0, sysstat::cpu_time(None)) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let server = match (
+        server0,
+        server_pid.and_then(|pid| sysstat::cpu_time(Some(pid))),
+    ) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    };
+    (own, server)
+}
+
+/// Today's date (UTC), for the report.
+fn today() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10].to_owned()
+}
+
+/// Progress display: bars on a terminal, one plain line per phase otherwise.
+struct Phases {
+    terminal: bool,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn start(&self, phase: &str, total: u64, unit: &str) -> ProgressBar {
+        if !self.terminal {
+            eprintln!("{phase}: {total} {unit}");
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{prefix:>10}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{elapsed}}"
+            ))
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(phase.to_owned());
+        bar
+    }
+
+    /// Shows a phase of fixed length while keeping workers' delivered counts current.
+    async fn timed(
+        &self,
+        phase: &str,
+        length: Duration,
+        events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
+        delivered: &mut [u64],
+    ) {
+        let bar = self.start(phase, length.as_millis() as u64, "ms");
+        let started = tokio::time::Instant::now();
+        let end = started + length;
+        loop {
+            bar.set_position(started.elapsed().as_millis() as u64);
+            match tokio::time::timeout_at(end, events.recv()).await {
+                Ok(Some((index, Event::Progress { delivered: n, .. }))) => {
+                    if let Some(slot) = delivered.get_mut(index) {
+                        *slot = n;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        bar.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_only_for_several_workers_on_loopback() {
+        assert_eq!(source_address("http://127.0.0.1:8080/cometd", 0, 1), None);
+        assert_eq!(
+            source_address("http://127.0.0.1:8080/cometd", 1, 2),
+            Some(IpAddr::from([127, 0, 0, 3]))
+        );
+        assert_eq!(source_address("http://10.0.0.1:8080/cometd", 1, 2), None);
+    }
+
+    #[test]
+    fn today_is_a_date() {
+        let date = today();
+        assert_eq!(date.len(), 10);
+        assert!(date.starts_with("20"));
+    }
+}

@@ -1,0 +1,31 @@
+//! Building the Bayeux clients of a run for the chosen transport.
+
+use std::net::IpAddr;
+
+use halley_client::{Client, TransportKind};
+
+use crate::scenario::{Scenario, TransportChoice};
+
+/// One HTTP connection pool per worker: each user still gets its own
+/// connection for its held `/meta/connect`, but idle connections are reused.
+pub fn shared_http(local_address: Option<IpAddr>) -> reqwest::Client {
+    halley_client::http_client(local_address).expect("an HTTP client without TLS always builds")
+}
+
+/// A client of the scenario's server, as one simulated user (its own cookie jar).
+pub fn client(
+    scenario: &Scenario,
+    http: reqwest::Client,
+    local_address: Option<IpAddr>,
+) -> anyhow::Result<Client> {
+    let builder = Client::builder(scenario.url.clone()).http_client(http);
+    let builder = match local_address {
+        Some(address) => builder.local_address(address),
+        None => builder,
+    };
+    let kind = match scenario.transport {
+        TransportChoice::LongPolling => TransportKind::LongPolling,
+        TransportChoice::Websocket => TransportKind::WebSocket,
+    };
+    Ok(builder.transport(kind).build()?)
+}

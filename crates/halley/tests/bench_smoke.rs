@@ -1,0 +1,112 @@
+//! `halley bench` end to end: a few hundred users for a few seconds against
+//! a Halley started here, over each transport. The figures are not judged
+//! (benchmarks are commands, not assertions); correctness is: no loss, the
+//! JSON keys scripts rely on, and a chart that is well-formed SVG.
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use serde_json::Value;
+
+fn smoke(transport: &str) {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!(
+        "halley-bench-smoke-{}-{transport}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let chart = dir.join("chart.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_halley"))
+        .args(["bench", "--url", &server.url])
+        .args([
+            "--transport",
+            transport,
+            "--users",
+            "300",
+            "--interval",
+            "50",
+        ])
+        .args([
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--drain-timeout",
+            "5s",
+        ])
+        .args(["--server-pid", &server.pid().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .expect("halley bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "halley bench failed:\n{stdout}\n{stderr}\nserver:\n{}",
+        server.log()
+    );
+    assert!(
+        stdout.starts_with("lossless run"),
+        "first line says whether anything was lost:\n{stdout}"
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "users",
+        "transport",
+        "published",
+        "expected",
+        "delivered",
+        "lost",
+        "duplicates",
+        "delivered_per_sec",
+        "latency_ms",
+        "errors",
+        "loadgen_cpu_s",
+        "server_cpu_s",
+    ] {
+        assert!(report.get(key).is_some(), "report lacks {key}: {report}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            report["latency_ms"][key].as_f64().is_some(),
+            "latency_ms lacks {key}: {report}"
+        );
+    }
+    assert_eq!(report["users"], 300);
+    assert_eq!(report["transport"], transport);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    // 2 s of bursts every 50 ms to 2 rooms (300 users: rooms of 200 and 100).
+    assert!(report["published"].as_u64().unwrap() >= 60, "{report}");
+    assert_eq!(report["expected"], report["delivered"], "{report}");
+
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    assert!(
+        root.descendants().any(|n| n.has_tag_name("polyline")),
+        "the chart has curves"
+    );
+}
+
+#[test]
+fn bench_over_long_polling_loses_nothing() {
+    smoke("long-polling");
+}
+
+#[test]
+fn bench_over_websocket_loses_nothing() {
+    smoke("websocket");
+}
