@@ -15,11 +15,13 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: a push server allocates and
+/// jemalloc instead of the system allocator: a push server allocates and
 /// frees small buffers per request and per delivery, and glibc's malloc
-/// showed up at ~10% of server and load-generator profiles.
+/// showed up at ~10% of server and load-generator profiles. jemalloc beat
+/// both glibc and mimalloc on latency and kept the least memory per idle
+/// client (docs/benchmarks.md, 2026-11-26).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use tracing_subscriber::EnvFilter;
 
 /// Halley: a Comet server speaking Bayeux, the protocol of CometD and Faye.
