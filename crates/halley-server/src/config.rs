@@ -9,7 +9,36 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::state::outbox::OutboxLimits;
+use crate::state::outbox::{OutboxLimits, OverflowPolicy};
+
+/// History kept for replay on the channels matching one pattern (TOML:
+/// `[[history]]` tables with `pattern`, `max-messages` and/or `max-age-ms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChannelHistory {
+    pub pattern: String,
+    pub max_messages: Option<usize>,
+    pub max_age_ms: Option<u64>,
+}
+
+impl ChannelHistory {
+    pub fn retention(&self) -> crate::history::Retention {
+        crate::history::Retention {
+            max_messages: self.max_messages,
+            max_age_ms: self.max_age_ms,
+        }
+    }
+}
+
+/// The overflow policy of the channels matching one pattern (TOML:
+/// `[[overflow]]` tables with `pattern` and `policy`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverflow {
+    /// A channel or glob (`/chat/**`).
+    pub pattern: String,
+    pub policy: OverflowPolicy,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -36,6 +65,14 @@ pub struct Config {
     pub max_queue: usize,
     /// Most bytes of deliveries queued for one session before the oldest are dropped.
     pub max_queue_bytes: usize,
+    /// What a full outbox does with a new delivery, unless `overflow` says
+    /// otherwise for its channel.
+    pub overflow_policy: OverflowPolicy,
+    /// Per-channel overflow policies; the first matching pattern wins.
+    pub overflow: Vec<ChannelOverflow>,
+    /// Channels that keep history for replay (none by default); the first
+    /// matching pattern wins.
+    pub history: Vec<ChannelHistory>,
     /// Milliseconds between two sweeps for expired sessions.
     pub sweep_period: u64,
     /// Accept a clientId without the `BAYEUX_BROWSER` cookie it was issued with.
@@ -63,6 +100,9 @@ impl Default for Config {
             max_batch_messages: 1_000,
             max_queue: 10_000,
             max_queue_bytes: 16 * 1024 * 1024,
+            overflow_policy: OverflowPolicy::DropOldest,
+            overflow: Vec::new(),
+            history: Vec::new(),
             sweep_period: 1_000,
             trust_client_session: false,
             callback_polling: true,
@@ -110,6 +150,20 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             return Err("max-request-bytes must be at least 1".into());
+        }
+        for rule in &self.overflow {
+            halley_protocol::ChannelPattern::parse(&rule.pattern)
+                .map_err(|e| format!("overflow pattern {:?}: {e}", rule.pattern))?;
+        }
+        for rule in &self.history {
+            halley_protocol::ChannelPattern::parse(&rule.pattern)
+                .map_err(|e| format!("history pattern {:?}: {e}", rule.pattern))?;
+            if rule.max_messages.is_none() && rule.max_age_ms.is_none() {
+                return Err(format!(
+                    "history for {:?} needs max-messages and/or max-age-ms",
+                    rule.pattern
+                ));
+            }
         }
         if self.max_queue == 0 || self.max_queue_bytes == 0 {
             return Err("max-queue and max-queue-bytes must be at least 1".into());

@@ -15,14 +15,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use halley_protocol::codec::InvalidMessage;
-use halley_protocol::{meta, Advice, BayeuxError, ChannelName, Inbound, Message, Reply};
+use halley_protocol::{
+    meta, Advice, BayeuxError, ChannelName, ChannelPattern, Inbound, Message, Reply,
+};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
+use crate::history::memory::MemoryHistory;
+use crate::history::{Entry, HistoryStore, Retention, Sequencers};
 use crate::meta as handlers;
 use crate::meta::connect::PendingConnect;
 use crate::service::Services;
 use crate::shutdown::Shutdown;
+use crate::state::listeners::{SessionEnd, SessionListeners};
+use crate::state::outbox::OverflowPolicy;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::{new_random_id, Sessions};
 use crate::state::subscriptions::Subscriptions;
@@ -32,7 +38,12 @@ pub struct Engine {
     sessions: Sessions,
     subscriptions: Subscriptions,
     services: Services,
+    session_listeners: SessionListeners,
     shutdown: Shutdown,
+    /// Retained messages of the channels with `[[history]]` (replay).
+    history: Box<dyn HistoryStore>,
+    /// One lock per history channel: publishes and replays take turns.
+    sequencers: Sequencers,
 }
 
 /// Where a batch came from.
@@ -125,9 +136,13 @@ impl Engine {
             sessions,
             subscriptions: Subscriptions::default(),
             services: Services::default(),
+            session_listeners: SessionListeners::default(),
             shutdown: Shutdown::default(),
+            history: Box::new(MemoryHistory::default()),
+            sequencers: Sequencers::default(),
         });
         crate::service::echo::register(&engine.services);
+        crate::service::presence::register(&engine);
         engine
     }
 
@@ -146,6 +161,11 @@ impl Engine {
     /// The service-handler registry (`/service/**`).
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Who is told when a session ends (disconnect or expiry).
+    pub fn session_listeners(&self) -> &SessionListeners {
+        &self.session_listeners
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -201,16 +221,18 @@ impl Engine {
                     Err(reply) => exchange.replies.push(*reply),
                 }
             }
-            meta::SUBSCRIBE => {
-                let reply = handlers::subscribe::handle(self, message, exchange);
-                exchange.replies.push(reply);
-            }
-            meta::UNSUBSCRIBE => {
-                let reply = handlers::unsubscribe::handle(self, message, exchange);
-                exchange.replies.push(reply);
-            }
-            meta::DISCONNECT => {
-                let reply = handlers::disconnect::handle(self, message, exchange);
+            meta::SUBSCRIBE | meta::UNSUBSCRIBE | meta::DISCONNECT => {
+                let timesync = crate::ext::InboundExt::parse(message.ext.as_deref())
+                    .timesync
+                    .map(crate::ext::timesync::Received::now);
+                let mut reply = match channel.as_str() {
+                    meta::SUBSCRIBE => handlers::subscribe::handle(self, message, exchange),
+                    meta::UNSUBSCRIBE => handlers::unsubscribe::handle(self, message, exchange),
+                    _ => handlers::disconnect::handle(self, message, exchange),
+                };
+                if let Some(timesync) = timesync {
+                    crate::ext::add_to_reply(&mut reply, "timesync", timesync.reply());
+                }
                 exchange.replies.push(reply);
             }
             _ if channel.starts_with("/meta/") || channel == "/meta" => {
@@ -295,9 +317,109 @@ impl Engine {
         id: Option<&RawValue>,
         ext: Option<&RawValue>,
     ) -> usize {
+        if let Some(retention) = self.retention(channel) {
+            return self.publish_with_history(channel, data, id, ext, retention);
+        }
         let delivery: Bytes = halley_protocol::encode_delivery(channel.as_str(), data, id, ext);
-        self.subscriptions
-            .for_each_subscriber(channel, |session| session.enqueue(delivery.clone()))
+        self.fan_out(channel, delivery)
+    }
+
+    /// A publish on a channel with history: numbered, kept, delivered, all
+    /// under the channel's sequencer so a replaying subscribe sees each
+    /// message exactly once (replayed or live).
+    fn publish_with_history(
+        &self,
+        channel: &ChannelName,
+        data: &RawValue,
+        id: Option<&RawValue>,
+        ext: Option<&RawValue>,
+        retention: Retention,
+    ) -> usize {
+        let sequencer = self.sequencers.of(channel.as_str(), self.history.as_ref());
+        let mut last_id = sequencer.lock();
+        *last_id += 1;
+        let replay_id = *last_id;
+        let mut ext_object = ext
+            .and_then(|raw| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()).ok()
+            })
+            .unwrap_or_default();
+        ext_object.insert("replay".into(), serde_json::json!({ "id": replay_id }));
+        let ext_raw = serde_json::value::to_raw_value(&ext_object).expect("a JSON object");
+        let delivery = halley_protocol::encode_delivery(channel.as_str(), data, id, Some(&ext_raw));
+        let entry = Entry {
+            id: replay_id,
+            at_ms: self.sessions.now_ms(),
+            delivery: delivery.clone(),
+        };
+        self.history.append(channel.as_str(), entry, retention);
+        self.fan_out(channel, delivery)
+    }
+
+    /// Subscribes `session` to `pattern`, first replaying what a channel
+    /// with history retains after the `requested` id (`-1`, or none: only
+    /// new messages). Returns whether the request reached further back than
+    /// what is retained (a gap).
+    pub fn subscribe(
+        &self,
+        pattern: &ChannelPattern,
+        session: &Arc<Session>,
+        requested: Option<i64>,
+    ) -> bool {
+        let replay = requested.and_then(crate::history::replay_from);
+        let channel = ChannelName::parse(pattern.as_str()).ok();
+        let retention = channel.as_ref().and_then(|c| self.retention(c));
+        let (Some(after), Some(channel), Some(retention)) = (replay, channel, retention) else {
+            self.subscriptions.subscribe(pattern.as_str(), session);
+            return false;
+        };
+        let sequencer = self.sequencers.of(channel.as_str(), self.history.as_ref());
+        let _turn = sequencer.lock();
+        self.subscriptions.subscribe(pattern.as_str(), session);
+        let replayed =
+            self.history
+                .after(channel.as_str(), after, retention, self.sessions.now_ms());
+        let policy = self.overflow_policy(&channel);
+        for delivery in replayed.deliveries {
+            session.enqueue(delivery, policy);
+        }
+        replayed.gap
+    }
+
+    /// The history kept for `channel`, if any `[[history]]` rule matches.
+    fn retention(&self, channel: &ChannelName) -> Option<Retention> {
+        self.config
+            .history
+            .iter()
+            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
+            .map(|rule| rule.retention())
+    }
+
+    /// Pushes one encoded delivery into the outbox of every subscriber.
+    fn fan_out(&self, channel: &ChannelName, delivery: Bytes) -> usize {
+        let policy = self.overflow_policy(channel);
+        let mut overflowed = Vec::new();
+        let delivered = self.subscriptions.for_each_subscriber(channel, |session| {
+            if !session.enqueue(delivery.clone(), policy) {
+                overflowed.push(session.clone());
+            }
+        });
+        // Ended outside the fan-out: it holds the subscriber sets' read locks.
+        for session in overflowed {
+            tracing::info!(client_id = session.client_id(), %channel, "outbox overflow: disconnecting the session");
+            self.remove_session(&session, SessionEnd::Overflowed);
+        }
+        delivered
+    }
+
+    /// The overflow policy of a channel: the first matching `[[overflow]]`
+    /// rule, or the default. The rules are few and validated at start-up.
+    fn overflow_policy(&self, channel: &ChannelName) -> OverflowPolicy {
+        self.config
+            .overflow
+            .iter()
+            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
+            .map_or(self.config.overflow_policy, |rule| rule.policy)
     }
 
     /// Answers a pending connect, holding it first when the transport
@@ -307,13 +429,34 @@ impl Engine {
         pending: PendingConnect,
         holdable: bool,
         browser_id: Option<&str>,
-    ) -> Reply {
+    ) -> (Reply, handlers::connect::ConnectEnd) {
         handlers::connect::complete(self, pending, holdable, browser_id).await
     }
 
-    /// Removes a session and everything it subscribed to.
-    pub fn remove_session(&self, session: &Session) {
-        crate::state::end_session(&self.sessions, &self.subscriptions, session);
+    /// The deliveries that ride with a connect reply, marking the reply with
+    /// its batch number when the session uses the ack extension.
+    pub fn deliveries_for_connect_reply(
+        &self,
+        session: &Session,
+        reply: &mut Reply,
+    ) -> std::collections::VecDeque<Bytes> {
+        let (deliveries, batch) = session.take_for_connect_reply();
+        crate::ext::ack::mark_batch(reply, batch);
+        deliveries
+    }
+
+    /// Numbers a connect reply that must carry no deliveries (a superseded
+    /// connect's: the client has moved on and may never read it).
+    pub fn mark_empty_connect_reply(&self, session: &Session, reply: &mut Reply) {
+        crate::ext::ack::mark_batch(reply, session.empty_batch());
+    }
+
+    /// Removes a session and everything it subscribed to, then tells the
+    /// session listeners `why`.
+    pub fn remove_session(&self, session: &Session, why: SessionEnd) {
+        if crate::state::end_session(&self.sessions, &self.subscriptions, session) {
+            self.session_listeners.session_ended(session, why);
+        }
     }
 
     /// Expires silent sessions until shutdown (spawned by the server).
@@ -321,6 +464,7 @@ impl Engine {
         crate::state::sweeper::run(
             &self.sessions,
             &self.subscriptions,
+            &self.session_listeners,
             self.config.session_lifetime_ms(),
             self.config.sweep_period(),
             self.shutdown.wait(),

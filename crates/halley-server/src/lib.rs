@@ -4,10 +4,10 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
-//! | state | [`state`] (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`) | sessions, their bounded queues, who subscribes to what, expiry |
-//! | handlers | [`meta`] (one file per meta channel), [`publish`], [`service`] | what each kind of message does |
+//! | state | [`state`], [`history`] (replay) (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`, `listeners`) | sessions, their bounded queues, who subscribes to what, expiry, who hears when a session ends |
+//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`) | what each kind of message does |
 //! | dispatch | [`engine`] | one batch in, replies out; the publish path |
-//! | I/O | [`transport`] (long-polling, callback-polling, pages), [`server`] | HTTP, cookies, bodies, accept loop, shutdown |
+//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!
 //! Settings live in [`config`]; the shutdown signal in [`shutdown`].
 //!
@@ -32,6 +32,8 @@
 
 pub mod config;
 pub mod engine;
+pub mod ext;
+pub mod history;
 pub mod meta;
 pub mod publish;
 pub mod server;

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley_protocol::decode_batch;
+use halley_protocol::{decode_batch, BodyWriter};
 use halley_server::engine::{Engine, Origin};
 use halley_server::state::session::ConnectionType;
+use halley_server::transport::write_exchange;
 use halley_server::Config;
 use serde_json::{json, Value};
 
-/// A fake transport: one batch in, the body the long-polling transport
-/// would write, as JSON.
+/// A socket-less transport: one batch in, the body the long-polling
+/// transport would write (its own assembly code), as JSON.
 struct Client {
     engine: Arc<Engine>,
     browser: Option<String>,
@@ -30,41 +31,19 @@ impl Client {
     async fn send(&mut self, batch: Value) -> Vec<Value> {
         let body = serde_json::to_vec(&batch).unwrap();
         let origin = Origin::http(ConnectionType::LongPolling, self.browser.clone());
-        let mut exchange = self
+        let exchange = self
             .engine
             .handle_batch(decode_batch(&body).unwrap(), origin)
             .await;
-        if let Some(id) = &exchange.new_browser_id {
-            self.browser = Some(id.clone());
+        // The long-polling transport's own assembly, minus the HTTP.
+        let mut body = BodyWriter::new();
+        if let Some(id) = write_exchange(&self.engine, exchange, &mut body).await {
+            self.browser = Some(id);
         }
-        let mut out: Vec<Value> = Vec::new();
-        let connect = match exchange.connect.take() {
-            Some(pending) => {
-                if exchange.session.is_none() {
-                    exchange.session = Some(pending.session().clone());
-                }
-                let holdable = exchange.batch_len == 1;
-                let browser = exchange.browser_id().map(str::to_owned);
-                Some(
-                    self.engine
-                        .complete_connect(pending, holdable, browser.as_deref())
-                        .await,
-                )
-            }
-            None => None,
-        };
-        for reply in &exchange.handshake_replies {
-            out.push(serde_json::to_value(reply).unwrap());
+        match serde_json::from_slice(&body.finish(b"")).unwrap() {
+            Value::Array(messages) => messages,
+            other => panic!("not an array: {other}"),
         }
-        if let Some(session) = &exchange.session {
-            for delivery in session.take_deliveries() {
-                out.push(serde_json::from_slice(&delivery).unwrap());
-            }
-        }
-        for reply in exchange.replies.iter().chain(connect.iter()) {
-            out.push(serde_json::to_value(reply).unwrap());
-        }
-        out
     }
 
     async fn handshake(&mut self) {
@@ -271,4 +250,314 @@ async fn a_slow_session_costs_a_bounded_queue() {
         (900..1_000).collect::<Vec<_>>(),
         "the newest 100, in order"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ack_extension_numbers_batches_and_resends_what_was_not_acknowledged() {
+    let engine = engine(Config::default());
+    let mut client = Client::new(&engine);
+    let replies = client
+        .send(json!([{"channel":"/meta/handshake","version":"1.0",
+            "supportedConnectionTypes":["long-polling"],"ext":{"ack":true}}]))
+        .await;
+    assert_eq!(
+        replies[0]["ext"]["ack"], true,
+        "ack negotiated: {replies:?}"
+    );
+    client.client_id = Some(replies[0]["clientId"].as_str().unwrap().to_owned());
+    let id = client.client_id.clone();
+    let first = client
+        .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","advice":{"timeout":0}}]))
+        .await;
+    assert_eq!(
+        first[0]["ext"]["ack"], 1,
+        "every connect reply is a numbered batch"
+    );
+    client.subscribe("/a").await;
+
+    // A publish reply does not carry the delivery: only connect replies do.
+    let replies = client
+        .send(json!([{"channel":"/a","clientId":id,"data":1}]))
+        .await;
+    assert_eq!(
+        replies.len(),
+        1,
+        "no piggybacked delivery with ack: {replies:?}"
+    );
+    let batch2 = client
+        .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","ext":{"ack":1}}]))
+        .await;
+    assert_eq!(batch2[0]["data"], 1);
+    assert_eq!(batch2[1]["ext"]["ack"], 2);
+
+    // The reply with batch 2 is "lost": the client acknowledges only 1.
+    client
+        .send(json!([{"channel":"/a","clientId":id,"data":2}]))
+        .await;
+    let again = client
+        .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","ext":{"ack":1}}]))
+        .await;
+    let data: Vec<&Value> = again
+        .iter()
+        .filter(|m| m["channel"] == "/a")
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(
+        data,
+        [&json!(1), &json!(2)],
+        "batch 2 re-sent first, then the new message"
+    );
+    assert_eq!(again.last().unwrap()["ext"]["ack"], 3);
+
+    // Acknowledging 3 empties the unacknowledged store: nothing comes back.
+    let session = engine.sessions().get(id.as_deref().unwrap()).unwrap();
+    let held = tokio::spawn(async move {
+        client
+            .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","ext":{"ack":3}}]))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!session.has_deliveries());
+    engine.shutdown().trigger();
+    let last = held.await.unwrap();
+    assert_eq!(last.len(), 1, "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn timesync_replies_carry_tc_ts_p_and_a() {
+    let engine = engine(Config::default());
+    let mut client = Client::new(&engine);
+    let replies = client
+        .send(json!([{"channel":"/meta/handshake","version":"1.0",
+            "supportedConnectionTypes":["long-polling"],"ext":{"timesync":{"tc":1000,"l":10,"o":0}}}]))
+        .await;
+    let timesync = &replies[0]["ext"]["timesync"];
+    assert_eq!(timesync["tc"], 1000);
+    let ts = timesync["ts"].as_i64().unwrap();
+    assert!(ts > 1_700_000_000_000, "server wall clock in ms: {ts}");
+    assert_eq!(timesync["a"].as_i64().unwrap(), 1000 + 10 - ts);
+    assert!(timesync["p"].as_i64().unwrap() >= 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_policies_are_chosen_per_channel() {
+    use halley_server::config::ChannelOverflow;
+    use halley_server::state::outbox::OverflowPolicy;
+    let engine = engine(Config {
+        max_queue: 3,
+        overflow: vec![
+            ChannelOverflow {
+                pattern: "/newest/**".into(),
+                policy: OverflowPolicy::DropNewest,
+            },
+            ChannelOverflow {
+                pattern: "/strict/*".into(),
+                policy: OverflowPolicy::Disconnect,
+            },
+        ],
+        ..Config::default()
+    });
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    let pid = publisher.client_id.clone();
+    let publish = |channel: &str, n: i64| json!({"channel":channel,"clientId":pid,"data":n});
+
+    let mut newest = Client::new(&engine);
+    newest.handshake().await;
+    newest.subscribe("/newest/x").await;
+    publisher
+        .send(Value::Array(
+            (1..=5).map(|n| publish("/newest/x", n)).collect(),
+        ))
+        .await;
+    let got: Vec<i64> = newest
+        .connect()
+        .await
+        .iter()
+        .filter_map(|m| m["data"].as_i64())
+        .collect();
+    assert_eq!(got, [1, 2, 3], "drop-newest keeps the first three");
+
+    let mut strict = Client::new(&engine);
+    strict.handshake().await;
+    strict.subscribe("/strict/x").await;
+    publisher
+        .send(Value::Array(
+            (1..=4).map(|n| publish("/strict/x", n)).collect(),
+        ))
+        .await;
+    assert!(
+        engine
+            .sessions()
+            .get(strict.client_id.as_deref().unwrap())
+            .is_none(),
+        "the slow session was disconnected"
+    );
+    let replies = strict.connect().await;
+    assert_eq!(replies[0]["error"], "402::session_unknown");
+    assert_eq!(
+        replies[0]["advice"]["reconnect"], "handshake",
+        "told to come back"
+    );
+}
+
+fn with_history(max_messages: usize) -> Config {
+    Config {
+        history: vec![halley_server::config::ChannelHistory {
+            pattern: "/h/**".into(),
+            max_messages: Some(max_messages),
+            max_age_ms: None,
+        }],
+        max_queue: 100_000,
+        ..Config::default()
+    }
+}
+
+/// Publishes `range` on `channel` from `publisher`, one message each.
+async fn publish_range(
+    publisher: &mut Client,
+    channel: &str,
+    range: std::ops::RangeInclusive<i64>,
+) {
+    let id = publisher.client_id.clone();
+    for n in range {
+        publisher
+            .send(json!([{"channel":channel,"clientId":id,"data":n}]))
+            .await;
+    }
+}
+
+/// The (data, replay id) of every delivery on `channel` in `messages`.
+fn replayed(messages: &[Value], channel: &str) -> Vec<(i64, u64)> {
+    messages
+        .iter()
+        .filter(|m| {
+            m["channel"] == channel && m.get("data").is_some() && m.get("successful").is_none()
+        })
+        .map(|m| {
+            (
+                m["data"].as_i64().unwrap(),
+                m["ext"]["replay"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn subscribe_with_replay(client: &mut Client, channel: &str, from: i64) -> Vec<Value> {
+    let id = client.client_id.clone();
+    client
+        .send(
+            json!([{"channel":"/meta/subscribe","clientId":id,"subscription":channel,
+            "ext":{"replay":{channel: from}}}]),
+        )
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_from_a_last_seen_id_then_live() {
+    let engine = engine(with_history(100));
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    publish_range(&mut publisher, "/h/room", 1..=5).await;
+
+    let mut late = Client::new(&engine);
+    late.handshake().await;
+    let replies = subscribe_with_replay(&mut late, "/h/room", 3).await;
+    assert_eq!(replies.last().unwrap()["successful"], true);
+    assert!(
+        replies.last().unwrap()["ext"]["replay"]["gap"].is_null(),
+        "no gap"
+    );
+    assert_eq!(
+        replayed(&replies, "/h/room"),
+        [(4, 4), (5, 5)],
+        "retained after id 3, in order"
+    );
+    publish_range(&mut publisher, "/h/room", 6..=6).await;
+    assert_eq!(
+        replayed(&late.connect().await, "/h/room"),
+        [(6, 6)],
+        "then live, ids continue"
+    );
+
+    let mut all = Client::new(&engine);
+    all.handshake().await;
+    let replies = subscribe_with_replay(&mut all, "/h/room", -2).await;
+    assert_eq!(
+        replayed(&replies, "/h/room").len(),
+        6,
+        "-2: every retained message"
+    );
+
+    let mut new_only = Client::new(&engine);
+    new_only.handshake().await;
+    let replies = subscribe_with_replay(&mut new_only, "/h/room", -1).await;
+    assert!(
+        replayed(&replies, "/h/room").is_empty(),
+        "-1: only new ones"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_reports_a_gap_and_starts_at_the_oldest_retained() {
+    let engine = engine(with_history(3));
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    publish_range(&mut publisher, "/h/x", 1..=10).await;
+    let mut late = Client::new(&engine);
+    late.handshake().await;
+    let replies = subscribe_with_replay(&mut late, "/h/x", 2).await;
+    assert_eq!(replies.last().unwrap()["ext"]["replay"]["gap"], true);
+    assert_eq!(replayed(&replies, "/h/x"), [(8, 8), (9, 9), (10, 10)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_ids_given_at_handshake_serve_later_subscribes() {
+    // The Salesforce convention: the replay map travels in the handshake,
+    // e.g. after a forced re-handshake, and applies to the next subscribe.
+    let engine = engine(with_history(100));
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    publish_range(&mut publisher, "/h/feed", 1..=4).await;
+    let mut client = Client::new(&engine);
+    let replies = client
+        .send(json!([{"channel":"/meta/handshake","version":"1.0",
+            "supportedConnectionTypes":["long-polling"],"ext":{"replay":{"/h/feed":2}}}]))
+        .await;
+    client.client_id = Some(replies[0]["clientId"].as_str().unwrap().to_owned());
+    client.connect().await;
+    let id = client.client_id.clone();
+    let replies = client
+        .send(json!([{"channel":"/meta/subscribe","clientId":id,"subscription":"/h/feed"}]))
+        .await;
+    assert_eq!(replayed(&replies, "/h/feed"), [(3, 3), (4, 4)]);
+}
+
+/// No gap and no duplicate at the seam: a subscriber catching up while a
+/// publisher keeps publishing sees every message exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_seam_with_a_concurrent_publisher() {
+    let engine = engine(with_history(10_000));
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    publish_range(&mut publisher, "/h/seam", 1..=200).await;
+    let publishing = tokio::spawn(async move {
+        publish_range(&mut publisher, "/h/seam", 201..=2_000).await;
+    });
+    tokio::task::yield_now().await;
+    let mut late = Client::new(&engine);
+    late.handshake().await;
+    let mut seen: Vec<i64> = replayed(
+        &subscribe_with_replay(&mut late, "/h/seam", 100).await,
+        "/h/seam",
+    )
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
+    publishing.await.unwrap();
+    while seen.last() != Some(&2_000) {
+        let more = late.connect().await;
+        seen.extend(replayed(&more, "/h/seam").into_iter().map(|(n, _)| n));
+    }
+    assert_eq!(seen, (101..=2_000).collect::<Vec<_>>());
 }

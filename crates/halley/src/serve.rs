@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Most bytes of deliveries queued per session; beyond it the oldest are dropped [default: 16777216]
     #[arg(long, env = "HALLEY_MAX_QUEUE_BYTES", value_name = "BYTES")]
     max_queue_bytes: Option<usize>,
+    /// What a full session outbox does with a new delivery: drop-oldest, drop-newest or disconnect
+    /// (per-channel rules: `[[overflow]]` tables in the TOML file) [default: drop-oldest]
+    #[arg(long, env = "HALLEY_OVERFLOW_POLICY", value_name = "POLICY")]
+    overflow_policy: Option<halley_server::state::outbox::OverflowPolicy>,
     /// Milliseconds between sweeps for expired sessions [default: 1000]
     #[arg(long, env = "HALLEY_SWEEP_PERIOD", value_name = "MS")]
     sweep_period: Option<u64>,
@@ -98,6 +102,7 @@ impl ServeArgs {
             max_batch_messages,
             max_queue,
             max_queue_bytes,
+            overflow_policy,
             sweep_period,
             trust_client_session,
             callback_polling,
@@ -158,7 +163,8 @@ mod tests {
         let file = dir.join("halley.toml");
         std::fs::write(
             &file,
-            "timeout = 5000\nmax-interval = 3000\npath = \"/bayeux\"\n",
+            "timeout = 5000\nmax-interval = 3000\npath = \"/bayeux\"\n\
+             [[overflow]]\npattern = \"/prices/**\"\npolicy = \"drop-newest\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -171,6 +177,11 @@ mod tests {
         assert_eq!(config.max_interval, 3000, "file over default");
         assert_eq!(config.path, "/bayeux");
         assert_eq!(config.interval, 0, "default");
+        assert_eq!(config.overflow.len(), 1);
+        assert_eq!(
+            config.overflow[0].policy,
+            halley_server::state::outbox::OverflowPolicy::DropNewest
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ import { deferred, within } from './util.mjs';
 export const adaptOptions = {};
 adapt(adaptOptions);
 
-// Record every HTTP request body the CometD clients send (to check batching on the wire).
+// Record every HTTP request body the CometD clients send (to check batching on the wire), and
+// the response to it: `status` and `response` (the body text) once it has loaded, `failed`
+// when the request errored or was aborted (e.g. the connection dropped).
 export const httpRequests = [];
 {
   const Base = window.XMLHttpRequest;
@@ -25,7 +27,23 @@ export const httpRequests = [];
       return super.open(method, url, ...rest);
     }
     send(data) {
-      httpRequests.push({ url: this.interopUrl, body: data });
+      const record = { url: this.interopUrl, body: data };
+      httpRequests.push(record);
+      // The transport sets its handlers before send(): wrap them.
+      const onload = this.onload;
+      this.onload = (...args) => {
+        record.status = this.status;
+        record.response = this.responseText;
+        return onload && onload.apply(this, args);
+      };
+      for (const key of ['onerror', 'onabort']) {
+        const handler = this[key];
+        if (!handler) continue;
+        this[key] = (...args) => {
+          record.failed = true;
+          return handler.apply(this, args);
+        };
+      }
       return super.send(data);
     }
   };

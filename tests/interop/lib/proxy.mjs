@@ -6,6 +6,9 @@
 //                      refused (accepted, then destroyed at once) until p.restore()
 //   p.stall()       -> every open connection stays open but silently stops forwarding data in
 //                      both directions (a dead NAT entry); new connections work normally
+//   const stop = p.chaos({ rand })  -> cut() at random moments, refusing briefly each time
+//                      (rand: a seeded generator from util.mjs), or with `stallRatio` > 0 sometimes
+//                      stall() instead; `await stop()` ends it, restored
 //   await p.close()
 //
 // p.accepted counts the TCP connections accepted; p.forwarded those actually forwarded.
@@ -101,6 +104,48 @@ export class TcpProxy {
   /** Freeze every open connection: data is swallowed, nothing is closed. New connections work. */
   stall() {
     for (const pair of this.pairs) pair.stalled = true;
+  }
+
+  /**
+   * Until the returned stop() is called: wait a random time in `every` (ms), cut() every
+   * connection, keep refusing new ones for a random time in `refuse` (ms), restore(), again.
+   * With `stallRatio` (0..1), that fraction of the events is a stall() instead of a cut (the
+   * open connections freeze and stay open; new ones work). `this.cuts` and `this.stalls` count
+   * them. stop() resolves once the proxy is restored.
+   */
+  chaos({ rand = Math.random, every = [50, 300], refuse = [10, 80], stallRatio = 0 } = {}) {
+    const pick = ([lo, hi]) => lo + rand() * (hi - lo);
+    this.cuts = this.cuts || 0;
+    this.stalls = this.stalls || 0;
+    let stopped = false;
+    let timer = null;
+    let wake = null;
+    const pause = (ms) => new Promise((resolve) => {
+      wake = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    const loop = (async () => {
+      while (!stopped) {
+        await pause(pick(every));
+        if (stopped) break;
+        if (stallRatio > 0 && rand() < stallRatio) {
+          this.stall();
+          this.stalls += 1;
+          continue;
+        }
+        this.cut();
+        this.cuts += 1;
+        await pause(pick(refuse));
+        this.restore();
+      }
+      this.restore();
+    })();
+    return async () => {
+      stopped = true;
+      clearTimeout(timer);
+      if (wake) wake();
+      await loop;
+    };
   }
 
   async close() {

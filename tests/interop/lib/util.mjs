@@ -58,3 +58,18 @@ export function richData(extra = {}) {
     ...extra,
   };
 }
+
+/**
+ * A seeded pseudo-random generator (mulberry32): returns a function giving floats in [0, 1).
+ * The same seed gives the same sequence, so a failure under random timing can be replayed.
+ */
+export function seededRandom(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -29,6 +29,8 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::engine::{Engine, Exchange};
+use crate::ext::timesync::Received;
+use crate::ext::InboundExt;
 use crate::state::session::Session;
 
 /// A connect that has been registered but not answered yet.
@@ -38,6 +40,8 @@ pub struct PendingConnect {
     generation: u64,
     /// How long it may be held: zero for a first connect or when the client asked.
     hold_for: Duration,
+    /// The request's timesync, answered when the reply is made.
+    timesync: Option<Received>,
 }
 
 pub fn handle(
@@ -46,6 +50,9 @@ pub fn handle(
     exchange: &mut Exchange,
 ) -> Result<PendingConnect, Box<Reply>> {
     let session = engine.resolve_session(&message, exchange)?;
+    let ext = InboundExt::parse(message.ext.as_deref());
+    // Batches the client did not receive go back in front of the outbox.
+    crate::ext::ack::acknowledge(&session, ext.ack.as_ref());
     let generation =
         session.begin_connect(exchange.origin.connection_type, exchange.origin.socket_id);
     let first = session.mark_connected();
@@ -60,6 +67,7 @@ pub fn handle(
         id: message.id,
         generation,
         hold_for,
+        timesync: ext.timesync.map(Received::now),
     })
 }
 
@@ -72,7 +80,8 @@ pub enum ConnectEnd {
     Deliveries,
     /// `timeout` passed.
     Timeout,
-    /// A newer connect for the session arrived.
+    /// A newer connect for the session arrived. Its reply carries no
+    /// deliveries: the client has moved on and may never read it.
     Superseded,
     /// The session was disconnected or expired: `reconnect: none`.
     Closed,
@@ -117,6 +126,11 @@ impl PendingConnect {
         self.session.touch(engine.sessions().now_ms());
         let config = engine.config();
         let advice = match end {
+            // A session ended for overflowing its outbox may come back
+            // (with replay it loses nothing); one that disconnected may not.
+            ConnectEnd::Closed if self.session.overflowed() => {
+                Advice::handshake(config.interval as i64)
+            }
             ConnectEnd::Closed => Advice::none(),
             ConnectEnd::Shutdown => Advice::retry(0, config.timeout as i64),
             ConnectEnd::MultipleClients => {
@@ -132,9 +146,13 @@ impl PendingConnect {
                 Advice::retry(config.interval as i64, config.timeout as i64)
             }
         };
-        Reply::to(halley_protocol::meta::CONNECT, self.id)
+        let mut reply = Reply::to(halley_protocol::meta::CONNECT, self.id)
             .success()
-            .with_advice(advice)
+            .with_advice(advice);
+        if let Some(timesync) = self.timesync {
+            crate::ext::add_to_reply(&mut reply, "timesync", timesync.reply());
+        }
+        reply
     }
 }
 
@@ -158,19 +176,23 @@ impl Drop for Holding<'_> {
     }
 }
 
-/// Answers a long-polling connect, holding it first when allowed.
+/// Answers a long-polling connect, holding it first when allowed; says why
+/// it ended, because a superseded connect's reply must carry no deliveries.
 pub async fn complete(
     engine: &Engine,
     pending: PendingConnect,
     holdable: bool,
     browser_id: Option<&str>,
-) -> Reply {
+) -> (Reply, ConnectEnd) {
     if !holdable
         || pending.hold_for.is_zero()
         || pending.session.has_deliveries()
         || engine.shutdown().is_started()
     {
-        return pending.answer(engine, ConnectEnd::Immediate);
+        return (
+            pending.answer(engine, ConnectEnd::Immediate),
+            ConnectEnd::Immediate,
+        );
     }
 
     // One held poll per browser (HTTP/1.1 connection limits): the others poll.
@@ -181,7 +203,12 @@ pub async fn complete(
             engine.config().max_sessions_per_browser,
         ) {
             Some(slot) => Some(slot),
-            None => return pending.answer(engine, ConnectEnd::MultipleClients),
+            None => {
+                return (
+                    pending.answer(engine, ConnectEnd::MultipleClients),
+                    ConnectEnd::MultipleClients,
+                )
+            }
         },
         None => None,
     };
@@ -195,7 +222,7 @@ pub async fn complete(
         ?end,
         "held connect answered"
     );
-    pending.answer(engine, end)
+    (pending.answer(engine, end), end)
 }
 
 async fn hold(engine: &Engine, pending: &PendingConnect, deadline: Instant) -> ConnectEnd {

@@ -69,6 +69,15 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
     reply.version = Some(BAYEUX_VERSION);
     reply.minimum_version = Some(BAYEUX_VERSION);
     reply.supported_connection_types = Some(offered);
+    let ext = crate::ext::InboundExt::parse(message.ext.as_deref());
+    crate::ext::ack::negotiate(&session, ext.ack.as_ref(), &mut reply);
+    for (channel, from) in ext.replay_requests() {
+        session.request_replay(channel, from);
+    }
+    if let Some(request) = ext.timesync {
+        let received = crate::ext::timesync::Received::now(request);
+        crate::ext::add_to_reply(&mut reply, "timesync", received.reply());
+    }
     if exchange.session.is_none() {
         exchange.session = Some(session);
     }

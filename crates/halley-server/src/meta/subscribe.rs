@@ -1,5 +1,7 @@
 //! `/meta/subscribe`: one channel or an array, globs allowed, `/meta` refused.
 //! All-or-nothing: if any channel of the request is refused, none is added.
+//! A channel with history may be replayed from a last-seen id
+//! (`ext.replay`, here or at handshake; see [`crate::history`]).
 
 use halley_protocol::{Message, Reply};
 
@@ -18,9 +20,20 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
             return reply.failure(error);
         }
     };
+    let ext = crate::ext::InboundExt::parse(message.ext.as_deref());
+    let mut gap = false;
     for pattern in &patterns {
-        engine.subscriptions().subscribe(pattern.as_str(), &session);
+        let requested = ext
+            .replay_requests()
+            .find(|(channel, _)| *channel == pattern.as_str())
+            .map(|(_, from)| from)
+            .or_else(|| session.replay_request(pattern.as_str()));
+        gap |= engine.subscribe(pattern, &session, requested);
     }
     reply.subscription = message.subscription;
-    reply.success()
+    let mut reply = reply.success();
+    if gap {
+        crate::ext::add_to_reply(&mut reply, "replay", serde_json::json!({"gap": true}));
+    }
+    reply
 }

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod echo;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -4,22 +4,30 @@
 //! - [`session`]: one Bayeux session (clientId, browser, outbox, liveness);
 //! - [`sessions`]: the registry of sessions by clientId, and of held polls per browser;
 //! - [`subscriptions`]: who listens to which channel or glob;
-//! - [`sweeper`]: the periodic task that expires silent sessions.
+//! - [`sweeper`]: the periodic task that expires silent sessions;
+//! - [`unacked`]: deliveries sent but not acknowledged yet (ack extension);
+//! - [`listeners`]: who is told when a session ends (disconnect or expiry).
 
+pub mod listeners;
 pub mod outbox;
 pub mod session;
 pub mod sessions;
 pub mod subscriptions;
 pub mod sweeper;
+pub mod unacked;
 
 use session::Session;
 use sessions::Sessions;
 use subscriptions::Subscriptions;
 
 /// Ends a session: unregisters it, closes it (waking a held connect) and
-/// removes its subscriptions. Used by disconnect and by expiry.
-pub fn end_session(sessions: &Sessions, subscriptions: &Subscriptions, session: &Session) {
-    sessions.remove(session.client_id());
+/// removes its subscriptions. Used by disconnect and by expiry, whose
+/// callers then tell the [`listeners::SessionListeners`]. Returns whether the
+/// session was still registered: `false` when a racing disconnect or sweep
+/// ended it first, so listeners are told once.
+pub fn end_session(sessions: &Sessions, subscriptions: &Subscriptions, session: &Session) -> bool {
+    let registered = sessions.remove(session.client_id()).is_some();
     session.close();
     subscriptions.remove_session(session);
+    registered
 }

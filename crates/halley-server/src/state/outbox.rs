@@ -4,9 +4,10 @@
 //! broadcast (encoded once by the publisher). The queue is bounded both in
 //! messages and in bytes, so one client that stops reading costs at most
 //! `max_messages` entries or `max_bytes` of payload, whichever comes first.
-//! When full, the oldest deliveries are dropped: a live feed is worth more
-//! than stale history, and a client that needs every message uses the ack
-//! extension or replay.
+//! What happens to a delivery that does not fit is the channel's
+//! [`OverflowPolicy`]: by default the oldest deliveries are dropped (a live
+//! feed is worth more than stale history); a channel may instead drop the
+//! newest, or disconnect the slow client so it re-handshakes.
 
 use std::collections::VecDeque;
 
@@ -29,13 +30,42 @@ pub struct Outbox {
     dropped: u64,
 }
 
+/// What to do with a delivery that does not fit in a full outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued deliveries to make room.
+    #[default]
+    DropOldest,
+    /// Keep what is queued; drop the new delivery.
+    DropNewest,
+    /// Keep what is queued, drop the new delivery, and end the session: the
+    /// client is told to re-handshake (with replay it then loses nothing).
+    Disconnect,
+}
+
+impl std::str::FromStr for OverflowPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "drop-oldest" => Ok(OverflowPolicy::DropOldest),
+            "drop-newest" => Ok(OverflowPolicy::DropNewest),
+            "disconnect" => Ok(OverflowPolicy::Disconnect),
+            other => Err(format!(
+                "unknown overflow policy {other:?}: use drop-oldest, drop-newest or disconnect"
+            )),
+        }
+    }
+}
+
 /// What [`Outbox::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
     /// Queued after dropping this many older deliveries.
     QueuedDroppingOldest(usize),
-    /// The delivery alone is larger than the byte limit and was not queued.
+    /// Not queued: too large on its own, or the outbox was full and the
+    /// policy keeps what is queued.
     Rejected,
 }
 
@@ -49,8 +79,14 @@ impl Outbox {
         }
     }
 
-    pub fn push(&mut self, delivery: Bytes) -> Pushed {
-        if delivery.len() > self.limits.max_bytes || self.limits.max_messages == 0 {
+    /// Queues a delivery, applying `policy` when it does not fit.
+    pub fn push(&mut self, delivery: Bytes, policy: OverflowPolicy) -> Pushed {
+        let fits = self.queue.len() < self.limits.max_messages
+            && self.bytes + delivery.len() <= self.limits.max_bytes;
+        if delivery.len() > self.limits.max_bytes
+            || self.limits.max_messages == 0
+            || (!fits && policy != OverflowPolicy::DropOldest)
+        {
             self.dropped += 1;
             return Pushed::Rejected;
         }
@@ -72,6 +108,24 @@ impl Outbox {
             Pushed::Queued
         } else {
             Pushed::QueuedDroppingOldest(evicted)
+        }
+    }
+
+    /// Puts deliveries back in front of the queue, in the given order
+    /// (unacknowledged ones being re-sent before anything newer). The
+    /// limits still hold: if they are exceeded, the oldest are dropped.
+    pub fn requeue_front(&mut self, deliveries: Vec<Bytes>) {
+        for delivery in deliveries.into_iter().rev() {
+            self.bytes += delivery.len();
+            self.queue.push_front(delivery);
+        }
+        while self.queue.len() > self.limits.max_messages || self.bytes > self.limits.max_bytes {
+            let oldest = self
+                .queue
+                .pop_front()
+                .expect("over a limit means not empty");
+            self.bytes -= oldest.len();
+            self.dropped += 1;
         }
     }
 
@@ -102,6 +156,30 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    impl Outbox {
+        /// The default policy, as most tests want.
+        fn push_oldest(&mut self, delivery: Bytes) -> Pushed {
+            self.push(delivery, OverflowPolicy::DropOldest)
+        }
+    }
+
+    #[test]
+    fn drop_newest_and_disconnect_keep_what_is_queued() {
+        for policy in [OverflowPolicy::DropNewest, OverflowPolicy::Disconnect] {
+            let mut o = outbox(2, 100);
+            o.push(Bytes::from_static(b"1"), policy);
+            o.push(Bytes::from_static(b"2"), policy);
+            assert_eq!(o.push(Bytes::from_static(b"3"), policy), Pushed::Rejected);
+            assert_eq!(
+                o.drain().into_iter().collect::<Vec<_>>(),
+                [&b"1"[..], &b"2"[..]]
+            );
+            assert_eq!(o.dropped(), 1);
+        }
+        assert_eq!("drop-newest".parse(), Ok(OverflowPolicy::DropNewest));
+        assert!("drop-all".parse::<OverflowPolicy>().is_err());
+    }
+
     fn outbox(max_messages: usize, max_bytes: usize) -> Outbox {
         Outbox::new(OutboxLimits {
             max_messages,
@@ -112,8 +190,8 @@ mod tests {
     #[test]
     fn keeps_order_and_counts_bytes() {
         let mut o = outbox(10, 100);
-        assert_eq!(o.push(Bytes::from_static(b"ab")), Pushed::Queued);
-        assert_eq!(o.push(Bytes::from_static(b"cde")), Pushed::Queued);
+        assert_eq!(o.push_oldest(Bytes::from_static(b"ab")), Pushed::Queued);
+        assert_eq!(o.push_oldest(Bytes::from_static(b"cde")), Pushed::Queued);
         assert_eq!(o.bytes(), 5);
         let drained: Vec<_> = o.drain().into_iter().collect();
         assert_eq!(drained, [&b"ab"[..], &b"cde"[..]]);
@@ -124,10 +202,10 @@ mod tests {
     #[test]
     fn drops_oldest_when_full_by_count() {
         let mut o = outbox(2, 100);
-        o.push(Bytes::from_static(b"1"));
-        o.push(Bytes::from_static(b"2"));
+        o.push_oldest(Bytes::from_static(b"1"));
+        o.push_oldest(Bytes::from_static(b"2"));
         assert_eq!(
-            o.push(Bytes::from_static(b"3")),
+            o.push_oldest(Bytes::from_static(b"3")),
             Pushed::QueuedDroppingOldest(1)
         );
         assert_eq!(
@@ -138,14 +216,39 @@ mod tests {
     }
 
     #[test]
+    fn requeued_deliveries_come_first_in_order() {
+        let mut o = outbox(3, 100);
+        o.push_oldest(Bytes::from_static(b"new"));
+        o.requeue_front(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(
+            o.drain().into_iter().collect::<Vec<_>>(),
+            [&b"a"[..], &b"b"[..], &b"new"[..]]
+        );
+        o.push_oldest(Bytes::from_static(b"x"));
+        o.requeue_front(vec![
+            Bytes::from_static(b"1"),
+            Bytes::from_static(b"2"),
+            Bytes::from_static(b"3"),
+        ]);
+        assert_eq!(o.len(), 3, "limits hold");
+        assert_eq!(
+            o.drain().into_iter().collect::<Vec<_>>(),
+            [&b"2"[..], &b"3"[..], &b"x"[..]]
+        );
+    }
+
+    #[test]
     fn drops_oldest_when_full_by_bytes_and_rejects_giants() {
         let mut o = outbox(100, 5);
-        o.push(Bytes::from_static(b"aaa"));
+        o.push_oldest(Bytes::from_static(b"aaa"));
         assert_eq!(
-            o.push(Bytes::from_static(b"bbb")),
+            o.push_oldest(Bytes::from_static(b"bbb")),
             Pushed::QueuedDroppingOldest(1)
         );
-        assert_eq!(o.push(Bytes::from_static(b"cccccc")), Pushed::Rejected);
+        assert_eq!(
+            o.push_oldest(Bytes::from_static(b"cccccc")),
+            Pushed::Rejected
+        );
         assert_eq!(o.len(), 1);
         assert_eq!(o.dropped(), 2);
     }

@@ -10,14 +10,15 @@
 //! `wake.notified()` future, checks the outbox, and only then sleeps; pushes
 //! call `notify_waiters` after queuing, so no wake-up is lost.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::outbox::{Outbox, OutboxLimits, Pushed};
+use super::outbox::{Outbox, OutboxLimits, OverflowPolicy, Pushed};
+use super::unacked::UnackedBatches;
 
 /// Server-internal, dense session number (cheaper to hash than the clientId).
 pub type SessionKey = u64;
@@ -68,11 +69,18 @@ pub struct Session {
     closed: AtomicBool,
     /// Set once the outbox has overflowed, so that is logged once, not per message.
     overflow_logged: AtomicBool,
+    /// Set when an overflow under the `disconnect` policy ends the session.
+    overflowed: AtomicBool,
     /// Patterns this session subscribed to, for cleanup and unsubscribe.
     subscriptions: Mutex<HashSet<Box<str>>>,
     /// The transport of the most recent connect (callback-polling answers a
     /// held connect on any inbound message).
     connection_type: Mutex<ConnectionType>,
+    /// Set when the handshake negotiated the ack extension: deliveries then
+    /// travel only in connect replies, numbered, and are kept until acknowledged.
+    unacked: Mutex<Option<UnackedBatches>>,
+    /// Replay ids asked for at handshake, per channel, used by later subscribes.
+    replay_requests: Mutex<HashMap<Box<str>, i64>>,
 }
 
 impl Session {
@@ -98,8 +106,11 @@ impl Session {
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             overflow_logged: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
             subscriptions: Mutex::new(HashSet::new()),
             connection_type: Mutex::new(ConnectionType::LongPolling),
+            unacked: Mutex::new(None),
+            replay_requests: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,16 +144,36 @@ impl Session {
     }
 
     /// Queues one encoded delivery and wakes whoever waits for this session.
-    pub fn enqueue(&self, delivery: Bytes) {
+    /// Returns `false` when the outbox overflowed under the `disconnect`
+    /// policy: the caller ends the session (outside its own locks).
+    pub fn enqueue(&self, delivery: Bytes, policy: OverflowPolicy) -> bool {
         if self.is_closed() {
-            return;
+            return true;
         }
-        let pushed = self.outbox.lock().push(delivery);
-        match pushed {
-            Pushed::Queued => {}
-            Pushed::QueuedDroppingOldest(_) | Pushed::Rejected => self.log_overflow_once(),
+        let pushed = self.outbox.lock().push(delivery, policy);
+        let keep = match pushed {
+            Pushed::Queued => true,
+            Pushed::QueuedDroppingOldest(_) => {
+                self.log_overflow_once();
+                true
+            }
+            Pushed::Rejected => {
+                self.log_overflow_once();
+                policy != OverflowPolicy::Disconnect
+            }
+        };
+        if keep {
+            self.wake.notify_waiters();
+        } else {
+            self.overflowed.store(true, Ordering::Release);
         }
-        self.wake.notify_waiters();
+        keep
+    }
+
+    /// Whether the session was ended because its outbox overflowed (its
+    /// client is told to re-handshake rather than to stop).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
 
     fn log_overflow_once(&self) {
@@ -152,7 +183,7 @@ impl Session {
                 client_id = %self.client_id,
                 queued = outbox.len(),
                 queued_bytes = outbox.bytes(),
-                "session outbox full: dropping its oldest deliveries (logged once per session)"
+                "session outbox full: deliveries dropped by the channel's overflow policy (logged once per session)"
             );
         }
     }
@@ -160,6 +191,69 @@ impl Session {
     /// Takes every queued delivery, oldest first.
     pub fn take_deliveries(&self) -> VecDeque<Bytes> {
         self.outbox.lock().drain()
+    }
+
+    /// Remembers the replay id a handshake asked for on `channel`.
+    pub fn request_replay(&self, channel: &str, from: i64) {
+        self.replay_requests.lock().insert(channel.into(), from);
+    }
+
+    /// The replay id asked for `channel` at handshake, if any.
+    pub fn replay_request(&self, channel: &str) -> Option<i64> {
+        self.replay_requests.lock().get(channel).copied()
+    }
+
+    /// Turns on the ack extension for this session (at handshake).
+    pub fn enable_ack(&self) {
+        *self.unacked.lock() = Some(UnackedBatches::default());
+    }
+
+    pub fn ack_enabled(&self) -> bool {
+        self.unacked.lock().is_some()
+    }
+
+    /// The deliveries a reply other than a connect reply may carry: all of
+    /// them, or none with the ack extension (they wait for a connect reply).
+    pub fn take_piggyback(&self) -> VecDeque<Bytes> {
+        if self.ack_enabled() {
+            VecDeque::new()
+        } else {
+            self.take_deliveries()
+        }
+    }
+
+    /// The deliveries of a connect reply, and its batch number with the ack
+    /// extension (the deliveries are kept until the batch is acknowledged).
+    pub fn take_for_connect_reply(&self) -> (VecDeque<Bytes>, Option<u64>) {
+        let mut unacked = self.unacked.lock();
+        let deliveries = self.outbox.lock().drain();
+        let batch = unacked.as_mut().map(|batches| {
+            // Cloning a `Bytes` is a reference count, not a copy.
+            let kept: Vec<Bytes> = deliveries.iter().cloned().collect();
+            batches.record(&kept)
+        });
+        (deliveries, batch)
+    }
+
+    /// The batch number of a connect reply that carries no deliveries (a
+    /// superseded connect's), with the ack extension.
+    pub fn empty_batch(&self) -> Option<u64> {
+        self.unacked
+            .lock()
+            .as_mut()
+            .map(|batches| batches.record(&[]))
+    }
+
+    /// The client received every batch up to `batch`; later ones were lost
+    /// and go back to the front of the outbox.
+    pub fn acknowledge(&self, batch: u64) {
+        let mut unacked = self.unacked.lock();
+        if let Some(batches) = unacked.as_mut() {
+            let lost = batches.acknowledge(batch);
+            if !lost.is_empty() {
+                self.outbox.lock().requeue_front(lost);
+            }
+        }
     }
 
     pub fn has_deliveries(&self) -> bool {

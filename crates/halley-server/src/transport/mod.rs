@@ -3,7 +3,7 @@
 //! - [`long_polling`]: `POST` a JSON array, get a JSON array back;
 //! - [`callback_polling`]: `GET ?jsonp=cb&message=[...]`, get `cb([...])` back;
 //! - [`websocket`]: upgrade on the same path, frames of JSON arrays;
-//! - [`pages`]: `/` and `/healthz`.
+//! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`.
 //!
 //! Both Bayeux transports end in [`respond`], which writes one body in the
 //! order Bayeux wants: handshake replies, queued deliveries, other replies,
@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, Exchange};
+use crate::meta::connect::ConnectEnd;
 
 /// The cookie naming a browser, as CometD calls it.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
@@ -81,15 +82,39 @@ pub fn browser_id(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Writes the exchange as one body: `prefix[...]suffix`.
+/// Writes the exchange as one HTTP response: `prefix[...]suffix`.
 pub async fn respond(
     engine: &Engine,
-    mut exchange: Exchange,
+    exchange: Exchange,
     prefix: &[u8],
     suffix: &[u8],
     content_type: &'static str,
 ) -> Response<Body> {
-    let connect_reply = match exchange.connect.take() {
+    let mut body = BodyWriter::with_prefix(prefix);
+    let new_browser_id = write_exchange(engine, exchange, &mut body).await;
+    let mut response = Response::new(Full::new(body.finish(suffix)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(id) = new_browser_id {
+        let cookie = format!("{BROWSER_COOKIE}={id}; Path=/; HttpOnly");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            headers.insert(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// Puts an HTTP exchange's messages into `body` in the order Bayeux wants:
+/// handshake replies, queued deliveries, other replies, and the
+/// `/meta/connect` reply last, after holding it if it may be held. Returns
+/// the browser id to set as a cookie, if the exchange issued one.
+pub async fn write_exchange(
+    engine: &Engine,
+    mut exchange: Exchange,
+    body: &mut BodyWriter,
+) -> Option<String> {
+    let mut connect_reply = match exchange.connect.take() {
         Some(pending) => {
             if exchange.session.is_none() {
                 exchange.session = Some(pending.session().clone());
@@ -103,34 +128,32 @@ pub async fn respond(
         }
         None => None,
     };
-
-    let mut body = BodyWriter::with_prefix(prefix);
+    let deliveries = match exchange.session.as_ref().filter(|s| !s.is_closed()) {
+        // A superseded connect's reply may never be read: it carries nothing.
+        Some(session) if matches!(connect_reply, Some((_, ConnectEnd::Superseded))) => {
+            if let Some((reply, _)) = connect_reply.as_mut() {
+                engine.mark_empty_connect_reply(session, reply);
+            }
+            Default::default()
+        }
+        // With the ack extension only a connect reply carries deliveries.
+        Some(session) => match connect_reply.as_mut() {
+            Some((reply, _)) => engine.deliveries_for_connect_reply(session, reply),
+            None => session.take_piggyback(),
+        },
+        None => Default::default(),
+    };
+    let connect_reply = connect_reply.map(|(reply, _)| reply);
     for reply in &exchange.handshake_replies {
         body.push_reply(reply);
     }
-    if let Some(session) = exchange.session.as_ref().filter(|s| !s.is_closed()) {
-        for delivery in session.take_deliveries() {
-            body.push_encoded(&delivery);
-        }
+    for delivery in &deliveries {
+        body.push_encoded(delivery);
     }
-    for reply in &exchange.replies {
+    for reply in exchange.replies.iter().chain(&connect_reply) {
         body.push_reply(reply);
     }
-    if let Some(reply) = &connect_reply {
-        body.push_reply(reply);
-    }
-
-    let mut response = Response::new(Full::new(body.finish(suffix)));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(id) = &exchange.new_browser_id {
-        let cookie = format!("{BROWSER_COOKIE}={id}; Path=/; HttpOnly");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            headers.insert(SET_COOKIE, value);
-        }
-    }
-    response
+    exchange.new_browser_id
 }
 
 /// A short plain-text response (errors that are not Bayeux messages).

@@ -1,27 +1,203 @@
-//! The non-Bayeux pages: `/` (a placeholder until the demo arrives) and
+//! The non-Bayeux pages: the chat demo at `/`, the browser client
+//! `/halley.js` with its TypeScript declarations `/halley.d.ts`, and
 //! `/healthz` for load balancers and scripts.
+//!
+//! The files live in `crates/halley-server/web/` and are compiled into the
+//! binary, so there is nothing to install or build to serve them. Their URLs
+//! carry no version, so browsers must revalidate (`Cache-Control: no-cache`)
+//! and get `304 Not Modified` for as long as the binary, and so the `ETag`,
+//! stays the same. The client files may be loaded from any origin (CORS `*`):
+//! an ES module imported across origins needs it.
+
+use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS,
+};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use super::{plain, Body};
 
-const INDEX: &str = include_str!("index.html");
+/// One embedded file.
+struct Asset {
+    path: &'static str,
+    body: &'static [u8],
+    content_type: &'static str,
+    /// Whether pages of other origins may load it.
+    cross_origin: bool,
+}
 
-pub fn handle(request: &Request<Incoming>) -> Response<Body> {
-    match request.uri().path() {
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/" | "/index.html" => {
-            let mut response = Response::new(Full::new(Bytes::from_static(INDEX.as_bytes())));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
+const fn asset(path: &'static str, body: &'static [u8], content_type: &'static str) -> Asset {
+    Asset {
+        path,
+        body,
+        content_type,
+        cross_origin: false,
+    }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const INDEX: &[u8] = include_bytes!("../../web/index.html");
+
+static ASSETS: &[Asset] = &[
+    asset("/", INDEX, HTML),
+    asset("/index.html", INDEX, HTML),
+    Asset {
+        cross_origin: true,
+        ..asset("/halley.js", include_bytes!("../../web/halley.js"), JS)
+    },
+    Asset {
+        cross_origin: true,
+        ..asset(
+            "/halley.d.ts",
+            include_bytes!("../../web/halley.d.ts"),
+            "application/typescript; charset=utf-8",
+        )
+    },
+    asset("/demo.js", include_bytes!("../../web/demo.js"), JS),
+    asset(
+        "/demo.css",
+        include_bytes!("../../web/demo.css"),
+        "text/css; charset=utf-8",
+    ),
+    asset(
+        "/favicon.svg",
+        include_bytes!("../../web/favicon.svg"),
+        "image/svg+xml",
+    ),
+];
+
+pub fn handle<B>(request: &Request<B>) -> Response<Body> {
+    let path = request.uri().path();
+    if path == "/healthz" {
+        return plain(StatusCode::OK, "ok\n");
+    }
+    let Some(index) = ASSETS.iter().position(|a| a.path == path) else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let asset = &ASSETS[index];
+    let etag = &etags()[index];
+    let fresh = request
+        .headers()
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == etag.to_str().unwrap_or_default() || tag.trim() == "*");
+    let mut response = if fresh {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        Response::new(Full::new(Bytes::from_static(asset.body)))
+    };
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(ETAG, etag.clone());
+    if asset.cross_origin {
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
+    response
+}
+
+/// One strong ETag per asset: a hash of its bytes (FNV-1a, 64 bits),
+/// computed once.
+fn etags() -> &'static [HeaderValue] {
+    static ETAGS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|asset| {
+                let hash = asset.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                HeaderValue::from_str(&format!("\"{hash:016x}\"")).expect("hex is a header")
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, if_none_match: Option<&str>) -> Response<Body> {
+        let mut request = Request::get(path);
+        if let Some(tag) = if_none_match {
+            request = request.header(IF_NONE_MATCH, tag);
         }
-        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        handle(&request.body(()).unwrap())
+    }
+
+    fn header(response: &Response<Body>, name: http::header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(name)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn serves_the_demo_and_the_client_with_their_types() {
+        for (path, content_type) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/halley.js", "text/javascript; charset=utf-8"),
+            ("/halley.d.ts", "application/typescript; charset=utf-8"),
+            ("/demo.js", "text/javascript; charset=utf-8"),
+            ("/demo.css", "text/css; charset=utf-8"),
+            ("/favicon.svg", "image/svg+xml"),
+        ] {
+            let response = get(path, None);
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(header(&response, CONTENT_TYPE), content_type, "{path}");
+            assert_eq!(header(&response, CACHE_CONTROL), "no-cache", "{path}");
+            assert!(header(&response, ETAG).starts_with('"'), "{path}");
+        }
+        assert_eq!(
+            header(&get("/halley.js", None), ACCESS_CONTROL_ALLOW_ORIGIN),
+            "*"
+        );
+        assert_eq!(header(&get("/", None), ACCESS_CONTROL_ALLOW_ORIGIN), "");
+        assert_eq!(get("/nope.js", None).status(), StatusCode::NOT_FOUND);
+        assert_eq!(get("/healthz", None).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_matching_etag_gets_304_and_a_stale_one_the_file() {
+        let etag = header(&get("/halley.js", None), ETAG).to_owned();
+        assert_eq!(
+            get("/halley.js", Some(&etag)).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        let both = format!("\"0000000000000000\", {etag}");
+        assert_eq!(
+            get("/halley.js", Some(&both)).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get("/halley.js", Some("\"0000000000000000\"")).status(),
+            StatusCode::OK
+        );
+        assert_ne!(etag, header(&get("/demo.js", None), ETAG));
+    }
+
+    #[test]
+    fn other_methods_are_405() {
+        let request = Request::post("/halley.js").body(()).unwrap();
+        let response = handle(&request);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(header(&response, ALLOW), "GET, HEAD");
     }
 }

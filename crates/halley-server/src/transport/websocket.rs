@@ -225,14 +225,24 @@ impl Socket {
             if !self.closing {
                 let owned = session.as_ref().filter(|s| s.owner_socket() == self.id);
                 if let Some(session) = owned.filter(|s| s.has_deliveries()) {
-                    let mut body = BodyWriter::new();
-                    for delivery in session.take_deliveries() {
-                        body.push_encoded(&delivery);
+                    if !session.ack_enabled() {
+                        let mut body = BodyWriter::new();
+                        for delivery in session.take_deliveries() {
+                            body.push_encoded(&delivery);
+                        }
+                        if send(ws, body.finish(b"")).await.is_err() {
+                            return Closed::Error;
+                        }
+                        continue;
                     }
-                    if send(ws, body.finish(b"")).await.is_err() {
-                        return Closed::Error;
+                    // With the ack extension deliveries travel only in a
+                    // (numbered) connect reply: answer the held one now.
+                    if self.held.is_some() {
+                        if self.answer_held(ws, ConnectEnd::Deliveries).await.is_err() {
+                            return Closed::Error;
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 if let Some(end) = self.held.as_ref().and_then(|(p, _)| p.must_end(&engine)) {
                     if self.answer_held(ws, end).await.is_err() {
@@ -343,32 +353,50 @@ impl Socket {
             self.attach(Some(session));
         }
 
-        let mut body = BodyWriter::new();
-        for reply in &exchange.handshake_replies {
-            body.push_reply(reply);
+        let mut connect_reply = None;
+        let mut superseded = None;
+        if let Some(pending) = exchange.connect.take() {
+            if pending.hold_for().is_zero() || self.engine.shutdown().is_started() {
+                connect_reply = Some(pending.immediate_reply(&self.engine));
+            } else {
+                let deadline = Instant::now() + pending.hold_for();
+                if let Some((older, _)) = self.held.replace((pending, deadline)) {
+                    let mut reply = older.answer(&self.engine, ConnectEnd::Superseded);
+                    if let Some(session) = &self.session {
+                        self.engine.mark_empty_connect_reply(session, &mut reply);
+                    }
+                    superseded = Some(reply);
+                }
+            }
         }
-        // Deliveries ride along only on the socket of the session's latest connect.
-        if let Some(session) = self
+        // Deliveries ride along only on the socket of the session's latest
+        // connect (and, with the ack extension, only with a connect reply).
+        let deliveries = match self
             .session
             .as_ref()
             .filter(|s| s.owner_socket() == self.id)
         {
-            for delivery in session.take_deliveries() {
-                body.push_encoded(&delivery);
-            }
-        }
-        for reply in &exchange.replies {
+            Some(session) => match connect_reply.as_mut() {
+                Some(reply) => self.engine.deliveries_for_connect_reply(session, reply),
+                None => session.take_piggyback(),
+            },
+            None => Default::default(),
+        };
+
+        let mut body = BodyWriter::new();
+        for reply in &exchange.handshake_replies {
             body.push_reply(reply);
         }
-        if let Some(pending) = exchange.connect.take() {
-            if pending.hold_for().is_zero() || self.engine.shutdown().is_started() {
-                body.push_reply(&pending.immediate_reply(&self.engine));
-            } else {
-                let deadline = Instant::now() + pending.hold_for();
-                if let Some((older, _)) = self.held.replace((pending, deadline)) {
-                    body.push_reply(&older.answer(&self.engine, ConnectEnd::Superseded));
-                }
-            }
+        for delivery in &deliveries {
+            body.push_encoded(delivery);
+        }
+        for reply in exchange
+            .replies
+            .iter()
+            .chain(&superseded)
+            .chain(&connect_reply)
+        {
+            body.push_reply(reply);
         }
         if body.is_empty() {
             return Ok(());
@@ -384,8 +412,26 @@ impl Socket {
         let Some((pending, _)) = self.held.take() else {
             return Ok(());
         };
-        let reply = pending.answer(&self.engine, end);
+        let mut reply = pending.answer(&self.engine, end);
+        if end == ConnectEnd::Superseded {
+            if let Some(session) = &self.session {
+                self.engine.mark_empty_connect_reply(session, &mut reply);
+            }
+        }
+        let deliveries = match self
+            .session
+            .as_ref()
+            .filter(|s| s.owner_socket() == self.id && end != ConnectEnd::Superseded)
+        {
+            Some(session) => self
+                .engine
+                .deliveries_for_connect_reply(session, &mut reply),
+            None => Default::default(),
+        };
         let mut body = BodyWriter::new();
+        for delivery in &deliveries {
+            body.push_encoded(delivery);
+        }
         body.push_reply(&reply);
         send(ws, body.finish(b"")).await
     }

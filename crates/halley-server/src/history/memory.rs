@@ -1,0 +1,151 @@
+//! The in-process history store: a bounded deque per channel.
+
+use std::collections::VecDeque;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use super::{Entry, HistoryStore, Replay, Retention};
+
+#[derive(Default)]
+pub struct MemoryHistory {
+    channels: DashMap<Box<str>, Mutex<ChannelLog>>,
+}
+
+#[derive(Default)]
+struct ChannelLog {
+    entries: VecDeque<Entry>,
+    last_id: u64,
+}
+
+impl ChannelLog {
+    fn trim(&mut self, retention: Retention, now_ms: u64) {
+        if let Some(max) = retention.max_messages {
+            while self.entries.len() > max {
+                self.entries.pop_front();
+            }
+        }
+        if let Some(max_age) = retention.max_age_ms {
+            while self
+                .entries
+                .front()
+                .is_some_and(|e| now_ms.saturating_sub(e.at_ms) > max_age)
+            {
+                self.entries.pop_front();
+            }
+        }
+    }
+}
+
+impl HistoryStore for MemoryHistory {
+    fn append(&self, channel: &str, entry: Entry, retention: Retention) {
+        let log = self.channels.entry(channel.into()).or_default();
+        let mut log = log.lock();
+        log.last_id = log.last_id.max(entry.id);
+        let now = entry.at_ms;
+        log.entries.push_back(entry);
+        log.trim(retention, now);
+    }
+
+    fn after(
+        &self,
+        channel: &str,
+        after: Option<u64>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Replay {
+        let Some(log) = self.channels.get(channel) else {
+            return Replay::default();
+        };
+        let mut log = log.lock();
+        log.trim(retention, now_ms);
+        let oldest = log.entries.front().map(|e| e.id);
+        let gap = match (after, oldest) {
+            (Some(after), Some(oldest)) => after + 1 < oldest,
+            // Nothing retained although messages were published after it.
+            (Some(after), None) => after < log.last_id,
+            (None, _) => false,
+        };
+        let deliveries = log
+            .entries
+            .iter()
+            .filter(|e| after.is_none_or(|after| e.id > after))
+            .map(|e| e.delivery.clone())
+            .collect();
+        Replay { deliveries, gap }
+    }
+
+    fn last_id(&self, channel: &str) -> u64 {
+        self.channels
+            .get(channel)
+            .map_or(0, |log| log.lock().last_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn entry(id: u64, at_ms: u64) -> Entry {
+        Entry {
+            id,
+            at_ms,
+            delivery: Bytes::from(format!("m{id}")),
+        }
+    }
+
+    fn ids(replay: &Replay) -> Vec<String> {
+        replay
+            .deliveries
+            .iter()
+            .map(|d| String::from_utf8(d.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_last_n_and_reports_gaps() {
+        let store = MemoryHistory::default();
+        let keep3 = Retention {
+            max_messages: Some(3),
+            max_age_ms: None,
+        };
+        for id in 1..=5 {
+            store.append("/c", entry(id, 0), keep3);
+        }
+        let all = store.after("/c", None, keep3, 0);
+        assert_eq!(ids(&all), ["m3", "m4", "m5"]);
+        assert!(!all.gap);
+        let after3 = store.after("/c", Some(3), keep3, 0);
+        assert_eq!(ids(&after3), ["m4", "m5"]);
+        assert!(!after3.gap);
+        let after2 = store.after("/c", Some(2), keep3, 0);
+        assert_eq!(
+            ids(&after2),
+            ["m3", "m4", "m5"],
+            "id 2 + 1 = 3 is the oldest: no gap"
+        );
+        assert!(!after2.gap);
+        let after1 = store.after("/c", Some(1), keep3, 0);
+        assert!(after1.gap, "message 2 is gone");
+        assert_eq!(ids(&after1), ["m3", "m4", "m5"]);
+        assert_eq!(store.last_id("/c"), 5);
+        assert_eq!(store.last_id("/other"), 0);
+    }
+
+    #[test]
+    fn forgets_messages_older_than_max_age() {
+        let store = MemoryHistory::default();
+        let minute = Retention {
+            max_messages: None,
+            max_age_ms: Some(60_000),
+        };
+        store.append("/c", entry(1, 0), minute);
+        store.append("/c", entry(2, 50_000), minute);
+        assert_eq!(ids(&store.after("/c", None, minute, 70_000)), ["m2"]);
+        let later = store.after("/c", Some(0), minute, 200_000);
+        assert!(later.deliveries.is_empty());
+        assert!(later.gap, "both are gone");
+    }
+}

@@ -1,0 +1,345 @@
+//! `/service/presence`: who is in which room, kept by the server.
+//!
+//! The chat demo's member list, and any application's "who is here". A
+//! client asks this service to *join* a room under a display name; the
+//! membership then lives exactly as long as the client's Bayeux session. A
+//! member who closes the tab, loses the network or crashes leaves on their
+//! own: the session's `/meta/disconnect`, or its expiry `interval +
+//! maxInterval` after the last sign of life, removes them (this service is a
+//! [`SessionListener`]). No client has to be trusted to say goodbye.
+//!
+//! Requests (the `data` of a `/service/presence` message) and reply data:
+//!
+//! | request | reply |
+//! |---|---|
+//! | `{"action":"join","room":"lobby","name":"ada"}` | `{"room":"lobby","you":"<member id>","members":[{"id":"..","name":"ada"}, ...]}` |
+//! | `{"action":"leave","room":"lobby"}` | `{"room":"lobby","left":true}` (`false`: was not a member) |
+//! | `{"action":"list","room":"lobby"}` | `{"room":"lobby","members":[...]}` |
+//!
+//! Every change is broadcast on `/presence/<room>`:
+//!
+//! ```json
+//! {"room":"lobby","event":"join","member":{"id":"..","name":"ada"},"count":3}
+//! {"room":"lobby","event":"leave","member":{"id":"..","name":"ada"},"reason":"expired","count":2}
+//! ```
+//!
+//! `reason` is `left` (asked to leave), `disconnected` (`/meta/disconnect`)
+//! or `expired` (the session timed out). A client subscribes to
+//! `/presence/<room>` *before* joining, then applies events to the join
+//! reply's list by member id (an event may repeat what the list shows).
+//!
+//! Rules and limits:
+//! - a room is one channel segment (letters, digits, `- _ ! ~ ( ) $ @`) of at
+//!   most 64 bytes; a name is 1 to 40 characters after trimming, without
+//!   control characters; a session is in at most 16 rooms;
+//! - member ids are random and public; the clientId never leaves the server
+//!   (knowing one is half of what it takes to read a session's messages);
+//! - several sessions may use one name (two tabs of one person); joining
+//!   again from the same session keeps the member id, and a new name is
+//!   broadcast as a `join`;
+//! - errors are replies: `400::room_invalid`, `400::name_invalid`,
+//!   `400::action_unknown`, `400::request_invalid`, `400::too_many_rooms`.
+//!
+//! The membership lives in this process: with a cluster broker it will have
+//! to move to shared state. Until Halley has a publish policy, any client may
+//! also publish on `/presence/**`; consumers should treat the service's
+//! replies as the truth and events as hints to refresh.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+
+use halley_protocol::ChannelName;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ServiceError, ServiceRequest};
+use crate::engine::Engine;
+use crate::state::listeners::{SessionEnd, SessionListener};
+use crate::state::session::Session;
+use crate::state::sessions::new_random_id;
+
+pub const CHANNEL: &str = "/service/presence";
+/// Membership changes of room `r` are broadcast on `/presence/r`.
+pub const EVENTS_PREFIX: &str = "/presence/";
+
+const MAX_ROOM_BYTES: usize = 64;
+const MAX_NAME_CHARS: usize = 40;
+const MAX_ROOMS_PER_SESSION: usize = 16;
+
+/// Registers the service on `engine` and subscribes it to session ends.
+pub fn register(engine: &Arc<Engine>) {
+    let presence = Arc::new(Presence {
+        engine: Arc::downgrade(engine),
+        rooms: Mutex::new(Rooms::default()),
+    });
+    engine.session_listeners().add(presence.clone());
+    engine
+        .services()
+        .register(CHANNEL, move |request: ServiceRequest| {
+            let presence = presence.clone();
+            async move { presence.handle(&request) }
+        });
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+enum Request {
+    Join { room: String, name: String },
+    Leave { room: String },
+    List { room: String },
+}
+
+impl Request {
+    fn room(&self) -> &str {
+        match self {
+            Request::Join { room, .. } | Request::Leave { room } | Request::List { room } => room,
+        }
+    }
+}
+
+pub struct Presence {
+    /// Weak: the engine owns this service (through its registry).
+    engine: Weak<Engine>,
+    rooms: Mutex<Rooms>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    /// room -> member id -> name.
+    members: HashMap<String, BTreeMap<String, String>>,
+    /// clientId -> room -> member id.
+    by_session: HashMap<Box<str>, BTreeMap<String, String>>,
+}
+
+impl Presence {
+    fn handle(&self, request: &ServiceRequest) -> Result<Value, ServiceError> {
+        let bad = |why: &str| ServiceError::BadRequest(why.to_owned());
+        let parsed: Request = serde_json::from_str(request.data.get()).map_err(|e| {
+            if e.to_string().starts_with("unknown variant") {
+                bad("action_unknown")
+            } else {
+                bad("request_invalid")
+            }
+        })?;
+        let Some(engine) = self.engine.upgrade() else {
+            return Err(ServiceError::Failed("engine gone".into()));
+        };
+        let room = parsed.room();
+        let channel = events_channel(room).ok_or_else(|| bad("room_invalid"))?;
+        // Publishing under the lock keeps events in the order of the changes;
+        // `Engine::publish` never calls back into this service.
+        let mut rooms = self.rooms.lock();
+        match &parsed {
+            Request::List { .. } => Ok(json!({ "room": room, "members": rooms.list(room) })),
+            Request::Leave { .. } => {
+                let left = rooms.leave(&request.client_id, room);
+                if let Some((id, name)) = &left {
+                    let event = rooms.event(room, "leave", id, name, Some("left"));
+                    publish(&engine, &channel, &event);
+                }
+                Ok(json!({ "room": room, "left": left.is_some() }))
+            }
+            Request::Join { name, .. } => {
+                let name = valid_name(name).ok_or_else(|| bad("name_invalid"))?;
+                // A session that ended while this request was on its way must
+                // not leave a member behind: its listener call has passed (or
+                // waits for this lock and will remove it).
+                let alive = engine
+                    .sessions()
+                    .get(&request.client_id)
+                    .is_some_and(|s| !s.is_closed());
+                if !alive {
+                    return Err(ServiceError::Failed("session ended".into()));
+                }
+                let (id, changed) = rooms
+                    .join(&request.client_id, room, name)
+                    .ok_or_else(|| bad("too_many_rooms"))?;
+                if changed {
+                    publish(
+                        &engine,
+                        &channel,
+                        &rooms.event(room, "join", &id, name, None),
+                    );
+                }
+                Ok(json!({ "room": room, "you": id, "members": rooms.list(room) }))
+            }
+        }
+    }
+}
+
+impl SessionListener for Presence {
+    fn session_ended(&self, session: &Session, why: SessionEnd) {
+        let Some(engine) = self.engine.upgrade() else {
+            return;
+        };
+        let mut rooms = self.rooms.lock();
+        let Some(memberships) = rooms.by_session.remove(session.client_id()) else {
+            return;
+        };
+        for (room, id) in memberships {
+            let Some(name) = rooms.remove_member(&room, &id) else {
+                continue;
+            };
+            if let Some(channel) = events_channel(&room) {
+                let event = rooms.event(&room, "leave", &id, &name, Some(why.as_str()));
+                publish(&engine, &channel, &event);
+            }
+        }
+    }
+}
+
+impl Rooms {
+    /// Adds (or renames) the session's member in `room`: its id, and whether
+    /// anything changed. `None` when the session is in too many rooms.
+    fn join(&mut self, client_id: &str, room: &str, name: &str) -> Option<(String, bool)> {
+        let mine = self.by_session.entry(client_id.into()).or_default();
+        if let Some(id) = mine.get(room) {
+            let id = id.clone();
+            let members = self.members.entry(room.to_owned()).or_default();
+            let old = members.insert(id.clone(), name.to_owned());
+            return Some((id, old.as_deref() != Some(name)));
+        }
+        if mine.len() >= MAX_ROOMS_PER_SESSION {
+            return None;
+        }
+        let id = new_random_id()[..16].to_owned();
+        mine.insert(room.to_owned(), id.clone());
+        self.members
+            .entry(room.to_owned())
+            .or_default()
+            .insert(id.clone(), name.to_owned());
+        Some((id, true))
+    }
+
+    /// Removes the session's member from `room`: its id and name, if it was one.
+    fn leave(&mut self, client_id: &str, room: &str) -> Option<(String, String)> {
+        let mine = self.by_session.get_mut(client_id)?;
+        let id = mine.remove(room)?;
+        if mine.is_empty() {
+            self.by_session.remove(client_id);
+        }
+        let name = self.remove_member(room, &id)?;
+        Some((id, name))
+    }
+
+    fn remove_member(&mut self, room: &str, id: &str) -> Option<String> {
+        let members = self.members.get_mut(room)?;
+        let name = members.remove(id);
+        if members.is_empty() {
+            self.members.remove(room);
+        }
+        name
+    }
+
+    fn count(&self, room: &str) -> usize {
+        self.members.get(room).map_or(0, BTreeMap::len)
+    }
+
+    /// The broadcast of a change to `room`, with its member count after it.
+    fn event(&self, room: &str, event: &str, id: &str, name: &str, reason: Option<&str>) -> Value {
+        let mut data = json!({
+            "room": room,
+            "event": event,
+            "member": { "id": id, "name": name },
+            "count": self.count(room),
+        });
+        if let Some(reason) = reason {
+            data["reason"] = json!(reason);
+        }
+        data
+    }
+
+    /// The members of `room`, by name (then id, for a stable order).
+    fn list(&self, room: &str) -> Vec<Value> {
+        let mut members: Vec<(&String, &String)> = self
+            .members
+            .get(room)
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        members.sort_by(|a, b| {
+            a.1.to_lowercase()
+                .cmp(&b.1.to_lowercase())
+                .then(a.0.cmp(b.0))
+        });
+        members
+            .into_iter()
+            .map(|(id, name)| json!({ "id": id, "name": name }))
+            .collect()
+    }
+}
+
+/// `/presence/<room>`, if `room` is one valid channel segment.
+fn events_channel(room: &str) -> Option<ChannelName> {
+    if room.is_empty() || room.len() > MAX_ROOM_BYTES || room.contains('/') || room.contains('*') {
+        return None;
+    }
+    ChannelName::parse(&format!("{EVENTS_PREFIX}{room}")).ok()
+}
+
+fn valid_name(name: &str) -> Option<&str> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    ((1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control)).then_some(name)
+}
+
+/// Broadcasts a membership change on the room's events channel.
+fn publish(engine: &Engine, channel: &ChannelName, event: &Value) {
+    if let Ok(raw) = serde_json::value::to_raw_value(event) {
+        engine.publish(channel, &raw, None, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_must_be_one_segment_and_names_short_and_printable() {
+        assert!(events_channel("lobby").is_some());
+        assert!(events_channel("room-1_(a)").is_some());
+        for bad in ["", "a/b", "*", "**", "sp ace", "é", &"r".repeat(65)] {
+            assert!(events_channel(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(valid_name("  ada  "), Some("ada"));
+        assert_eq!(valid_name("Zoë 🚀"), Some("Zoë 🚀"));
+        for bad in ["", "   ", "a\nb", &"n".repeat(41)] {
+            assert_eq!(valid_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn join_is_idempotent_per_session_and_leave_forgets() {
+        let mut rooms = Rooms::default();
+        let (id, changed) = rooms.join("c1", "lobby", "ada").unwrap();
+        assert!(changed);
+        assert_eq!(
+            rooms.join("c1", "lobby", "ada").unwrap(),
+            (id.clone(), false)
+        );
+        assert_eq!(
+            rooms.join("c1", "lobby", "Ada").unwrap(),
+            (id.clone(), true)
+        );
+        let (other, _) = rooms.join("c2", "lobby", "Ada").unwrap();
+        assert_ne!(id, other, "one name, two sessions, two members");
+        assert_eq!(rooms.count("lobby"), 2);
+        assert_eq!(rooms.leave("c1", "lobby"), Some((id, "Ada".to_owned())));
+        assert_eq!(rooms.leave("c1", "lobby"), None);
+        assert_eq!(
+            rooms.leave("c2", "lobby").map(|(_, n)| n).as_deref(),
+            Some("Ada")
+        );
+        assert!(rooms.members.is_empty() && rooms.by_session.is_empty());
+    }
+
+    #[test]
+    fn a_session_is_in_a_bounded_number_of_rooms() {
+        let mut rooms = Rooms::default();
+        for i in 0..MAX_ROOMS_PER_SESSION {
+            assert!(rooms.join("c1", &format!("r{i}"), "ada").is_some());
+        }
+        assert!(rooms.join("c1", "one-more", "ada").is_none());
+        assert!(rooms.join("c1", "r0", "ada").is_some(), "rejoining is fine");
+    }
+}

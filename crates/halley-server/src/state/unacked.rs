@@ -1,0 +1,71 @@
+//! Deliveries sent but not yet acknowledged (the ack extension).
+//!
+//! With the ack extension, every `/meta/connect` reply is a numbered batch.
+//! The deliveries it carried stay here until the client's next connect
+//! says it received that batch (`ext.ack: N` acknowledges every batch up to
+//! N). Batches after N were lost on the way: they go back to the front of
+//! the outbox and are sent again, in order, in the next reply.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+#[derive(Debug, Default)]
+pub struct UnackedBatches {
+    batches: VecDeque<(u64, Vec<Bytes>)>,
+    last_batch: u64,
+}
+
+impl UnackedBatches {
+    /// Numbers the next connect reply's batch and keeps its deliveries.
+    pub fn record(&mut self, deliveries: &[Bytes]) -> u64 {
+        self.last_batch += 1;
+        if !deliveries.is_empty() {
+            self.batches
+                .push_back((self.last_batch, deliveries.to_vec()));
+        }
+        self.last_batch
+    }
+
+    /// The client received every batch up to `batch`: forget those; return
+    /// the deliveries of later batches (lost on the way), oldest first.
+    pub fn acknowledge(&mut self, batch: u64) -> Vec<Bytes> {
+        while self.batches.front().is_some_and(|(n, _)| *n <= batch) {
+            self.batches.pop_front();
+        }
+        self.batches.drain(..).flat_map(|(_, d)| d).collect()
+    }
+
+    /// Deliveries waiting for an acknowledgement.
+    pub fn len(&self) -> usize {
+        self.batches.iter().map(|(_, d)| d.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn acknowledged_batches_are_forgotten_later_ones_come_back_in_order() {
+        let mut u = UnackedBatches::default();
+        assert_eq!(u.record(&[d("a"), d("b")]), 1);
+        assert_eq!(u.record(&[]), 2);
+        assert_eq!(u.record(&[d("c")]), 3);
+        assert_eq!(u.record(&[d("e")]), 4);
+        assert_eq!(u.len(), 4);
+        // The client got batch 1 (and the empty 2) but not 3 and 4.
+        assert_eq!(u.acknowledge(2), vec![d("c"), d("e")]);
+        assert!(u.is_empty());
+        assert_eq!(u.record(&[d("c"), d("e")]), 5, "numbers keep rising");
+        assert_eq!(u.acknowledge(5), Vec::<Bytes>::new());
+    }
+}
