@@ -30,6 +30,16 @@ impl ChannelHistory {
     }
 }
 
+/// Lazy channels (TOML: `[[lazy]]` tables with `pattern` and optionally
+/// `max-lazy-timeout`): their messages do not wake a client; they wait for
+/// the next flush, at most `max-lazy-timeout` ms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChannelLazy {
+    pub pattern: String,
+    pub max_lazy_timeout: Option<u64>,
+}
+
 /// The overflow policy of the channels matching one pattern (TOML:
 /// `[[overflow]]` tables with `pattern` and `policy`).
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +83,10 @@ pub struct Config {
     /// Channels that keep history for replay (none by default); the first
     /// matching pattern wins.
     pub history: Vec<ChannelHistory>,
+    /// Lazy channels (none by default); the first matching pattern wins.
+    pub lazy: Vec<ChannelLazy>,
+    /// Milliseconds a lazy message may wait at most, unless its rule says otherwise.
+    pub max_lazy_timeout: u64,
     /// Milliseconds between two sweeps for expired sessions.
     pub sweep_period: u64,
     /// Accept a clientId without the `BAYEUX_BROWSER` cookie it was issued with.
@@ -103,6 +117,8 @@ impl Default for Config {
             overflow_policy: OverflowPolicy::DropOldest,
             overflow: Vec::new(),
             history: Vec::new(),
+            lazy: Vec::new(),
+            max_lazy_timeout: 5_000,
             sweep_period: 1_000,
             trust_client_session: false,
             callback_polling: true,
@@ -154,6 +170,10 @@ impl Config {
         for rule in &self.overflow {
             halley_protocol::ChannelPattern::parse(&rule.pattern)
                 .map_err(|e| format!("overflow pattern {:?}: {e}", rule.pattern))?;
+        }
+        for rule in &self.lazy {
+            halley_protocol::ChannelPattern::parse(&rule.pattern)
+                .map_err(|e| format!("lazy pattern {:?}: {e}", rule.pattern))?;
         }
         for rule in &self.history {
             halley_protocol::ChannelPattern::parse(&rule.pattern)

@@ -386,6 +386,18 @@ impl Engine {
         replayed.gap
     }
 
+    /// How long a message of `channel` may wait, if the channel is lazy.
+    fn lazy_timeout(&self, channel: &ChannelName) -> Option<u64> {
+        self.config
+            .lazy
+            .iter()
+            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
+            .map(|rule| {
+                rule.max_lazy_timeout
+                    .unwrap_or(self.config.max_lazy_timeout)
+            })
+    }
+
     /// The history kept for `channel`, if any `[[history]]` rule matches.
     fn retention(&self, channel: &ChannelName) -> Option<Retention> {
         self.config
@@ -398,9 +410,12 @@ impl Engine {
     /// Pushes one encoded delivery into the outbox of every subscriber.
     fn fan_out(&self, channel: &ChannelName, delivery: Bytes) -> usize {
         let policy = self.overflow_policy(channel);
+        let lazy_deadline = self
+            .lazy_timeout(channel)
+            .map(|t| self.sessions.now_ms() + t);
         let mut overflowed = Vec::new();
         let delivered = self.subscriptions.for_each_subscriber(channel, |session| {
-            if !session.enqueue(delivery.clone(), policy) {
+            if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
                 overflowed.push(session.clone());
             }
         });

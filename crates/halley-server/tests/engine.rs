@@ -561,3 +561,53 @@ async fn replay_seam_with_a_concurrent_publisher() {
     }
     assert_eq!(seen, (101..=2_000).collect::<Vec<_>>());
 }
+
+#[tokio::test(start_paused = true)]
+async fn lazy_messages_wait_for_a_flush_or_their_timeout() {
+    let engine = engine(Config {
+        lazy: vec![halley_server::config::ChannelLazy {
+            pattern: "/lazy/**".into(),
+            max_lazy_timeout: Some(3_000),
+        }],
+        ..Config::default()
+    });
+    let mut subscriber = Client::new(&engine);
+    subscriber.handshake().await;
+    subscriber.subscribe("/lazy/ticks").await;
+    subscriber.subscribe("/news").await;
+    let mut publisher = Client::new(&engine);
+    publisher.handshake().await;
+    let pid = publisher.client_id.clone();
+
+    // A lazy message does not wake the held connect: it waits its timeout.
+    let held = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let replies = subscriber.connect().await;
+        (subscriber, replies, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publisher
+        .send(json!([{"channel":"/lazy/ticks","clientId":pid,"data":1}]))
+        .await;
+    let (mut subscriber, replies, waited) = held.await.unwrap();
+    assert_eq!(
+        waited,
+        Duration::from_millis(3_500),
+        "held until the lazy timeout"
+    );
+    assert_eq!(replies[0]["data"], 1);
+
+    // A lazy message rides along with the next eager one, at once.
+    let held = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        (subscriber.connect().await, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher
+        .send(json!([{"channel":"/lazy/ticks","clientId":pid,"data":2},{"channel":"/news","clientId":pid,"data":3}]))
+        .await;
+    let (replies, waited) = held.await.unwrap();
+    assert_eq!(waited, Duration::from_millis(100));
+    let data: Vec<i64> = replies.iter().filter_map(|m| m["data"].as_i64()).collect();
+    assert_eq!(data, [2, 3]);
+}

@@ -14,8 +14,9 @@
 //! - fewer than `maxSessionsPerBrowser` other sessions of the browser hold one
 //!   (otherwise the reply says `multiple-clients` and the client polls),
 //!
-//! and answers it when a delivery is queued, a newer connect arrives, the
-//! session closes, the server shuts down, or `timeout` passes.
+//! and answers it when a delivery is queued (a lazy one: when it falls due),
+//! a newer connect arrives, the session closes, the server shuts down, or
+//! `timeout` passes.
 //!
 //! WebSocket writes deliveries as they come and only keeps the connect as a
 //! timer: it uses [`PendingConnect::hold_for`], [`PendingConnect::must_end`]
@@ -186,7 +187,9 @@ pub async fn complete(
 ) -> (Reply, ConnectEnd) {
     if !holdable
         || pending.hold_for.is_zero()
-        || pending.session.has_deliveries()
+        || pending
+            .session
+            .has_due_deliveries(engine.sessions().now_ms())
         || engine.shutdown().is_started()
     {
         return (
@@ -237,12 +240,17 @@ async fn hold(engine: &Engine, pending: &PendingConnect, deadline: Instant) -> C
         if let Some(end) = pending.must_end(engine) {
             return end;
         }
-        if session.has_deliveries() {
+        if session.has_due_deliveries(engine.sessions().now_ms()) {
             return ConnectEnd::Deliveries;
         }
+        // Only lazy deliveries wait: wake when the first of them falls due.
+        let lazy_due = session
+            .lazy_deadline_ms()
+            .map(|ms| engine.sessions().instant_at(ms));
         tokio::select! {
             _ = &mut notified => {}
             _ = &mut sleep => return ConnectEnd::Timeout,
+            _ = tokio::time::sleep_until(lazy_due.unwrap_or(deadline)), if lazy_due.is_some() => {}
             _ = engine.shutdown().wait() => return ConnectEnd::Shutdown,
         }
     }

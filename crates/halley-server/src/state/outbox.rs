@@ -28,6 +28,11 @@ pub struct Outbox {
     limits: OutboxLimits,
     /// Deliveries dropped because the outbox was full, since the session began.
     dropped: u64,
+    /// Whether a non-lazy delivery is queued (it must be written at once).
+    eager: bool,
+    /// When the oldest queued lazy delivery must be written at the latest
+    /// (ms on the sessions' clock); `None` when no lazy one waits.
+    lazy_deadline_ms: Option<u64>,
 }
 
 /// What to do with a delivery that does not fit in a full outbox.
@@ -76,6 +81,8 @@ impl Outbox {
             bytes: 0,
             limits,
             dropped: 0,
+            eager: false,
+            lazy_deadline_ms: None,
         }
     }
 
@@ -115,6 +122,8 @@ impl Outbox {
     /// (unacknowledged ones being re-sent before anything newer). The
     /// limits still hold: if they are exceeded, the oldest are dropped.
     pub fn requeue_front(&mut self, deliveries: Vec<Bytes>) {
+        // Re-sent deliveries are late already: never lazy.
+        self.eager |= !deliveries.is_empty();
         for delivery in deliveries.into_iter().rev() {
             self.bytes += delivery.len();
             self.queue.push_front(delivery);
@@ -132,7 +141,42 @@ impl Outbox {
     /// Takes everything queued, oldest first.
     pub fn drain(&mut self) -> VecDeque<Bytes> {
         self.bytes = 0;
+        self.eager = false;
+        self.lazy_deadline_ms = None;
         std::mem::take(&mut self.queue)
+    }
+
+    /// Records that the delivery just pushed is lazy: it may wait until
+    /// `deadline_ms` for a flush that happens anyway.
+    pub fn mark_lazy(&mut self, deadline_ms: u64) {
+        self.lazy_deadline_ms = Some(
+            self.lazy_deadline_ms
+                .map_or(deadline_ms, |d| d.min(deadline_ms)),
+        );
+    }
+
+    /// Records that the delivery just pushed must be written at once.
+    pub fn mark_eager(&mut self) {
+        self.eager = true;
+    }
+
+    /// Whether something queued must be written now: a non-lazy delivery,
+    /// or a lazy one whose deadline has come.
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        !self.queue.is_empty()
+            && (self.eager
+                || self
+                    .lazy_deadline_ms
+                    .is_none_or(|deadline| now_ms >= deadline))
+    }
+
+    /// When the queued lazy deliveries fall due (if nothing eager is queued).
+    pub fn lazy_deadline_ms(&self) -> Option<u64> {
+        if self.eager || self.queue.is_empty() {
+            None
+        } else {
+            self.lazy_deadline_ms
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -213,6 +257,26 @@ mod tests {
             [&b"2"[..], &b"3"[..]]
         );
         assert_eq!(o.dropped(), 1);
+    }
+
+    #[test]
+    fn lazy_deliveries_fall_due_at_their_deadline_eager_ones_at_once() {
+        let mut o = outbox(10, 100);
+        assert!(!o.is_due(0), "nothing queued");
+        o.push_oldest(Bytes::from_static(b"lazy"));
+        o.mark_lazy(5_000);
+        o.push_oldest(Bytes::from_static(b"lazier"));
+        o.mark_lazy(9_000);
+        assert!(!o.is_due(4_999));
+        assert_eq!(o.lazy_deadline_ms(), Some(5_000), "the earliest deadline");
+        assert!(o.is_due(5_000));
+        o.push_oldest(Bytes::from_static(b"eager"));
+        o.mark_eager();
+        assert!(o.is_due(0));
+        assert_eq!(o.lazy_deadline_ms(), None);
+        o.drain();
+        o.push_oldest(Bytes::from_static(b"plain"));
+        assert!(o.is_due(0), "unmarked deliveries are due");
     }
 
     #[test]

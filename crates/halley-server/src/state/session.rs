@@ -147,10 +147,30 @@ impl Session {
     /// Returns `false` when the outbox overflowed under the `disconnect`
     /// policy: the caller ends the session (outside its own locks).
     pub fn enqueue(&self, delivery: Bytes, policy: OverflowPolicy) -> bool {
+        self.enqueue_lazily(delivery, policy, None)
+    }
+
+    /// Like [`Session::enqueue`]; a delivery with a `lazy_deadline_ms` (on
+    /// the sessions' clock) may wait until then for a flush that happens
+    /// anyway, instead of waking a held connect at once.
+    pub fn enqueue_lazily(
+        &self,
+        delivery: Bytes,
+        policy: OverflowPolicy,
+        lazy_deadline_ms: Option<u64>,
+    ) -> bool {
         if self.is_closed() {
             return true;
         }
-        let pushed = self.outbox.lock().push(delivery, policy);
+        let pushed = {
+            let mut outbox = self.outbox.lock();
+            let pushed = outbox.push(delivery, policy);
+            match lazy_deadline_ms {
+                Some(deadline) => outbox.mark_lazy(deadline),
+                None => outbox.mark_eager(),
+            }
+            pushed
+        };
         let keep = match pushed {
             Pushed::Queued => true,
             Pushed::QueuedDroppingOldest(_) => {
@@ -258,6 +278,16 @@ impl Session {
 
     pub fn has_deliveries(&self) -> bool {
         !self.outbox.lock().is_empty()
+    }
+
+    /// Whether queued deliveries must be written now (see [`Outbox::is_due`]).
+    pub fn has_due_deliveries(&self, now_ms: u64) -> bool {
+        self.outbox.lock().is_due(now_ms)
+    }
+
+    /// When queued lazy deliveries fall due, if only lazy ones wait.
+    pub fn lazy_deadline_ms(&self) -> Option<u64> {
+        self.outbox.lock().lazy_deadline_ms()
     }
 
     /// Deliveries dropped on overflow so far.

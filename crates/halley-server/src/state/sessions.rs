@@ -46,6 +46,11 @@ impl Sessions {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// The instant `ms` milliseconds after the registry's epoch.
+    pub fn instant_at(&self, ms: u64) -> Instant {
+        self.epoch + std::time::Duration::from_millis(ms)
+    }
+
     /// Creates and registers a new session with a fresh clientId, bound to
     /// `browser_id`; `strict` when that browser presented its cookie.
     pub fn create(&self, browser_id: Option<&str>, strict: bool) -> Arc<Session> {

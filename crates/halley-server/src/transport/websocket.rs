@@ -224,7 +224,8 @@ impl Socket {
             }
             if !self.closing {
                 let owned = session.as_ref().filter(|s| s.owner_socket() == self.id);
-                if let Some(session) = owned.filter(|s| s.has_deliveries()) {
+                let now_ms = engine.sessions().now_ms();
+                if let Some(session) = owned.filter(|s| s.has_due_deliveries(now_ms)) {
                     if !session.ack_enabled() {
                         let mut body = BodyWriter::new();
                         for delivery in session.take_deliveries() {
@@ -253,6 +254,12 @@ impl Socket {
             }
 
             let held_deadline = self.held.as_ref().map(|(_, deadline)| *deadline);
+            // Lazy deliveries wait, but not past their deadline.
+            let lazy_due = session
+                .as_ref()
+                .filter(|s| s.owner_socket() == self.id)
+                .and_then(|s| s.lazy_deadline_ms())
+                .map(|ms| engine.sessions().instant_at(ms));
             let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
             tokio::select! {
                 _ = engine.shutdown().wait(), if !self.closing => {
@@ -296,6 +303,7 @@ impl Socket {
                     }
                 },
                 _ = async { notified.as_mut().as_pin_mut().expect("guarded").await }, if notified.is_some() => {}
+                _ = tokio::time::sleep_until(lazy_due.unwrap_or(idle_deadline)), if lazy_due.is_some() && !self.closing => {}
                 _ = tokio::time::sleep_until(held_deadline.unwrap_or(idle_deadline)), if held_deadline.is_some() && !self.closing => {
                     if self.answer_held(ws, ConnectEnd::Timeout).await.is_err() {
                         return Closed::Error;
