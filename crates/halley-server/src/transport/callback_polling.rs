@@ -9,9 +9,9 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use halley_protocol::{decode_batch, BayeuxError};
+use halley_protocol::BayeuxError;
 
-use super::{bayeux_error, browser_id, plain, respond, Body};
+use super::{bayeux_error, browser_id, decode_request, plain, respond, Body};
 use crate::engine::{Engine, Origin};
 use crate::state::session::ConnectionType;
 
@@ -46,26 +46,10 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
             &format!("message larger than {max} bytes"),
         );
     }
-    let batch = match decode_batch(message.as_bytes()) {
+    let batch = match decode_request(engine, message.as_bytes()) {
         Ok(batch) => batch,
-        Err(error) => {
-            return bayeux_error(
-                StatusCode::BAD_REQUEST,
-                BayeuxError::MESSAGE_INVALID,
-                &error.to_string(),
-            )
-        }
+        Err(response) => return response,
     };
-    if batch.len() > engine.config().max_batch_messages {
-        return bayeux_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BayeuxError::BATCH_TOO_LARGE,
-            &format!(
-                "at most {} messages per request",
-                engine.config().max_batch_messages
-            ),
-        );
-    }
     let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request));
     let exchange = engine.handle_batch(batch, origin).await;
     let prefix = format!("{callback}(");

@@ -4,9 +4,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use halley_protocol::{decode_batch, BayeuxError};
+use halley_protocol::BayeuxError;
 
-use super::{bayeux_error, browser_id, respond, Body};
+use super::{bayeux_error, browser_id, decode_request, respond, Body};
 use crate::engine::{Engine, Origin};
 use crate::state::session::ConnectionType;
 
@@ -33,26 +33,10 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
             );
         }
     };
-    let batch = match decode_batch(&body) {
+    let batch = match decode_request(engine, &body) {
         Ok(batch) => batch,
-        Err(error) => {
-            return bayeux_error(
-                StatusCode::BAD_REQUEST,
-                BayeuxError::MESSAGE_INVALID,
-                &error.to_string(),
-            )
-        }
+        Err(response) => return response,
     };
-    if batch.len() > engine.config().max_batch_messages {
-        return bayeux_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BayeuxError::BATCH_TOO_LARGE,
-            &format!(
-                "at most {} messages per request",
-                engine.config().max_batch_messages
-            ),
-        );
-    }
     let exchange = engine.handle_batch(batch, origin).await;
     respond(
         engine,

@@ -156,6 +156,30 @@ pub async fn write_exchange(
     exchange.new_browser_id
 }
 
+/// Decodes a request's messages, or the HTTP error to answer with:
+/// 400 for a body that is not messages, 413 for too many of them.
+pub fn decode_request(
+    engine: &Engine,
+    body: &[u8],
+) -> Result<Vec<halley_protocol::Inbound>, Response<Body>> {
+    let batch = halley_protocol::decode_batch(body).map_err(|error| {
+        bayeux_error(
+            StatusCode::BAD_REQUEST,
+            halley_protocol::BayeuxError::MESSAGE_INVALID,
+            &error.to_string(),
+        )
+    })?;
+    let max = engine.config().max_batch_messages;
+    if batch.len() > max {
+        return Err(bayeux_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            halley_protocol::BayeuxError::BATCH_TOO_LARGE,
+            &format!("at most {max} messages per request"),
+        ));
+    }
+    Ok(batch)
+}
+
 /// A short plain-text response (errors that are not Bayeux messages).
 pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
