@@ -48,7 +48,7 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     }
     let batch = match decode_request(engine, message.as_bytes()) {
         Ok(batch) => batch,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request));
     let exchange = engine.handle_batch(batch, origin).await;

@@ -35,7 +35,7 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     };
     let batch = match decode_request(engine, &body) {
         Ok(batch) => batch,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let exchange = engine.handle_batch(batch, origin).await;
     respond(

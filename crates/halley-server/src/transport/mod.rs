@@ -161,21 +161,21 @@ pub async fn write_exchange(
 pub fn decode_request(
     engine: &Engine,
     body: &[u8],
-) -> Result<Vec<halley_protocol::Inbound>, Response<Body>> {
+) -> Result<Vec<halley_protocol::Inbound>, Box<Response<Body>>> {
     let batch = halley_protocol::decode_batch(body).map_err(|error| {
-        bayeux_error(
+        Box::new(bayeux_error(
             StatusCode::BAD_REQUEST,
             halley_protocol::BayeuxError::MESSAGE_INVALID,
             &error.to_string(),
-        )
+        ))
     })?;
     let max = engine.config().max_batch_messages;
     if batch.len() > max {
-        return Err(bayeux_error(
+        return Err(Box::new(bayeux_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             halley_protocol::BayeuxError::BATCH_TOO_LARGE,
             &format!("at most {max} messages per request"),
-        ));
+        )));
     }
     Ok(batch)
 }
