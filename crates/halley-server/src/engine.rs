@@ -25,6 +25,7 @@ use crate::history::memory::MemoryHistory;
 use crate::history::{Entry, HistoryStore, Retention, Sequencers};
 use crate::meta as handlers;
 use crate::meta::connect::PendingConnect;
+use crate::rules::ChannelRules;
 use crate::service::Services;
 use crate::shutdown::Shutdown;
 use crate::state::listeners::{SessionEnd, SessionListeners};
@@ -44,6 +45,8 @@ pub struct Engine {
     history: Box<dyn HistoryStore>,
     /// One lock per history channel: publishes and replays take turns.
     sequencers: Sequencers,
+    /// Per-channel overflow, history and lazy settings, parsed once.
+    rules: ChannelRules,
 }
 
 /// Where a batch came from.
@@ -131,6 +134,7 @@ impl Exchange {
 impl Engine {
     pub fn new(config: Config) -> Arc<Self> {
         let sessions = Sessions::new(config.outbox_limits());
+        let rules = ChannelRules::from_config(&config);
         let engine = Arc::new(Engine {
             config,
             sessions,
@@ -140,6 +144,7 @@ impl Engine {
             shutdown: Shutdown::default(),
             history: Box::new(MemoryHistory::default()),
             sequencers: Sequencers::default(),
+            rules,
         });
         crate::service::echo::register(&engine.services);
         crate::service::presence::register(&engine);
@@ -388,23 +393,12 @@ impl Engine {
 
     /// How long a message of `channel` may wait, if the channel is lazy.
     fn lazy_timeout(&self, channel: &ChannelName) -> Option<u64> {
-        self.config
-            .lazy
-            .iter()
-            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
-            .map(|rule| {
-                rule.max_lazy_timeout
-                    .unwrap_or(self.config.max_lazy_timeout)
-            })
+        self.rules.lazy_timeout_ms(channel)
     }
 
     /// The history kept for `channel`, if any `[[history]]` rule matches.
     fn retention(&self, channel: &ChannelName) -> Option<Retention> {
-        self.config
-            .history
-            .iter()
-            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
-            .map(|rule| rule.retention())
+        self.rules.retention(channel)
     }
 
     /// Pushes one encoded delivery into the outbox of every subscriber.
@@ -428,13 +422,9 @@ impl Engine {
     }
 
     /// The overflow policy of a channel: the first matching `[[overflow]]`
-    /// rule, or the default. The rules are few and validated at start-up.
+    /// rule, or the default.
     fn overflow_policy(&self, channel: &ChannelName) -> OverflowPolicy {
-        self.config
-            .overflow
-            .iter()
-            .find(|rule| ChannelPattern::parse(&rule.pattern).is_ok_and(|p| p.matches(channel)))
-            .map_or(self.config.overflow_policy, |rule| rule.policy)
+        self.rules.overflow_policy(channel)
     }
 
     /// Answers a pending connect, holding it first when the transport
