@@ -217,8 +217,10 @@ function scenarios(transport) {
     const wsConnect = rec.sent.find((m) => m.channel === '/meta/connect' && m.clientId === clientId);
     assert.ok(wsConnect, `no /meta/connect on the socket: ${JSON.stringify(rec.sent).slice(0, 300)}`);
     assert.equal(wsConnect.connectionType, 'websocket');
-    assert.ok(rec.received.some((m) => m.channel === '/meta/connect' && m.id === wsConnect.id && m.successful === true),
-      'its reply came on the socket');
+    // Its reply comes on the socket: at once for a first connect, or when the server's
+    // --timeout ends a held one.
+    await until(() => rec.received.some((m) => m.channel === '/meta/connect' && m.id === wsConnect.id && m.successful === true),
+      { timeout: TIMEOUT + 3000, label: 'the reply to its websocket /meta/connect, on the socket' });
     // ... without any refusal on the way. Faye opens its first socket when it starts the (long-polling)
     // handshake, before any cookie exists: the upgrade carries no BAYEUX_BROWSER cookie.
     const refused = c.received.filter((m) => m.successful === false);

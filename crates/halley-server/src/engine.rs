@@ -434,26 +434,22 @@ impl Engine {
         pending: PendingConnect,
         holdable: bool,
         browser_id: Option<&str>,
-    ) -> (Reply, handlers::connect::ConnectEnd) {
+    ) -> (Reply, u64) {
         handlers::connect::complete(self, pending, holdable, browser_id).await
     }
 
-    /// The deliveries that ride with a connect reply, marking the reply with
-    /// its batch number when the session uses the ack extension.
+    /// The deliveries that ride with the reply to connect `generation`,
+    /// marking the reply with its batch number when the session uses the
+    /// ack extension. A superseded connect's reply gets none.
     pub fn deliveries_for_connect_reply(
         &self,
         session: &Session,
         reply: &mut Reply,
+        generation: u64,
     ) -> std::collections::VecDeque<Bytes> {
-        let (deliveries, batch) = session.take_for_connect_reply();
+        let (deliveries, batch) = session.take_for_connect_reply(generation);
         crate::ext::ack::mark_batch(reply, batch);
         deliveries
-    }
-
-    /// Numbers a connect reply that must carry no deliveries (a superseded
-    /// connect's: the client has moved on and may never read it).
-    pub fn mark_empty_connect_reply(&self, session: &Session, reply: &mut Reply) {
-        crate::ext::ack::mark_batch(reply, session.empty_batch());
     }
 
     /// Removes a session and everything it subscribed to, then tells the

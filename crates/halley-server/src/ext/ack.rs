@@ -28,11 +28,9 @@ pub fn negotiate(session: &Session, requested: Option<&Value>, reply: &mut Reply
     }
 }
 
-/// On a connect request: the client's last batch, if it sent one.
-pub fn acknowledge(session: &Session, received: Option<&Value>) {
-    if let Some(batch) = received.and_then(Value::as_u64) {
-        session.acknowledge(batch);
-    }
+/// On a connect request: the last batch the client received, if it says.
+pub fn received(ext_ack: Option<&Value>) -> Option<u64> {
+    ext_ack.and_then(Value::as_u64)
 }
 
 /// On a connect reply: says which batch it carries.

@@ -52,10 +52,12 @@ pub fn handle(
 ) -> Result<PendingConnect, Box<Reply>> {
     let session = engine.resolve_session(&message, exchange)?;
     let ext = InboundExt::parse(message.ext.as_deref());
-    // Batches the client did not receive go back in front of the outbox.
-    crate::ext::ack::acknowledge(&session, ext.ack.as_ref());
-    let generation =
-        session.begin_connect(exchange.origin.connection_type, exchange.origin.socket_id);
+    // With acks, batches the client did not receive go back in front of the outbox.
+    let generation = session.begin_connect(
+        exchange.origin.connection_type,
+        exchange.origin.socket_id,
+        crate::ext::ack::received(ext.ack.as_ref()),
+    );
     let first = session.mark_connected();
     let server_timeout = engine.config().timeout();
     let hold_for = match message.advice.as_ref().and_then(|a| a.timeout) {
@@ -82,7 +84,8 @@ pub enum ConnectEnd {
     /// `timeout` passed.
     Timeout,
     /// A newer connect for the session arrived. Its reply carries no
-    /// deliveries: the client has moved on and may never read it.
+    /// deliveries (the generation check of `take_for_connect_reply`): the
+    /// client has moved on and may never read it.
     Superseded,
     /// The session was disconnected or expired: `reconnect: none`.
     Closed,
@@ -95,6 +98,12 @@ pub enum ConnectEnd {
 impl PendingConnect {
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// This connect's number: its reply carries deliveries only while it is
+    /// the session's latest (see [`Session::take_for_connect_reply`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The longest this connect may be held (zero: answer at once).
@@ -177,14 +186,14 @@ impl Drop for Holding<'_> {
     }
 }
 
-/// Answers a long-polling connect, holding it first when allowed; says why
-/// it ended, because a superseded connect's reply must carry no deliveries.
+/// Answers a long-polling connect, holding it first when allowed; returns
+/// the reply with the connect's generation (for taking its deliveries).
 pub async fn complete(
     engine: &Engine,
     pending: PendingConnect,
     holdable: bool,
     browser_id: Option<&str>,
-) -> (Reply, ConnectEnd) {
+) -> (Reply, u64) {
     if !holdable
         || pending.hold_for.is_zero()
         || pending
@@ -192,10 +201,8 @@ pub async fn complete(
             .has_due_deliveries(engine.sessions().now_ms())
         || engine.shutdown().is_started()
     {
-        return (
-            pending.answer(engine, ConnectEnd::Immediate),
-            ConnectEnd::Immediate,
-        );
+        let generation = pending.generation;
+        return (pending.answer(engine, ConnectEnd::Immediate), generation);
     }
 
     // One held poll per browser (HTTP/1.1 connection limits): the others poll.
@@ -207,10 +214,11 @@ pub async fn complete(
         ) {
             Some(slot) => Some(slot),
             None => {
+                let generation = pending.generation;
                 return (
                     pending.answer(engine, ConnectEnd::MultipleClients),
-                    ConnectEnd::MultipleClients,
-                )
+                    generation,
+                );
             }
         },
         None => None,
@@ -225,7 +233,8 @@ pub async fn complete(
         ?end,
         "held connect answered"
     );
-    (pending.answer(engine, end), end)
+    let generation = pending.generation;
+    (pending.answer(engine, end), generation)
 }
 
 async fn hold(engine: &Engine, pending: &PendingConnect, deadline: Instant) -> ConnectEnd {

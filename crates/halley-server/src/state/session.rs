@@ -242,38 +242,25 @@ impl Session {
         }
     }
 
-    /// The deliveries of a connect reply, and its batch number with the ack
-    /// extension (the deliveries are kept until the batch is acknowledged).
-    pub fn take_for_connect_reply(&self) -> (VecDeque<Bytes>, Option<u64>) {
+    /// The deliveries of the reply to connect number `generation`, and its
+    /// batch number with the ack extension (the deliveries are then kept
+    /// until the batch is acknowledged). A connect that is no longer the
+    /// latest gets nothing: its client has moved on and may never read the
+    /// reply. The check and the take are one step under the same lock as
+    /// [`Session::begin_connect`], so no newer connect can slip in between.
+    pub fn take_for_connect_reply(&self, generation: u64) -> (VecDeque<Bytes>, Option<u64>) {
         let mut unacked = self.unacked.lock();
-        let deliveries = self.outbox.lock().drain();
+        let deliveries = if self.is_current_connect(generation) {
+            self.outbox.lock().drain()
+        } else {
+            VecDeque::new()
+        };
         let batch = unacked.as_mut().map(|batches| {
             // Cloning a `Bytes` is a reference count, not a copy.
             let kept: Vec<Bytes> = deliveries.iter().cloned().collect();
             batches.record(&kept)
         });
         (deliveries, batch)
-    }
-
-    /// The batch number of a connect reply that carries no deliveries (a
-    /// superseded connect's), with the ack extension.
-    pub fn empty_batch(&self) -> Option<u64> {
-        self.unacked
-            .lock()
-            .as_mut()
-            .map(|batches| batches.record(&[]))
-    }
-
-    /// The client received every batch up to `batch`; later ones were lost
-    /// and go back to the front of the outbox.
-    pub fn acknowledge(&self, batch: u64) {
-        let mut unacked = self.unacked.lock();
-        if let Some(batches) = unacked.as_mut() {
-            let lost = batches.acknowledge(batch);
-            if !lost.is_empty() {
-                self.outbox.lock().requeue_front(lost);
-            }
-        }
     }
 
     pub fn has_deliveries(&self) -> bool {
@@ -301,10 +288,27 @@ impl Session {
 
     /// Registers a new `/meta/connect` that came on `socket_id` (0 for
     /// HTTP), superseding any held one, and returns its generation number.
-    pub fn begin_connect(&self, connection_type: ConnectionType, socket_id: u64) -> u64 {
-        *self.connection_type.lock() = connection_type;
-        self.owner_socket.store(socket_id, Ordering::Release);
-        let generation = self.connect_generation.fetch_add(1, Ordering::AcqRel) + 1;
+    /// With the ack extension, `acknowledged` is the last batch the client
+    /// received: later batches were lost and go back to the front of the
+    /// outbox, in the same locked step.
+    pub fn begin_connect(
+        &self,
+        connection_type: ConnectionType,
+        socket_id: u64,
+        acknowledged: Option<u64>,
+    ) -> u64 {
+        let generation = {
+            let mut unacked = self.unacked.lock();
+            if let (Some(batches), Some(batch)) = (unacked.as_mut(), acknowledged) {
+                let lost = batches.acknowledge(batch);
+                if !lost.is_empty() {
+                    self.outbox.lock().requeue_front(lost);
+                }
+            }
+            *self.connection_type.lock() = connection_type;
+            self.owner_socket.store(socket_id, Ordering::Release);
+            self.connect_generation.fetch_add(1, Ordering::AcqRel) + 1
+        };
         self.wake.notify_waiters();
         generation
     }

@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, Exchange};
-use crate::meta::connect::ConnectEnd;
 
 /// The cookie naming a browser, as CometD calls it.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
@@ -129,16 +128,11 @@ pub async fn write_exchange(
         None => None,
     };
     let deliveries = match exchange.session.as_ref().filter(|s| !s.is_closed()) {
-        // A superseded connect's reply may never be read: it carries nothing.
-        Some(session) if matches!(connect_reply, Some((_, ConnectEnd::Superseded))) => {
-            if let Some((reply, _)) = connect_reply.as_mut() {
-                engine.mark_empty_connect_reply(session, reply);
-            }
-            Default::default()
-        }
         // With the ack extension only a connect reply carries deliveries.
         Some(session) => match connect_reply.as_mut() {
-            Some((reply, _)) => engine.deliveries_for_connect_reply(session, reply),
+            Some((reply, generation)) => {
+                engine.deliveries_for_connect_reply(session, reply, *generation)
+            }
             None => session.take_piggyback(),
         },
         None => Default::default(),

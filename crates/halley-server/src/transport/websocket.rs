@@ -365,13 +365,17 @@ impl Socket {
         let mut superseded = None;
         if let Some(pending) = exchange.connect.take() {
             if pending.hold_for().is_zero() || self.engine.shutdown().is_started() {
-                connect_reply = Some(pending.immediate_reply(&self.engine));
+                let generation = pending.generation();
+                connect_reply = Some((pending.immediate_reply(&self.engine), generation));
             } else {
                 let deadline = Instant::now() + pending.hold_for();
                 if let Some((older, _)) = self.held.replace((pending, deadline)) {
+                    let generation = older.generation();
                     let mut reply = older.answer(&self.engine, ConnectEnd::Superseded);
                     if let Some(session) = &self.session {
-                        self.engine.mark_empty_connect_reply(session, &mut reply);
+                        // Numbers the reply (with acks); it carries nothing.
+                        self.engine
+                            .deliveries_for_connect_reply(session, &mut reply, generation);
                     }
                     superseded = Some(reply);
                 }
@@ -385,7 +389,10 @@ impl Socket {
             .filter(|s| s.owner_socket() == self.id)
         {
             Some(session) => match connect_reply.as_mut() {
-                Some(reply) => self.engine.deliveries_for_connect_reply(session, reply),
+                Some((reply, generation)) => {
+                    self.engine
+                        .deliveries_for_connect_reply(session, reply, *generation)
+                }
                 None => session.take_piggyback(),
             },
             None => Default::default(),
@@ -402,7 +409,7 @@ impl Socket {
             .replies
             .iter()
             .chain(&superseded)
-            .chain(&connect_reply)
+            .chain(connect_reply.as_ref().map(|(reply, _)| reply))
         {
             body.push_reply(reply);
         }
@@ -420,20 +427,14 @@ impl Socket {
         let Some((pending, _)) = self.held.take() else {
             return Ok(());
         };
+        let generation = pending.generation();
         let mut reply = pending.answer(&self.engine, end);
-        if end == ConnectEnd::Superseded {
-            if let Some(session) = &self.session {
-                self.engine.mark_empty_connect_reply(session, &mut reply);
-            }
-        }
-        let deliveries = match self
-            .session
-            .as_ref()
-            .filter(|s| s.owner_socket() == self.id && end != ConnectEnd::Superseded)
-        {
+        // A superseded connect (a newer one came, on this socket or another)
+        // gets no deliveries: the generation check sees to it.
+        let deliveries = match self.session.as_ref() {
             Some(session) => self
                 .engine
-                .deliveries_for_connect_reply(session, &mut reply),
+                .deliveries_for_connect_reply(session, &mut reply, generation),
             None => Default::default(),
         };
         let mut body = BodyWriter::new();
