@@ -3,9 +3,10 @@
 #
 #   ./scripts/test.sh
 #
-# Steps: system packages (Node.js/npm when missing), formatting and lints,
-# Rust unit/property/end-to-end tests, then the interop suite with the real
-# CometD and Faye clients from npm against a release build of `halley`.
+# Steps: system packages (Node.js/npm and Chromium when missing), formatting
+# and lints, Rust unit/property/end-to-end tests, the interop suite with the
+# real CometD and Faye clients from npm against a release build of `halley`,
+# then the browser suite: halley.js and the chat demo in Debian's Chromium.
 # Safe to run on a fresh Debian machine as root, and as CI's `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ need_apt() {
 step "system packages"
 need_apt node nodejs
 need_apt npm npm
+need_apt chromium chromium
 node --version
 
 step "cargo fmt --check"
@@ -43,6 +45,11 @@ export HALLEY_BIN="$root/target/release/halley"
 
 step "interop: official CometD and Faye clients from npm"
 cd "$root/tests/interop"
+npm ci --no-audit --no-fund --loglevel=error
+npm test
+
+step "browser: the chat demo and halley.js in Chromium, halley.js against Faye, client unit tests"
+cd "$root/tests/browser"
 npm ci --no-audit --no-fund --loglevel=error
 npm test
 
