@@ -5,6 +5,7 @@
 #
 #   bench/compare.sh                     # defaults below
 #   USERS=1000,5000 INTERVALS=100,20 DURATION=10s bench/compare.sh
+#   FAYE_USERS=1000,5000 bench/compare.sh   # fewer users for a peer that cannot hold more
 #
 # Results (JSON per sweep, SVG charts) go to bench/results/<date>/.
 # The load generator runs on the same cores as the server under test.
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 USERS=${USERS:-1000,5000,10000,19000}
+FAYE_USERS=${FAYE_USERS:-$USERS}
 INTERVALS=${INTERVALS:-200,100,50,20}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
@@ -46,8 +48,9 @@ for server in $SERVERS; do
     port=$(free_port)
     start_server "$server" "$port"
     echo "== $server over $transport (pid $server_pid, port $port)"
+    users=$USERS; [ "$server" = faye ] && users=$FAYE_USERS
     "$halley" bench sweep --url "http://127.0.0.1:$port/cometd" --transport "$transport" \
-      --users "$USERS" --intervals "$INTERVALS" --duration "$DURATION" --warmup "$WARMUP" \
+      --users "$users" --intervals "$INTERVALS" --duration "$DURATION" --warmup "$WARMUP" \
       --server-pid "$server_pid" --json "$out/$server-$transport.json" --chart "$out/$server-$transport.svg" \
       || echo "sweep of $server over $transport failed" >&2
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true

@@ -14,6 +14,9 @@ pub struct Report {
     pub server_url: String,
     pub users: usize,
     pub transport: String,
+    /// Whether every session used the ack extension (`--ack`).
+    #[serde(default)]
+    pub ack: bool,
     pub room_size: usize,
     pub burst: usize,
     pub interval_ms: f64,
@@ -70,8 +73,9 @@ impl Report {
         let mut text = String::new();
         text.push_str(&self.verdict());
         text.push('\n');
+        let ack = if self.ack { ", ack extension" } else { "" };
         text.push_str(&format!(
-            "{} users ({}), rooms of {}, bursts to {} rooms every {} ms, {}-byte payload, {} worker process(es), {:.1} s measured\n",
+            "{} users ({}{ack}), rooms of {}, bursts to {} rooms every {} ms, {}-byte payload, {} worker process(es), {:.1} s measured\n",
             self.users, self.transport, self.room_size, self.burst, self.interval_ms, self.payload, self.processes, self.duration_s
         ));
         text.push_str(&format!(

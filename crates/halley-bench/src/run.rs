@@ -229,6 +229,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         server_url: scenario.url.clone(),
         users: scenario.users,
         transport: scenario.transport.as_str().to_owned(),
+        ack: scenario.ack,
         room_size: scenario.room_size,
         burst: scenario.burst,
         interval_ms: scenario.interval.as_secs_f64() * 1000.0,

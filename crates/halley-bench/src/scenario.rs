@@ -60,6 +60,9 @@ pub struct Scenario {
     pub duration: Duration,
     /// Sessions that publish (round robin), apart from the users.
     pub publishers: usize,
+    /// Every session (users and publishers) uses the ack extension.
+    #[serde(default)]
+    pub ack: bool,
 }
 
 impl Scenario {
@@ -144,6 +147,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1),
             publishers: 1,
+            ack: false,
         }
     }
 

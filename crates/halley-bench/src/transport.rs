@@ -12,7 +12,8 @@ pub fn shared_http(local_address: Option<IpAddr>) -> reqwest::Client {
     halley_client::http_client(local_address).expect("an HTTP client without TLS always builds")
 }
 
-/// A client of the scenario's server, as one simulated user (its own cookie jar).
+/// A client of the scenario's server, as one simulated user (its own cookie
+/// jar), with the ack extension when the scenario asks for it.
 pub fn client(
     scenario: &Scenario,
     http: reqwest::Client,
@@ -27,5 +28,5 @@ pub fn client(
         TransportChoice::LongPolling => TransportKind::LongPolling,
         TransportChoice::Websocket => TransportKind::WebSocket,
     };
-    Ok(builder.transport(kind).build()?)
+    Ok(builder.transport(kind).ack(scenario.ack).build()?)
 }

@@ -46,6 +46,7 @@ pub struct ClientBuilder {
     backoff_increment: Duration,
     max_backoff: Duration,
     handshake_ext: Option<Box<RawValue>>,
+    ack: bool,
 }
 
 impl ClientBuilder {
@@ -102,9 +103,19 @@ impl ClientBuilder {
         self
     }
 
-    /// An `ext` object to send with every handshake (`{"ack":true}`, ...).
+    /// An `ext` object to send with every handshake (`{"timesync":...}`, ...).
     pub fn handshake_ext(mut self, ext: Box<RawValue>) -> Self {
         self.handshake_ext = Some(ext);
+        self
+    }
+
+    /// Uses the ack extension (default false): asks for it at handshake
+    /// (`ext: {"ack": true}`, merged into [`ClientBuilder::handshake_ext`]),
+    /// and when the server agrees, tells it on every `/meta/connect` which
+    /// batch of deliveries came last, so that it sends again whatever a
+    /// broken connection lost. See [`crate::ack`].
+    pub fn ack(mut self, enabled: bool) -> Self {
+        self.ack = enabled;
         self
     }
 
@@ -134,7 +145,12 @@ impl ClientBuilder {
                 max_network_delay: self.max_network_delay,
                 backoff_increment: self.backoff_increment,
                 max_backoff: self.max_backoff,
-                handshake_ext: self.handshake_ext,
+                handshake_ext: if self.ack {
+                    Some(crate::ack::handshake_ext(self.handshake_ext.as_deref()))
+                } else {
+                    self.handshake_ext
+                },
+                ack: self.ack,
             },
         };
         Ok(Client {
@@ -153,6 +169,9 @@ pub struct HandshakeInfo {
     pub supported_connection_types: Vec<String>,
     pub advice: Option<Advice>,
     pub ext: Option<Box<RawValue>>,
+    /// Whether the ack extension is on for this session (asked for, and the
+    /// server agreed).
+    pub ack: bool,
 }
 
 /// The server's acknowledgement of a publish. For a `/service` channel it
@@ -179,7 +198,9 @@ pub(crate) struct Config {
     pub max_network_delay: Duration,
     pub backoff_increment: Duration,
     pub max_backoff: Duration,
+    /// What every handshake sends as `ext` (with `"ack": true` when asked).
     pub handshake_ext: Option<Box<RawValue>>,
+    pub ack: bool,
 }
 
 /// What the application's handle and the connect loop share.
@@ -220,6 +241,8 @@ impl Shared {
 
     /// Opens a new session; the connect loop is not touched.
     pub async fn handshake(&self) -> Result<HandshakeInfo> {
+        // Whatever the old session acknowledged means nothing to the new one.
+        self.session.set_ack(None);
         let mut message = Outgoing::new(meta::HANDSHAKE);
         message.id = Some(self.session.next_id());
         message.version = Some(BAYEUX_VERSION);
@@ -235,6 +258,12 @@ impl Shared {
         let client_id = reply.client_id.clone().ok_or_else(|| {
             Error::Malformed("successful handshake reply without clientId".into())
         })?;
+        let ack = if self.config.ack {
+            crate::ack::negotiated(reply.ext.as_deref())
+        } else {
+            None
+        };
+        self.session.set_ack(ack);
         self.session.set_client_id(Some(client_id.clone()));
         self.session.set_standing_advice(reply.advice.as_ref());
         self.session.set_state(State::Connecting);
@@ -245,6 +274,7 @@ impl Shared {
             supported_connection_types: reply.supported_connection_types.unwrap_or_default(),
             advice: reply.advice,
             ext: reply.ext,
+            ack: ack.is_some(),
         })
     }
 
@@ -356,6 +386,7 @@ impl Client {
             backoff_increment: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
             handshake_ext: None,
+            ack: false,
         }
     }
 
@@ -376,6 +407,13 @@ impl Client {
 
     pub fn stats(&self) -> Stats {
         self.shared.session.stats()
+    }
+
+    /// With the ack extension on for the current session, the last batch
+    /// received (0 before the first); `None` when it is off (not asked for,
+    /// or the server did not agree).
+    pub fn ack_batch(&self) -> Option<u64> {
+        self.shared.session.ack_batch()
     }
 
     /// The server advice in force.

@@ -77,6 +77,9 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
         Err(_) => return Next::Stop,
     };
     message.connection_type = Some(shared.transport.connection_type());
+    if let Some(batch) = shared.session.ack_batch() {
+        message.ext = Some(crate::ack::connect_ext(batch));
+    }
     if first {
         message.advice = Some(Advice {
             timeout: Some(0),

@@ -31,6 +31,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`ack`] | the ack extension ([`ClientBuilder::ack`]): numbered connect replies, re-sent when lost |
 //! | [`client`] | [`Client`] and its builder: handshake, subscribe, publish, disconnect, raw requests |
 //! | [`session`] | what one Bayeux session remembers: `clientId`, the server's advice, subscriptions, counters |
 //! | `connect_loop` | the background task that keeps a `/meta/connect` outstanding and follows the advice |
@@ -49,6 +50,7 @@
 //! cookies are handled here rather than by a reqwest cookie store so that many
 //! "browsers" can share one HTTP client.
 
+pub mod ack;
 pub mod client;
 pub mod cookie;
 pub mod delivery;

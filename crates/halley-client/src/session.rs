@@ -74,6 +74,9 @@ pub struct Session {
     state: AtomicU8,
     counters: Counters,
     deliveries: mpsc::UnboundedSender<Delivery>,
+    /// The ack extension: `None` while it is off for this session, else the
+    /// last batch received (see [`crate::ack`]).
+    ack: Mutex<Option<u64>>,
 }
 
 /// What a client assumes before the server said anything (CometD's defaults).
@@ -103,6 +106,7 @@ impl Session {
             state: AtomicU8::new(State::Disconnected as u8),
             counters: Counters::default(),
             deliveries,
+            ack: Mutex::new(None),
         }
     }
 
@@ -198,8 +202,39 @@ impl Session {
         }
     }
 
+    /// With the ack extension on for this session, the last batch received
+    /// (0 before the first); `None` when it is off.
+    pub fn ack_batch(&self) -> Option<u64> {
+        *self.ack.lock().expect("session poisoned")
+    }
+
+    /// Turns the ack extension on (`Some(first batch)`) or off for the
+    /// session that is starting.
+    pub(crate) fn set_ack(&self, batch: Option<u64>) {
+        *self.ack.lock().expect("session poisoned") = batch;
+    }
+
+    /// With acks on, a successful connect reply among `replies` numbers the
+    /// batch just received.
+    fn record_ack(&self, replies: &[Incoming]) {
+        let mut ack = self.ack.lock().expect("session poisoned");
+        let Some(last) = ack.as_mut() else {
+            return;
+        };
+        for reply in replies {
+            if reply.channel == halley_protocol::meta::CONNECT && reply.is_successful() {
+                if let Some(batch) = crate::ack::batch(reply.ext.as_deref()) {
+                    *last = batch;
+                }
+            }
+        }
+    }
+
     /// Hands every delivery in `messages` to the application, in order, and
-    /// returns the replies.
+    /// returns the replies. With the ack extension, a successful connect
+    /// reply's batch number is recorded after the deliveries of the same
+    /// response were handed over (never before: a batch counts as received
+    /// only once its deliveries are).
     pub(crate) fn dispatch(&self, messages: Vec<Incoming>) -> Vec<Incoming> {
         let mut replies = Vec::new();
         for message in messages {
@@ -219,6 +254,7 @@ impl Session {
             // The receiver may have been dropped: deliveries are then discarded.
             let _ = self.deliveries.send(delivery);
         }
+        self.record_ack(&replies);
         replies
     }
 
@@ -296,6 +332,36 @@ mod tests {
         assert_eq!(got[1].ext_value().unwrap()["e"], 1);
         assert_eq!(got[2].data.get(), "null");
         assert_eq!(s.stats().deliveries, 3);
+    }
+
+    #[test]
+    fn dispatch_records_the_batch_of_successful_connect_replies_only_with_acks_on() {
+        let (s, rx) = session();
+        let response = |text: &str| decode_response(text.as_bytes()).unwrap();
+        s.dispatch(response(
+            r#"[{"channel":"/meta/connect","successful":true,"ext":{"ack":3}}]"#,
+        ));
+        assert_eq!(s.ack_batch(), None, "off: nothing recorded");
+
+        s.set_ack(Some(0));
+        let replies = s.dispatch(response(
+            r#"[{"channel":"/a","data":1},{"channel":"/a","data":2},
+                {"channel":"/meta/connect","successful":true,"ext":{"ack":4}}]"#,
+        ));
+        assert_eq!(replies.len(), 1);
+        assert_eq!(rx.len(), 2, "the batch's deliveries were handed over");
+        assert_eq!(s.ack_batch(), Some(4));
+        for refused in [
+            r#"[{"channel":"/meta/connect","successful":false,"error":"402::x","ext":{"ack":9}}]"#,
+            r#"[{"channel":"/meta/subscribe","successful":true,"ext":{"ack":9}}]"#,
+            r#"[{"channel":"/meta/connect","successful":true}]"#,
+            r#"[{"channel":"/meta/connect","successful":true,"ext":{"ack":true}}]"#,
+        ] {
+            s.dispatch(response(refused));
+            assert_eq!(s.ack_batch(), Some(4), "{refused}");
+        }
+        s.set_ack(None);
+        assert_eq!(s.ack_batch(), None);
     }
 
     #[test]

@@ -322,3 +322,181 @@ async fn shared_cookie_jar_makes_two_clients_one_browser() {
     assert_eq!(raw.path, "/cometd");
     assert_eq!(raw.cookie.as_deref(), Some("BAYEUX_BROWSER=b1"));
 }
+
+/// A server speaking the ack extension. Its first session numbers its
+/// connect replies and puts one delivery `{"n": k}` in each, loses one reply
+/// (held past the client's timeout), refuses one connect, re-sends what the
+/// client did not acknowledge, then loses the session; the second session
+/// agrees in CometD 5's object form, starting from batch 7.
+fn acking_server() -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    let handshakes = Mutex::new(0u32);
+    let connects = Mutex::new(0u32);
+    move |seen: &Seen| {
+        let m = &seen.messages[0];
+        let ack = m["ext"]["ack"].as_u64();
+        let numbered = |batch: u64, n: Option<u64>, delay: u64| {
+            let mut body: Vec<Value> = n
+                .map(|n| json!({"channel": "/n", "data": {"n": n}}))
+                .into_iter()
+                .collect();
+            body.push(reply_to(m, json!({"ext": {"ack": batch}})));
+            Answer {
+                delay: Duration::from_millis(delay),
+                body: Value::Array(body),
+                set_cookie: None,
+            }
+        };
+        match (m["channel"].as_str().unwrap(), m["clientId"].as_str()) {
+            ("/meta/handshake", _) => {
+                let mut n = handshakes.lock().unwrap();
+                *n += 1;
+                let mut extra = json!({
+                    "clientId": format!("a{n}"),
+                    "advice": {"reconnect": "retry", "interval": 0, "timeout": 200}
+                });
+                if m["ext"]["ack"] == true {
+                    extra["ext"] = if *n == 1 {
+                        json!({"ack": true})
+                    } else {
+                        json!({"ack": {"enabled": true, "batch": 7}})
+                    };
+                }
+                Answer::now(json!([reply_to(m, extra)]))
+            }
+            ("/meta/connect", Some("a1")) => {
+                let mut k = connects.lock().unwrap();
+                *k += 1;
+                match *k {
+                    1 => numbered(1, Some(1), 0),
+                    2 => numbered(2, Some(2), 50),
+                    // Lost: answered after the client gave up on it.
+                    3 => numbered(3, Some(3), 1500),
+                    4 => Answer::now(json!([reply_to(
+                        m,
+                        json!({"successful": false, "error": "500::boom", "ext": {"ack": 99},
+                               "advice": {"reconnect": "retry", "interval": 0}})
+                    )])),
+                    // Batch 3 was not acknowledged: its delivery comes again.
+                    5 => numbered(4, Some(3), 0),
+                    _ => Answer::now(json!([reply_to(
+                        m,
+                        json!({"successful": false, "error": "402::session_unknown",
+                               "advice": {"reconnect": "handshake", "interval": 0}})
+                    )])),
+                }
+            }
+            ("/meta/connect", _) => match ack {
+                Some(7) => numbered(8, Some(4), 0),
+                Some(acked) => numbered(acked + 1, None, 200),
+                None => Answer {
+                    delay: Duration::from_millis(200),
+                    body: json!([reply_to(m, json!({}))]),
+                    set_cookie: None,
+                },
+            },
+            _ => Answer::now(json!([reply_to(m, json!({}))])),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_ack_extension_numbers_connects_and_survives_lost_replies() {
+    let fake = Fake::start(acking_server()).await;
+    let client = Client::builder(&fake.url)
+        .ack(true)
+        .handshake_ext(serde_json::value::RawValue::from_string(r#"{"custom":1}"#.into()).unwrap())
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .max_network_delay(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut deliveries = client.take_deliveries().unwrap();
+    let info = client.handshake().await.unwrap();
+    assert!(info.ack, "the server agreed");
+
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+            .await
+            .expect("four deliveries")
+            .unwrap();
+        got.push(delivery.data_value()["n"].as_u64().unwrap());
+    }
+    assert_eq!(got, [1, 2, 3, 4], "each once, in order");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.ack_batch() < Some(9) {
+        assert!(tokio::time::Instant::now() < deadline, "no batch 9");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.client_id().as_deref(), Some("a2"));
+    assert_eq!(client.stats().rehandshakes, 1);
+    assert!(deliveries.is_empty(), "no duplicate");
+
+    let seen = fake.seen();
+    let handshakes: Vec<_> = seen
+        .iter()
+        .filter(|s| s.messages[0]["channel"] == "/meta/handshake")
+        .collect();
+    for handshake in &handshakes {
+        assert_eq!(
+            handshake.messages[0]["ext"],
+            json!({"custom": 1, "ack": true}),
+            "asked for at every handshake, merged into the handshake ext"
+        );
+    }
+    let acks: Vec<(String, Value)> = seen
+        .iter()
+        .filter(|s| s.messages[0]["channel"] == "/meta/connect")
+        .map(|s| {
+            let m = &s.messages[0];
+            (
+                m["clientId"].as_str().unwrap().to_owned(),
+                m["ext"]["ack"].clone(),
+            )
+        })
+        .take(8)
+        .collect();
+    let expected = [
+        ("a1", 0),
+        ("a1", 1),
+        ("a1", 2), // lost reply
+        ("a1", 2), // refused: its ext.ack is not a batch received
+        ("a1", 2), // batch 4 re-sends delivery 3
+        ("a1", 4), // 402: re-handshake, which starts over
+        ("a2", 7), // the object form's starting batch
+        ("a2", 8),
+    ];
+    let expected: Vec<(String, Value)> = expected
+        .iter()
+        .map(|(c, a)| ((*c).to_owned(), json!(a)))
+        .collect();
+    assert_eq!(acks, expected);
+}
+
+#[tokio::test]
+async fn no_ack_unless_asked_for_and_agreed() {
+    // Asked for, but the server does not answer ext.ack.
+    let fake = Fake::start(losing_server()).await;
+    let client = Client::builder(&fake.url).ack(true).build().unwrap();
+    let info = client.handshake().await.unwrap();
+    assert!(!info.ack);
+    assert_eq!(client.ack_batch(), None);
+    // Not asked for, though the server would.
+    let acking = Fake::start(acking_server()).await;
+    let plain = Client::builder(&acking.url).build().unwrap();
+    assert!(!plain.handshake().await.unwrap().ack);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.stats().connects < 2 || plain.stats().connects < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "connects");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handshake = &fake.seen()[0].messages[0];
+    assert_eq!(handshake["ext"], json!({"ack": true}));
+    for seen in fake.seen().iter().chain(&acking.seen()) {
+        let m = &seen.messages[0];
+        if m["channel"] == "/meta/connect" {
+            assert!(m.get("ext").is_none(), "no ext.ack on {m}");
+        }
+    }
+    assert!(acking.seen()[0].messages[0].get("ext").is_none());
+    assert_eq!(plain.ack_batch(), None);
+}

@@ -111,7 +111,7 @@ async fn serve(stream: tokio::net::TcpStream, log: Arc<Mutex<Log>>) {
                     if let Some(text) = message.as_text() {
                         let messages: Vec<Value> = serde_json::from_str(text).unwrap();
                         log.lock().unwrap().messages.extend(messages.iter().cloned());
-                        script(&messages, &out);
+                        script(&messages, &out, &log);
                     }
                 }
                 _ => return,
@@ -156,13 +156,45 @@ fn later(out: &mpsc::UnboundedSender<Out>, delay: Duration, frame: Value) {
     });
 }
 
-/// The fake's behaviour, one frame of messages at a time.
-fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>) {
+/// The fake's behaviour, one frame of messages at a time (`log` already
+/// holds them).
+fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>, log: &Mutex<Log>) {
     let send = |frame: Value| {
         let _ = out.send(Out::Frame(frame));
     };
     let m = &messages[0];
     match m["channel"].as_str().unwrap() {
+        "/meta/handshake" if m["ext"]["ack"] == true => send(json!([reply_to(
+            m,
+            json!({"clientId": "w1", "version": "1.0",
+                   "supportedConnectionTypes": ["websocket"],
+                   "advice": {"reconnect": "retry", "interval": 0, "timeout": 300},
+                   "ext": {"ack": true}})
+        )])),
+        // The ack extension: the reply to a connect that acknowledges batch
+        // k is batch k + 1, with one delivery `k + 1` up to 5. The first
+        // reply of batch 3 is lost with its socket.
+        "/meta/connect" if m["ext"]["ack"].is_u64() => {
+            let acked = m["ext"]["ack"].as_u64().unwrap();
+            let tries = log
+                .lock()
+                .unwrap()
+                .messages
+                .iter()
+                .filter(|x| x["channel"] == "/meta/connect" && x["ext"]["ack"] == acked)
+                .count();
+            if acked == 2 && tries == 1 {
+                let _ = out.send(Out::Close);
+                return;
+            }
+            let mut frame: Vec<Value> = (acked < 5)
+                .then(|| json!({"channel": "/n", "data": acked + 1}))
+                .into_iter()
+                .collect();
+            frame.push(reply_to(m, json!({"ext": {"ack": acked + 1}})));
+            let delay = if m["advice"]["timeout"] == 0 { 0 } else { 100 };
+            later(out, Duration::from_millis(delay), Value::Array(frame));
+        }
         "/meta/handshake" => send(json!([reply_to(
             m,
             json!({"clientId": "w1", "version": "1.0",
@@ -401,4 +433,41 @@ async fn nothing_listening_is_an_http_error() {
         .unwrap();
     let error = client.handshake().await.unwrap_err();
     assert!(matches!(error, Error::Http(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn the_ack_extension_over_websocket_resends_what_a_lost_socket_took() {
+    let fake = Fake::start().await;
+    let client = Client::builder(&fake.url)
+        .transport(TransportKind::WebSocket)
+        .ack(true)
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut deliveries = client.take_deliveries().unwrap();
+    assert!(client.handshake().await.unwrap().ack);
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+            .await
+            .expect("five deliveries")
+            .unwrap();
+        got.push(delivery.data_value());
+    }
+    assert_eq!(got, [json!(1), json!(2), json!(3), json!(4), json!(5)]);
+    wait_for("batch 7", || client.ack_batch() >= Some(7)).await;
+    assert!(deliveries.is_empty(), "no duplicate");
+    assert_eq!(fake.upgrades().len(), 2, "one socket lost");
+    assert_eq!(client.stats().handshakes, 1, "same session");
+    let acks: Vec<Value> = fake
+        .messages_on("/meta/connect")
+        .iter()
+        .map(|c| c["ext"]["ack"].clone())
+        .take(8)
+        .collect();
+    assert_eq!(acks, [0, 1, 2, 2, 3, 4, 5, 6].map(|n| json!(n)));
+    assert_eq!(
+        fake.messages_on("/meta/handshake")[0]["ext"],
+        json!({"ack": true})
+    );
 }

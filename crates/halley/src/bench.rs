@@ -51,6 +51,9 @@ struct CommonArgs {
     /// Transport every simulated client uses: long-polling or websocket
     #[arg(long, default_value = "long-polling")]
     transport: TransportChoice,
+    /// Every simulated client (and publisher) uses the ack extension
+    #[arg(long)]
+    ack: bool,
     /// Users per chat room (/chat/<n>)
     #[arg(long, default_value_t = 200)]
     room_size: usize,
@@ -100,6 +103,7 @@ impl CommonArgs {
                 warmup: self.warmup,
                 duration: self.duration,
                 publishers: self.publishers,
+                ack: self.ack,
             },
             processes: self.processes,
             server_pid: self.server_pid,
@@ -137,7 +141,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let options = args.common.options(args.users, args.interval)?;
                 let report = halley_bench::run(options).await?;
                 print!("{}", report.summary());
-                let title = format!("{} users, {}", report.users, report.transport);
+                let ack = if report.ack { ", ack" } else { "" };
+                let title = format!("{} users, {}{ack}", report.users, report.transport);
                 let json = serde_json::to_value(&report)?;
                 args.common
                     .write_outputs(&title, std::slice::from_ref(&report), &json)?;
@@ -160,9 +165,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 };
                 let reports = halley_bench::sweep::sweep(options).await;
                 let title = format!(
-                    "{} ({}): latency against delivered msg/s",
+                    "{} ({}{}): latency against delivered msg/s",
                     sweep.common.url,
-                    sweep.common.transport.as_str()
+                    sweep.common.transport.as_str(),
+                    if sweep.common.ack { ", ack" } else { "" }
                 );
                 let json = serde_json::to_value(&reports)?;
                 sweep.common.write_outputs(&title, &reports, &json)?;

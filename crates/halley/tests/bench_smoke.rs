@@ -10,10 +10,10 @@ use std::process::Command;
 use common::Server;
 use serde_json::Value;
 
-fn smoke(transport: &str) {
+fn smoke(transport: &str, ack: bool) {
     let server = Server::start(&[]);
     let dir = std::env::temp_dir().join(format!(
-        "halley-bench-smoke-{}-{transport}",
+        "halley-bench-smoke-{}-{transport}-{ack}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
@@ -21,6 +21,7 @@ fn smoke(transport: &str) {
     let chart = dir.join("chart.svg");
     let output = Command::new(env!("CARGO_BIN_EXE_halley"))
         .args(["bench", "--url", &server.url])
+        .args(ack.then_some("--ack"))
         .args([
             "--transport",
             transport,
@@ -55,11 +56,17 @@ fn smoke(transport: &str) {
         stdout.starts_with("lossless run"),
         "first line says whether anything was lost:\n{stdout}"
     );
+    assert_eq!(
+        stdout.contains("ack extension"),
+        ack,
+        "the summary says whether acks were on:\n{stdout}"
+    );
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for key in [
         "users",
         "transport",
+        "ack",
         "published",
         "expected",
         "delivered",
@@ -81,6 +88,7 @@ fn smoke(transport: &str) {
     }
     assert_eq!(report["users"], 300);
     assert_eq!(report["transport"], transport);
+    assert_eq!(report["ack"], ack);
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicates"], 0, "{report}");
     // 2 s of bursts every 50 ms to 2 rooms (300 users: rooms of 200 and 100).
@@ -103,10 +111,17 @@ fn smoke(transport: &str) {
 
 #[test]
 fn bench_over_long_polling_loses_nothing() {
-    smoke("long-polling");
+    smoke("long-polling", false);
 }
 
 #[test]
 fn bench_over_websocket_loses_nothing() {
-    smoke("websocket");
+    smoke("websocket", false);
+}
+
+/// `--ack`: every user and publisher uses the ack extension (over websocket,
+/// where it changes the most: deliveries then ride only in connect replies).
+#[test]
+fn bench_with_the_ack_extension_loses_nothing() {
+    smoke("websocket", true);
 }
