@@ -1,8 +1,8 @@
 //! The ack extension against the queue limits, at the wire level.
 //!
-//! Both tests are ignored: they show server bugs found while writing the
-//! client's ack support (see each test). Run them with
-//! `cargo test -p halley --test ack_limits -- --ignored`.
+//! Regression tests for two bugs found while writing the client's ack
+//! support: re-sent batches must follow the overflow policy, and a client
+//! that never acknowledges must cost bounded memory.
 
 mod common;
 
@@ -54,14 +54,12 @@ fn rss_mib(pid: u32) -> u64 {
     kib / 1024
 }
 
-/// A lost batch re-queued in front of a full outbox: `requeue_front` drops
-/// the *oldest* (the re-sent deliveries) whatever the channel's policy, and
-/// says nothing. Under `drop-newest` the re-sent deliveries should be kept;
-/// under `disconnect` the session should end (402, re-handshake) rather
-/// than lose them silently. Observed: both answer `successful: true` with
-/// only the newer messages 10..19; 0..9 are gone for good.
+/// A lost batch re-queued in front of a full outbox follows the overflow
+/// policy: under `drop-newest` the re-sent deliveries are kept; under
+/// `disconnect` the session ends (402, re-handshake) rather than lose them.
+/// (The bug: `requeue_front` dropped the re-sent ones whatever the policy,
+/// and the reply said `successful: true` with only 10..19.)
 #[tokio::test]
-#[ignore = "server bug: re-sent ack batches are dropped silently by requeue_front under drop-newest and disconnect"]
 async fn a_lost_batch_that_no_longer_fits_follows_the_overflow_policy() {
     for policy in ["drop-newest", "disconnect"] {
         let server = Server::start(&["--max-queue", "10", "--overflow-policy", policy]);
@@ -108,13 +106,10 @@ async fn a_lost_batch_that_no_longer_fits_follows_the_overflow_policy() {
 
 /// A session that negotiated acks but whose connects carry no `ext.ack`
 /// (a client that asked for the extension and then does not speak it)
-/// keeps every delivery it was ever sent: `UnackedBatches` only shrinks on
-/// an acknowledgement, and nothing bounds it (the outbox limits do not
-/// apply). Observed: 50,000 deliveries of ~1.1 KB, all delivered, RSS
-/// 16 -> 86 MiB with `--max-queue 1000` (+8 MiB when the same client sends
-/// `ext.ack`), growing linearly with what is published.
+/// must not make the server keep every delivery it was ever sent. (The bug:
+/// 50,000 deliveries of ~1.1 KB took RSS from 16 to 86 MiB with
+/// `--max-queue 1000`, growing linearly.)
 #[tokio::test]
-#[ignore = "server bug: unacknowledged batches are unbounded when connects carry no ext.ack"]
 async fn unacknowledged_batches_are_bounded_when_the_client_never_acknowledges() {
     let server = Server::start(&["--max-queue", "1000"]);
     let browser = server.browser();

@@ -57,7 +57,17 @@ pub fn handle(
         exchange.origin.connection_type,
         exchange.origin.socket_id,
         crate::ext::ack::received(ext.ack.as_ref()),
+        engine.config().overflow_policy,
     );
+    if session.overflowed() {
+        // Lost batches to re-send do not fit under the `disconnect` policy.
+        engine.remove_session(&session, crate::state::listeners::SessionEnd::Overflowed);
+        return Err(Box::new(
+            Reply::to(halley_protocol::meta::CONNECT, message.id)
+                .failure(halley_protocol::BayeuxError::SESSION_UNKNOWN)
+                .with_advice(Advice::handshake(engine.config().interval as i64)),
+        ));
+    }
     let first = session.mark_connected();
     let server_timeout = engine.config().timeout();
     let hold_for = match message.advice.as_ref().and_then(|a| a.timeout) {

@@ -119,9 +119,18 @@ impl Outbox {
     }
 
     /// Puts deliveries back in front of the queue, in the given order
-    /// (unacknowledged ones being re-sent before anything newer). The
-    /// limits still hold: if they are exceeded, the oldest are dropped.
-    pub fn requeue_front(&mut self, deliveries: Vec<Bytes>) {
+    /// (unacknowledged ones being re-sent before anything newer). When they
+    /// do not all fit, `policy` decides: `drop-oldest` drops from the front
+    /// (the re-sent ones first), `drop-newest` drops from the back, and
+    /// `disconnect` changes nothing and returns `false`: the caller ends the
+    /// session.
+    pub fn requeue_front(&mut self, deliveries: Vec<Bytes>, policy: OverflowPolicy) -> bool {
+        let added_bytes: usize = deliveries.iter().map(Bytes::len).sum();
+        let fits = self.queue.len() + deliveries.len() <= self.limits.max_messages
+            && self.bytes + added_bytes <= self.limits.max_bytes;
+        if !fits && policy == OverflowPolicy::Disconnect {
+            return false;
+        }
         // Re-sent deliveries are late already: never lazy.
         self.eager |= !deliveries.is_empty();
         for delivery in deliveries.into_iter().rev() {
@@ -129,13 +138,19 @@ impl Outbox {
             self.queue.push_front(delivery);
         }
         while self.queue.len() > self.limits.max_messages || self.bytes > self.limits.max_bytes {
-            let oldest = self
-                .queue
-                .pop_front()
-                .expect("over a limit means not empty");
-            self.bytes -= oldest.len();
+            let dropped = match policy {
+                OverflowPolicy::DropNewest => self.queue.pop_back(),
+                _ => self.queue.pop_front(),
+            };
+            let dropped = dropped.expect("over a limit means not empty");
+            self.bytes -= dropped.len();
             self.dropped += 1;
         }
+        true
+    }
+
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
     }
 
     /// Takes everything queued, oldest first.
@@ -283,22 +298,36 @@ mod tests {
     fn requeued_deliveries_come_first_in_order() {
         let mut o = outbox(3, 100);
         o.push_oldest(Bytes::from_static(b"new"));
-        o.requeue_front(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        o.requeue_front(
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            OverflowPolicy::DropOldest,
+        );
         assert_eq!(
             o.drain().into_iter().collect::<Vec<_>>(),
             [&b"a"[..], &b"b"[..], &b"new"[..]]
         );
+        let resent = || {
+            vec![
+                Bytes::from_static(b"1"),
+                Bytes::from_static(b"2"),
+                Bytes::from_static(b"3"),
+            ]
+        };
         o.push_oldest(Bytes::from_static(b"x"));
-        o.requeue_front(vec![
-            Bytes::from_static(b"1"),
-            Bytes::from_static(b"2"),
-            Bytes::from_static(b"3"),
-        ]);
+        assert!(o.requeue_front(resent(), OverflowPolicy::DropOldest));
         assert_eq!(o.len(), 3, "limits hold");
-        assert_eq!(
-            o.drain().into_iter().collect::<Vec<_>>(),
-            [&b"2"[..], &b"3"[..], &b"x"[..]]
+        let drained: Vec<_> = o.drain().into_iter().collect();
+        assert_eq!(drained, [&b"2"[..], &b"3"[..], &b"x"[..]]);
+        o.push_oldest(Bytes::from_static(b"x"));
+        assert!(o.requeue_front(resent(), OverflowPolicy::DropNewest));
+        let drained: Vec<_> = o.drain().into_iter().collect();
+        assert_eq!(drained, [&b"1"[..], &b"2"[..], &b"3"[..]]);
+        o.push_oldest(Bytes::from_static(b"x"));
+        assert!(
+            !o.requeue_front(resent(), OverflowPolicy::Disconnect),
+            "does not fit"
         );
+        assert_eq!(o.len(), 1, "unchanged");
     }
 
     #[test]

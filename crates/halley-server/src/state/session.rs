@@ -255,10 +255,18 @@ impl Session {
         } else {
             VecDeque::new()
         };
+        let max_kept = self.outbox.lock().limits().max_messages;
         let batch = unacked.as_mut().map(|batches| {
             // Cloning a `Bytes` is a reference count, not a copy.
             let kept: Vec<Bytes> = deliveries.iter().cloned().collect();
-            batches.record(&kept)
+            let batch = batches.record(&kept);
+            // Sent but unacknowledged deliveries count against the same
+            // limit as queued ones: a client that never acknowledges costs
+            // bounded memory (it loses the oldest, as with drop-oldest).
+            if batches.trim(max_kept) > 0 {
+                self.log_overflow_once();
+            }
+            batch
         });
         (deliveries, batch)
     }
@@ -296,13 +304,19 @@ impl Session {
         connection_type: ConnectionType,
         socket_id: u64,
         acknowledged: Option<u64>,
+        policy: OverflowPolicy,
     ) -> u64 {
         let generation = {
             let mut unacked = self.unacked.lock();
-            if let (Some(batches), Some(batch)) = (unacked.as_mut(), acknowledged) {
+            if let Some(batches) = unacked.as_mut() {
+                // A connect without a batch number comes from a client that
+                // does not keep count: what it was sent counts as received.
+                let batch = acknowledged.unwrap_or(batches.last_batch());
                 let lost = batches.acknowledge(batch);
-                if !lost.is_empty() {
-                    self.outbox.lock().requeue_front(lost);
+                if !lost.is_empty() && !self.outbox.lock().requeue_front(lost, policy) {
+                    // The re-sent batch does not fit and the policy is
+                    // `disconnect`: the caller ends the session.
+                    self.overflowed.store(true, Ordering::Release);
                 }
             }
             *self.connection_type.lock() = connection_type;

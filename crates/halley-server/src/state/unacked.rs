@@ -17,6 +17,30 @@ pub struct UnackedBatches {
 }
 
 impl UnackedBatches {
+    /// The number of the newest batch sent (0: none yet).
+    pub fn last_batch(&self) -> u64 {
+        self.last_batch
+    }
+
+    /// Forgets the oldest kept deliveries until at most `max` remain: a
+    /// client that never acknowledges must not make the server keep
+    /// everything it was ever sent. Returns how many were forgotten.
+    pub fn trim(&mut self, max: usize) -> usize {
+        let mut forgotten = 0;
+        while self.len() > max {
+            let Some((_, front)) = self.batches.front_mut() else {
+                break;
+            };
+            if front.is_empty() {
+                self.batches.pop_front();
+                continue;
+            }
+            front.remove(0);
+            forgotten += 1;
+        }
+        forgotten
+    }
+
     /// Numbers the next connect reply's batch and keeps its deliveries.
     pub fn record(&mut self, deliveries: &[Bytes]) -> u64 {
         self.last_batch += 1;
@@ -67,5 +91,15 @@ mod tests {
         assert!(u.is_empty());
         assert_eq!(u.record(&[d("c"), d("e")]), 5, "numbers keep rising");
         assert_eq!(u.acknowledge(5), Vec::<Bytes>::new());
+    }
+
+    #[test]
+    fn trimming_forgets_the_oldest() {
+        let mut u = UnackedBatches::default();
+        u.record(&[d("a"), d("b")]);
+        u.record(&[d("c")]);
+        assert_eq!(u.trim(2), 1);
+        assert_eq!(u.acknowledge(0), vec![d("b"), d("c")]);
+        assert_eq!(u.last_batch(), 2);
     }
 }
