@@ -32,12 +32,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start_server() { # start_server NAME PORT -> sets server_pid
   case "$1" in
-    halley) RUST_LOG=warn "$halley" serve --listen "127.0.0.1:$2" 2>"$out/$1.log" & ;;
+    halley) RUST_LOG=info "$halley" serve --listen "127.0.0.1:$2" 2>"$out/$1.log" & ;;
     faye) node bench/faye-server.mjs "$2" 2>"$out/$1.log" & ;;
   esac
   server_pid=$!
-  for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$2/" && return 0
+  # Ready when it says where it listens (Faye answers nothing outside its mount).
+  for _ in $(seq 100); do
+    grep -q "listening on" "$out/$1.log" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "$1 did not start" >&2; exit 1

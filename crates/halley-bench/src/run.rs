@@ -65,6 +65,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let slices = split_users(scenario.users, processes);
     let processes = slices.len();
     let phases = Phases::new();
+    let salt: u8 = rand::random_range(1..=254);
     let rss_before = options
         .server_pid
         .and_then(|pid| sysstat::rss_bytes(Some(pid)));
@@ -88,7 +89,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             index,
             first_user: users.start,
             user_count: users.len(),
-            local_address: source_address(&scenario.url, index, processes),
+            local_address: source_address(&scenario.url, index, salt),
         };
         stdin
             .write_all(encode(&Command::Plan(plan)).as_bytes())
@@ -260,11 +261,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     })
 }
 
-/// With several workers against a loopback server, worker `i` connects from
-/// 127.0.0.(2+i): each source address has its own ephemeral ports.
-fn source_address(url: &str, index: usize, processes: usize) -> Option<IpAddr> {
+/// Against a loopback server, worker `i` of a run connects from its own
+/// 127.x.y.z address: each source address has its own ephemeral ports, and
+/// `salt` (random per run) keeps a run clear of the previous run's
+/// connections still in TIME_WAIT, which otherwise exhaust 127.0.0.1's ports
+/// over a sweep.
+fn source_address(url: &str, index: usize, salt: u8) -> Option<IpAddr> {
     let loopback = url.contains("://127.") || url.contains("://localhost");
-    (processes > 1 && loopback).then(|| IpAddr::from([127, 0, 0, 2 + (index % 250) as u8]))
+    loopback.then(|| {
+        IpAddr::from([
+            127,
+            salt.max(1),
+            (index / 250) as u8,
+            2 + (index % 250) as u8,
+        ])
+    })
 }
 
 async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<Client>>>> {
@@ -366,13 +377,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_addresses_only_for_several_workers_on_loopback() {
-        assert_eq!(source_address("http://127.0.0.1:8080/cometd", 0, 1), None);
+    fn source_addresses_differ_per_worker_and_run_on_loopback_only() {
         assert_eq!(
-            source_address("http://127.0.0.1:8080/cometd", 1, 2),
-            Some(IpAddr::from([127, 0, 0, 3]))
+            source_address("http://127.0.0.1:8080/cometd", 0, 9),
+            Some(IpAddr::from([127, 9, 0, 2]))
         );
-        assert_eq!(source_address("http://10.0.0.1:8080/cometd", 1, 2), None);
+        assert_eq!(
+            source_address("http://127.0.0.1:8080/cometd", 1, 9),
+            Some(IpAddr::from([127, 9, 0, 3]))
+        );
+        assert_eq!(source_address("http://10.0.0.1:8080/cometd", 1, 9), None);
     }
 
     #[test]

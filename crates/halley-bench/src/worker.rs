@@ -176,12 +176,24 @@ async fn connect_users(
         }
     });
     let mut clients = Vec::with_capacity(joins.len());
+    let mut failures = 0;
     for join in joins {
-        match join.await {
-            Ok(Ok(client)) => clients.push(client),
-            Ok(Err(error)) => tracing::warn!("a user could not connect: {error:#}"),
-            Err(error) => tracing::warn!("a user task failed: {error}"),
+        let failure = match join.await {
+            Ok(Ok(client)) => {
+                clients.push(client);
+                continue;
+            }
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(error) => format!("user task failed: {error}"),
+        };
+        // The first few say why; thousands of identical lines would not.
+        failures += 1;
+        if failures <= 3 {
+            tracing::warn!("a user could not connect: {failure}");
         }
+    }
+    if failures > 3 {
+        tracing::warn!("{failures} users could not connect in all");
     }
     reporter.abort();
     let _ = events.send(progress(recorder));
