@@ -1,0 +1,90 @@
+//! Lazy channels end to end, over both transports: a lazy message waits
+//! (it does not wake the client) until its `max-lazy-timeout`, or until an
+//! eager message flushes it along.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{within, Server};
+use halley_client::{Client, Deliveries};
+use serde_json::json;
+
+/// A server whose `/lazy/**` channels wait up to 1.5 s.
+fn server() -> Server {
+    let dir = std::env::temp_dir().join(format!("halley-lazy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lazy.toml");
+    std::fs::write(
+        &config,
+        "[[lazy]]\npattern = \"/lazy/**\"\nmax-lazy-timeout = 1500\n",
+    )
+    .unwrap();
+    Server::start(&["--config", config.to_str().unwrap(), "--timeout", "20000"])
+}
+
+async fn lazy_waits_then_arrives(
+    subscriber: Client,
+    mut deliveries: Deliveries,
+    publisher: Client,
+) {
+    subscriber.subscribe("/lazy/ticks").await.unwrap();
+    subscriber.subscribe("/news").await.unwrap();
+    // Let the subscriber's connect be held before publishing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sent = Instant::now();
+    publisher
+        .publish("/lazy/ticks", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let first = within(5.0, "the lazy message", deliveries.recv())
+        .await
+        .unwrap();
+    let waited = sent.elapsed();
+    assert_eq!(first.data_value(), json!({"n": 1}));
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "a lazy message waits for its timeout (1.5 s); it came after {waited:?}"
+    );
+
+    // An eager message carries a waiting lazy one along at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher
+        .publish("/lazy/ticks", &json!({"n": 2}))
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    publisher.publish("/news", &json!({"n": 3})).await.unwrap();
+    let a = within(5.0, "the lazy message", deliveries.recv())
+        .await
+        .unwrap();
+    let b = within(5.0, "the eager message", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        [a.data_value(), b.data_value()],
+        [json!({"n": 2}), json!({"n": 3})]
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1_000),
+        "flushed with the eager message, not at the lazy timeout: {:?}",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn lazy_messages_over_long_polling() {
+    let server = server();
+    let (subscriber, deliveries) = server.connected_client().await;
+    let (publisher, _) = server.connected_client().await;
+    lazy_waits_then_arrives(subscriber, deliveries, publisher).await;
+}
+
+#[tokio::test]
+async fn lazy_messages_over_websocket() {
+    let server = server();
+    let (subscriber, deliveries) = server.ws_connected_client().await;
+    let (publisher, _) = server.connected_client().await;
+    lazy_waits_then_arrives(subscriber, deliveries, publisher).await;
+}
