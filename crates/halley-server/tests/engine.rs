@@ -1,13 +1,12 @@
 //! The engine driven directly, without sockets, on tokio's paused clock:
 //! timing rules (held connects, expiry) are checked without sleeping.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley_protocol::{decode_batch, BodyWriter};
-use halley_server::engine::{Engine, Origin};
-use halley_server::state::session::ConnectionType;
-use halley_server::transport::write_exchange;
+use halley_server::engine::Engine;
 use halley_server::Config;
 use serde_json::{json, Value};
 
@@ -29,21 +28,7 @@ impl Client {
     }
 
     async fn send(&mut self, batch: Value) -> Vec<Value> {
-        let body = serde_json::to_vec(&batch).unwrap();
-        let origin = Origin::http(ConnectionType::LongPolling, self.browser.clone());
-        let exchange = self
-            .engine
-            .handle_batch(decode_batch(&body).unwrap(), origin)
-            .await;
-        // The long-polling transport's own assembly, minus the HTTP.
-        let mut body = BodyWriter::new();
-        if let Some(id) = write_exchange(&self.engine, exchange, &mut body).await {
-            self.browser = Some(id);
-        }
-        match serde_json::from_slice(&body.finish(b"")).unwrap() {
-            Value::Array(messages) => messages,
-            other => panic!("not an array: {other}"),
-        }
+        common::exchange(&self.engine, &mut self.browser, &batch).await
     }
 
     async fn handshake(&mut self) {

@@ -2,17 +2,17 @@
 //! join, list, leave, and members removed when their session disconnects or
 //! expires (the session-ended hook).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley_protocol::decode_batch;
-use halley_server::engine::{Engine, Origin};
-use halley_server::state::session::ConnectionType;
+use halley_server::engine::Engine;
 use halley_server::Config;
 use serde_json::{json, Value};
 
-/// A fake long-polling client: every batch returns the replies plus the
-/// deliveries that piggyback on them (no held connects here).
+/// A socket-less long-polling client: every batch returns the replies plus
+/// the deliveries that piggyback on them (no held connects here).
 struct Client {
     engine: Arc<Engine>,
     browser: Option<String>,
@@ -34,24 +34,7 @@ impl Client {
     }
 
     async fn send(&mut self, batch: Value) -> Vec<Value> {
-        let body = serde_json::to_vec(&batch).unwrap();
-        let origin = Origin::http(ConnectionType::LongPolling, self.browser.clone());
-        let exchange = self
-            .engine
-            .handle_batch(decode_batch(&body).unwrap(), origin)
-            .await;
-        if let Some(id) = &exchange.new_browser_id {
-            self.browser = Some(id.clone());
-        }
-        let mut out: Vec<Value> = Vec::new();
-        out.extend(exchange.handshake_replies.iter().map(|r| json!(r)));
-        if let Some(session) = &exchange.session {
-            for delivery in session.take_deliveries() {
-                out.push(serde_json::from_slice(&delivery).unwrap());
-            }
-        }
-        out.extend(exchange.replies.iter().map(|r| json!(r)));
-        out
+        common::exchange(&self.engine, &mut self.browser, &batch).await
     }
 
     /// Sends one message with this client's id; returns (deliveries, reply).
