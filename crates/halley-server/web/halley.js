@@ -110,6 +110,14 @@ export class WebSocketTransport {
   }
 
   send(messages, timeout) {
+    // CLOSING or CLOSED before its close event has arrived (a server
+    // restart): fail these like the socket's other requests, rather than
+    // send into a dead socket (which browsers report as an error).
+    if (this.#socket && this.#socket.readyState >= 2) {
+      for (const message of messages) this.#waiting.set(message.id, message);
+      this.#drop(new BayeuxError("socket closing", { retry: true }));
+      return;
+    }
     if (!this.#socket) this.#open();
     for (const message of messages) this.#waiting.set(message.id, message);
     const frame = JSON.stringify(messages);
@@ -154,6 +162,7 @@ export class WebSocketTransport {
   #shut() {
     const socket = this.#socket;
     this.#socket = null;
+    this.#opened = false;
     this.#backlog = [];
     this.#waiting.clear();
     if (socket) {
@@ -163,7 +172,7 @@ export class WebSocketTransport {
   }
 
   leave(messages) {
-    if (!this.#opened) return false;
+    if (!this.#opened || !this.#socket || this.#socket.readyState >= 2) return false;
     this.#socket.send(JSON.stringify(messages));
     return true;
   }

@@ -107,6 +107,20 @@ test('websocket: close() is quiet, and leave() sends only on an open socket', ()
   assert.equal(hooks.failed.length, 0);
 });
 
+test('websocket: a send on a socket already closing fails like its other requests, and is not sent', () => {
+  const { hooks, transport } = wsSetup();
+  transport.send([{ id: '1', channel: '/meta/connect' }], 30000);
+  const socket = FakeSocket.all[0];
+  socket.open();
+  socket.readyState = 2; // CLOSING: the server went away, its close event not delivered yet
+  transport.send([{ id: '2', channel: '/chat' }], 10000);
+  assert.deepEqual(socket.sent.map((frame) => frame[0].id), ['1'], 'nothing sent into the closing socket');
+  assert.equal(hooks.failed.length, 1);
+  assert.deepEqual(hooks.failed[0].messages.map((m) => m.id).sort(), ['1', '2']);
+  assert.equal(hooks.failed[0].error.retry, true);
+  assert.equal(transport.leave([{ id: '3', channel: '/meta/disconnect' }]), false);
+});
+
 function lpSetup(respond) {
   const clock = new Clock();
   const hooks = recorder();
