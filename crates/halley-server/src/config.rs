@@ -98,6 +98,9 @@ pub struct Config {
     /// Milliseconds a WebSocket may stay silent (no frame, no pong) before it
     /// is closed; a ping is sent after half of it.
     pub websocket_idle_timeout: u64,
+    /// Keys that may use the HTTP publish API (`POST /api/publish`, sent as
+    /// `Authorization: Bearer <key>`). None by default: the API is off.
+    pub api_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -124,6 +127,7 @@ impl Default for Config {
             callback_polling: true,
             websocket: true,
             websocket_idle_timeout: 60_000,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -184,6 +188,9 @@ impl Config {
                     rule.pattern
                 ));
             }
+        }
+        if self.api_keys.iter().any(|key| key.trim().is_empty()) {
+            return Err("api-keys must not contain an empty key".into());
         }
         if self.max_queue == 0 || self.max_queue_bytes == 0 {
             return Err("max-queue and max-queue-bytes must be at least 1".into());

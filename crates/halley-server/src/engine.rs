@@ -8,8 +8,8 @@
 //! last, possibly after holding it ([`Engine::complete_connect`]).
 //!
 //! [`Engine::publish`] is the one way a message reaches subscribers, for
-//! clients and (later) for server-side adapters alike: encode once, then copy
-//! a `Bytes` handle into each subscriber's outbox.
+//! clients and server-side adapters ([`crate::adapter`]) alike: encode once,
+//! then copy a `Bytes` handle into each subscriber's outbox.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use halley_protocol::{
 };
 use serde_json::value::RawValue;
 
+use crate::adapter::DataAdapters;
 use crate::config::Config;
 use crate::history::memory::MemoryHistory;
 use crate::history::{Entry, HistoryStore, Retention, Sequencers};
@@ -32,7 +33,7 @@ use crate::state::listeners::{SessionEnd, SessionListeners};
 use crate::state::outbox::OverflowPolicy;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::{new_random_id, Sessions};
-use crate::state::subscriptions::Subscriptions;
+use crate::state::subscriptions::{Subscribed, Subscriptions, Unsubscribed};
 
 pub struct Engine {
     config: Config,
@@ -40,6 +41,8 @@ pub struct Engine {
     subscriptions: Subscriptions,
     services: Services,
     session_listeners: SessionListeners,
+    /// Server-side feeds of channels, told about first and last subscribers.
+    data_adapters: DataAdapters,
     shutdown: Shutdown,
     /// Retained messages of the channels with `[[history]]` (replay).
     history: Box<dyn HistoryStore>,
@@ -141,6 +144,7 @@ impl Engine {
             subscriptions: Subscriptions::default(),
             services: Services::default(),
             session_listeners: SessionListeners::default(),
+            data_adapters: DataAdapters::default(),
             shutdown: Shutdown::default(),
             history: Box::new(MemoryHistory::default()),
             sequencers: Sequencers::default(),
@@ -171,6 +175,11 @@ impl Engine {
     /// Who is told when a session ends (disconnect or expiry).
     pub fn session_listeners(&self) -> &SessionListeners {
         &self.session_listeners
+    }
+
+    /// The Data Adapters: server-side feeds of channels.
+    pub fn data_adapters(&self) -> &DataAdapters {
+        &self.data_adapters
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -365,22 +374,71 @@ impl Engine {
     /// with history retains after the `requested` id (`-1`, or none: only
     /// new messages). Returns whether the request reached further back than
     /// what is retained (a gap).
+    ///
+    /// On a channel a Data Adapter owns, the adapter hears of a first
+    /// subscriber and the session gets the adapter's snapshot, alone.
     pub fn subscribe(
         &self,
         pattern: &ChannelPattern,
         session: &Arc<Session>,
         requested: Option<i64>,
     ) -> bool {
+        let Some(owner) = self.data_adapters.owner(pattern.as_str()) else {
+            return self.subscribe_with_replay(pattern, session, requested).1;
+        };
+        let Ok(channel) = ChannelName::parse(pattern.as_str()) else {
+            return self.subscribe_with_replay(pattern, session, requested).1;
+        };
+        let mut gap = false;
+        self.data_adapters.subscribe(
+            self,
+            &owner,
+            &channel,
+            || {
+                let (outcome, replay_gap) = self.subscribe_with_replay(pattern, session, requested);
+                gap = replay_gap;
+                outcome.added()
+            },
+            |snapshot| {
+                let policy = self.overflow_policy(&channel);
+                for data in snapshot {
+                    let delivery =
+                        halley_protocol::encode_delivery(channel.as_str(), &data, None, None);
+                    session.enqueue(delivery, policy);
+                }
+            },
+        );
+        gap
+    }
+
+    /// Removes `session` from `pattern`, telling the owning Data Adapter
+    /// when it was the last subscriber. Returns whether it was subscribed.
+    pub fn unsubscribe(&self, pattern: &str, session: &Session) -> bool {
+        let outcome = self.subscriptions.unsubscribe(pattern, session);
+        if outcome == Unsubscribed::Last {
+            self.data_adapters.emptied(self, pattern);
+        }
+        outcome.removed()
+    }
+
+    fn subscribe_with_replay(
+        &self,
+        pattern: &ChannelPattern,
+        session: &Arc<Session>,
+        requested: Option<i64>,
+    ) -> (Subscribed, bool) {
         let replay = requested.and_then(crate::history::replay_from);
         let channel = ChannelName::parse(pattern.as_str()).ok();
         let retention = channel.as_ref().and_then(|c| self.retention(c));
         let (Some(after), Some(channel), Some(retention)) = (replay, channel, retention) else {
-            self.subscriptions.subscribe(pattern.as_str(), session);
-            return false;
+            return (
+                self.subscriptions.subscribe(pattern.as_str(), session),
+                false,
+            );
         };
         let sequencer = self.sequencers.of(channel.as_str(), self.history.as_ref());
         let _turn = sequencer.lock();
-        self.subscriptions.subscribe(pattern.as_str(), session);
+        let outcome = self.subscriptions.subscribe(pattern.as_str(), session);
         let replayed =
             self.history
                 .after(channel.as_str(), after, retention, self.sessions.now_ms());
@@ -388,7 +446,7 @@ impl Engine {
         for delivery in replayed.deliveries {
             session.enqueue(delivery, policy);
         }
-        replayed.gap
+        (outcome, replayed.gap)
     }
 
     /// How long a message of `channel` may wait, if the channel is lazy.
@@ -452,10 +510,15 @@ impl Engine {
         deliveries
     }
 
-    /// Removes a session and everything it subscribed to, then tells the
+    /// Removes a session and everything it subscribed to, tells the Data
+    /// Adapters of the channels it was the last subscriber of, then the
     /// session listeners `why`.
     pub fn remove_session(&self, session: &Session, why: SessionEnd) {
-        if crate::state::end_session(&self.sessions, &self.subscriptions, session) {
+        let ended = crate::state::end_session(&self.sessions, &self.subscriptions, session);
+        for pattern in &ended.emptied {
+            self.data_adapters.emptied(self, pattern);
+        }
+        if ended.registered {
             self.session_listeners.session_ended(session, why);
         }
     }
@@ -464,11 +527,10 @@ impl Engine {
     pub async fn run_sweeper(&self) {
         crate::state::sweeper::run(
             &self.sessions,
-            &self.subscriptions,
-            &self.session_listeners,
             self.config.session_lifetime_ms(),
             self.config.sweep_period(),
             self.shutdown.wait(),
+            |session| self.remove_session(session, SessionEnd::Expired),
         )
         .await
     }

@@ -5,9 +5,9 @@
 //! | layer | modules | job |
 //! |---|---|---|
 //! | state | [`state`], [`history`] (replay) (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`, `listeners`) | sessions, their bounded queues, who subscribes to what, expiry, who hears when a session ends |
-//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`) | what each kind of message does |
+//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`), [`adapter`] (Data Adapters) | what each kind of message does; where server-side messages come from |
 //! | dispatch | [`engine`], [`rules`] (per-channel settings) | one batch in, replies out; the publish path |
-//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
+//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!
 //! Settings live in [`config`]; the shutdown signal in [`shutdown`].
 //!
@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod adapter;
 pub mod config;
 pub mod engine;
 pub mod ext;

@@ -7,8 +7,10 @@
 //! |---|---|---|
 //! | `serve` | [`serve`] | `halley-server` |
 //! | `bench`, `bench sweep` | [`bench`] | `halley-bench` |
+//! | `publish` | [`publish`] | none: one HTTP request to `/api/publish` |
 
 mod bench;
+mod publish;
 mod serve;
 
 use std::io::IsTerminal;
@@ -38,6 +40,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the seed's chat benchmark against a Bayeux server (Halley, CometD, Faye).
     Bench(bench::BenchArgs),
+    /// Publish a message through a server's HTTP publish API (POST /api/publish).
+    Publish(publish::PublishArgs),
     /// One worker process of `halley bench` (started by it, not by hand).
     #[command(hide = true)]
     BenchWorker,
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::BenchWorker => bench::worker(),
     }
 }

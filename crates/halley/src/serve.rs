@@ -73,6 +73,16 @@ pub struct ServeArgs {
     /// Milliseconds a WebSocket may stay silent before it is closed (pinged at half) [default: 60000]
     #[arg(long, env = "HALLEY_WEBSOCKET_IDLE_TIMEOUT", value_name = "MS")]
     websocket_idle_timeout: Option<u64>,
+    /// A key that may use the HTTP publish API (POST /api/publish); repeat for several.
+    /// HALLEY_API_KEYS takes a comma-separated list. None: the API is disabled
+    #[arg(
+        long = "api-key",
+        env = "HALLEY_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
 }
 
 impl ServeArgs {
@@ -109,6 +119,9 @@ impl ServeArgs {
             websocket,
             websocket_idle_timeout
         );
+        if !self.api_keys.is_empty() {
+            config.api_keys = self.api_keys;
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -178,10 +191,39 @@ mod tests {
         assert_eq!(config.path, "/bayeux");
         assert_eq!(config.interval, 0, "default");
         assert_eq!(config.overflow.len(), 1);
+        assert!(config.api_keys.is_empty(), "no key: the publish API is off");
         assert_eq!(
             config.overflow[0].policy,
             halley_server::state::outbox::OverflowPolicy::DropNewest
         );
+    }
+
+    #[test]
+    fn api_keys_from_file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("halley-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(&file, "api-keys = [\"from-file\"]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(args.into_config().unwrap().api_keys, ["from-file"]);
+        let args = ServeArgs {
+            config: Some(file),
+            api_keys: vec!["a".into(), "b".into()],
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            args.into_config().unwrap().api_keys,
+            ["a", "b"],
+            "flags win"
+        );
+        let args = ServeArgs {
+            api_keys: vec![" ".into()],
+            ..ServeArgs::default()
+        };
+        assert!(args.into_config().is_err(), "an empty key is refused");
     }
 
     #[test]

@@ -19,9 +19,7 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
         }
     };
     for pattern in &patterns {
-        engine
-            .subscriptions()
-            .unsubscribe(pattern.as_str(), &session);
+        engine.unsubscribe(pattern.as_str(), &session);
     }
     reply.subscription = message.subscription;
     reply.success()

@@ -22,12 +22,23 @@ use subscriptions::Subscriptions;
 
 /// Ends a session: unregisters it, closes it (waking a held connect) and
 /// removes its subscriptions. Used by disconnect and by expiry, whose
-/// callers then tell the [`listeners::SessionListeners`]. Returns whether the
-/// session was still registered: `false` when a racing disconnect or sweep
-/// ended it first, so listeners are told once.
-pub fn end_session(sessions: &Sessions, subscriptions: &Subscriptions, session: &Session) -> bool {
+/// callers then tell the [`listeners::SessionListeners`] (and the Data
+/// Adapters of the patterns that lost their last subscriber).
+pub fn end_session(sessions: &Sessions, subscriptions: &Subscriptions, session: &Session) -> Ended {
     let registered = sessions.remove(session.client_id()).is_some();
     session.close();
-    subscriptions.remove_session(session);
-    registered
+    let emptied = subscriptions.remove_session(session);
+    Ended {
+        registered,
+        emptied,
+    }
+}
+
+/// What ending a session did.
+pub struct Ended {
+    /// Whether the session was still registered: `false` when a racing
+    /// disconnect or sweep ended it first, so listeners are told once.
+    pub registered: bool,
+    /// The subscription patterns it was the last subscriber of.
+    pub emptied: Vec<Box<str>>,
 }

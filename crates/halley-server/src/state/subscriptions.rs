@@ -6,6 +6,12 @@
 //! lookups, however many patterns exist, and no global lock: the map is
 //! sharded and each pattern's subscriber set has its own lock, held only
 //! while the publisher copies a `Bytes` handle into each outbox.
+//!
+//! Subscribing and unsubscribing also say when a pattern's set goes from
+//! empty to non-empty ([`Subscribed::First`]) or back ([`Unsubscribed::Last`]):
+//! the engine uses it to start and stop Data Adapter feeds. The edge is read
+//! under the locks the change takes anyway, so it costs the publish path
+//! nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,46 +33,104 @@ pub struct Subscribers {
     sessions: RwLock<HashMap<SessionKey, Arc<Session>>>,
 }
 
+/// What a subscribe did to its pattern's set of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The session was subscribed already: nothing changed.
+    Already,
+    /// Added to a set that had other sessions.
+    Added,
+    /// Added to an empty set: the pattern's first subscriber.
+    First,
+}
+
+impl Subscribed {
+    /// Whether the session was added (it was not subscribed before).
+    pub fn added(self) -> bool {
+        self != Subscribed::Already
+    }
+}
+
+/// What an unsubscribe did to its pattern's set of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// The session was not subscribed: nothing changed.
+    NotSubscribed,
+    /// Removed; other sessions remain.
+    Removed,
+    /// Removed the last session: the pattern has no subscriber left.
+    Last,
+}
+
+impl Unsubscribed {
+    /// Whether the session was removed (it was subscribed before).
+    pub fn removed(self) -> bool {
+        self != Unsubscribed::NotSubscribed
+    }
+}
+
 impl Subscriptions {
-    /// Adds `session` to `pattern` (already validated). Returns false if it
-    /// was already subscribed.
-    pub fn subscribe(&self, pattern: &str, session: &Arc<Session>) -> bool {
+    /// Adds `session` to `pattern` (already validated).
+    pub fn subscribe(&self, pattern: &str, session: &Arc<Session>) -> Subscribed {
         // The shard lock of `entry` is held while inserting, so a concurrent
-        // unsubscribe cannot remove the set between lookup and insert.
+        // unsubscribe cannot remove the set between lookup and insert; and
+        // as empty sets are removed under the same lock, a set of one after
+        // an insert was empty before it.
         let subscribers = self.by_pattern.entry(pattern.into()).or_default();
-        let added = subscribers
-            .sessions
-            .write()
-            .insert(session.key(), session.clone())
-            .is_none();
+        let outcome = {
+            let mut sessions = subscribers.sessions.write();
+            if sessions.insert(session.key(), session.clone()).is_some() {
+                Subscribed::Already
+            } else if sessions.len() == 1 {
+                Subscribed::First
+            } else {
+                Subscribed::Added
+            }
+        };
         drop(subscribers);
         session.add_subscription(pattern);
-        added
+        outcome
     }
 
-    /// Removes `session` from `pattern`; false if it was not subscribed.
-    pub fn unsubscribe(&self, pattern: &str, session: &Session) -> bool {
+    /// Removes `session` from `pattern`.
+    pub fn unsubscribe(&self, pattern: &str, session: &Session) -> Unsubscribed {
         session.remove_subscription(pattern);
         self.remove_from_pattern(pattern, session.key())
     }
 
-    fn remove_from_pattern(&self, pattern: &str, key: SessionKey) -> bool {
-        let mut removed = false;
+    fn remove_from_pattern(&self, pattern: &str, key: SessionKey) -> Unsubscribed {
+        let mut outcome = Unsubscribed::NotSubscribed;
         // remove_if holds the shard's write lock: the emptiness check and the
         // removal are atomic with respect to `subscribe`.
         self.by_pattern.remove_if(pattern, |_, subscribers| {
             let mut sessions = subscribers.sessions.write();
-            removed = sessions.remove(&key).is_some();
+            if sessions.remove(&key).is_some() {
+                outcome = if sessions.is_empty() {
+                    Unsubscribed::Last
+                } else {
+                    Unsubscribed::Removed
+                };
+            }
             sessions.is_empty()
         });
-        removed
+        outcome
     }
 
-    /// Removes every subscription of a session that is going away.
-    pub fn remove_session(&self, session: &Session) {
+    /// Removes every subscription of a session that is going away. Returns
+    /// the patterns it was the last subscriber of.
+    pub fn remove_session(&self, session: &Session) -> Vec<Box<str>> {
+        let mut emptied = Vec::new();
         for pattern in session.take_subscriptions() {
-            self.remove_from_pattern(&pattern, session.key());
+            if self.remove_from_pattern(&pattern, session.key()) == Unsubscribed::Last {
+                emptied.push(pattern);
+            }
         }
+        emptied
+    }
+
+    /// Whether `pattern` (as subscribed, not matched) has a subscriber.
+    pub fn has_subscribers(&self, pattern: &str) -> bool {
+        self.by_pattern.contains_key(pattern)
     }
 
     /// Calls `deliver` once for every session subscribed to a pattern that
@@ -150,16 +214,29 @@ mod tests {
     fn unsubscribe_and_session_removal_clean_up() {
         let subs = Subscriptions::default();
         let (a, b) = (session(1), session(2));
-        assert!(subs.subscribe("/x", &a));
-        assert!(!subs.subscribe("/x", &a));
-        subs.subscribe("/x", &b);
+        assert_eq!(subs.subscribe("/x", &a), Subscribed::First);
+        assert_eq!(subs.subscribe("/x", &a), Subscribed::Already);
+        assert_eq!(subs.subscribe("/x", &b), Subscribed::Added);
         subs.subscribe("/y/*", &a);
-        assert!(subs.unsubscribe("/x", &a));
-        assert!(!subs.unsubscribe("/x", &a));
+        assert_eq!(subs.unsubscribe("/x", &a), Unsubscribed::Removed);
+        assert_eq!(subs.unsubscribe("/x", &a), Unsubscribed::NotSubscribed);
         assert_eq!(subscribers_of(&subs, "/x"), [2]);
-        subs.remove_session(&a);
+        assert_eq!(subs.remove_session(&a), vec![Box::from("/y/*")]);
         assert_eq!(subscribers_of(&subs, "/y/z"), Vec::<SessionKey>::new());
-        subs.remove_session(&b);
+        assert!(subs.has_subscribers("/x"));
+        assert_eq!(subs.remove_session(&b), vec![Box::from("/x")]);
+        assert!(!subs.has_subscribers("/x"));
         assert_eq!(subs.pattern_count(), 0, "empty patterns are dropped");
+    }
+
+    #[test]
+    fn first_and_last_subscriber_edges() {
+        let subs = Subscriptions::default();
+        let (a, b) = (session(1), session(2));
+        assert_eq!(subs.subscribe("/x", &a), Subscribed::First);
+        assert_eq!(subs.subscribe("/x", &b), Subscribed::Added);
+        assert_eq!(subs.unsubscribe("/x", &a), Unsubscribed::Removed);
+        assert_eq!(subs.unsubscribe("/x", &b), Unsubscribed::Last);
+        assert_eq!(subs.subscribe("/x", &a), Subscribed::First, "again");
     }
 }

@@ -3,7 +3,8 @@
 //! - [`long_polling`]: `POST` a JSON array, get a JSON array back;
 //! - [`callback_polling`]: `GET ?jsonp=cb&message=[...]`, get `cb([...])` back;
 //! - [`websocket`]: upgrade on the same path, frames of JSON arrays;
-//! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`.
+//! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`;
+//! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key.
 //!
 //! Both Bayeux transports end in [`respond`], which writes one body in the
 //! order Bayeux wants: handshake replies, queued deliveries, other replies,
@@ -12,6 +13,7 @@
 pub mod callback_polling;
 pub mod long_polling;
 pub mod pages;
+pub mod publish_api;
 pub mod websocket;
 
 use std::convert::Infallible;
@@ -42,7 +44,10 @@ pub async fn route(
     let bayeux = engine.config().path.as_str();
     let on_bayeux_path = path == bayeux
         || (path.starts_with(bayeux) && path.as_bytes().get(bayeux.len()) == Some(&b'/'));
-    let response = if on_bayeux_path {
+    // Before the Bayeux path, which could be `/api`.
+    let response = if path == publish_api::PATH {
+        publish_api::handle(&engine, request).await
+    } else if on_bayeux_path {
         match *request.method() {
             Method::GET if websocket::is_upgrade(&request) => {
                 websocket::handle(&engine, request, &sockets)

@@ -1,0 +1,23 @@
+//! Adapters: where Halley meets the rest of a system.
+//!
+//! A Bayeux server on its own only relays what its clients publish. Most
+//! real messages come from elsewhere: a price feed, a database's change
+//! stream, a queue, a backend that calls an HTTP endpoint. Lightstreamer
+//! calls the code that brings them in a *Data Adapter*; Halley uses the
+//! same idea:
+//!
+//! - [`data`]: the [`DataAdapter`] trait. An adapter owns the channels of
+//!   a pattern (`/stocks/*`), is told when one of them gains its first
+//!   subscriber and loses its last (so a feed runs only while someone
+//!   listens), may hand each new subscriber a snapshot (the current state,
+//!   delivered to that subscriber only), and publishes through a
+//!   [`Publisher`], which goes through [`crate::Engine::publish`] like any
+//!   client's message: encoded once, fanned out to every subscriber.
+//!
+//! The HTTP publish API (`POST /api/publish`,
+//! [`crate::transport::publish_api`]) is the adapter every deployment needs
+//! first: a backend publishes with one authenticated HTTP request.
+
+pub mod data;
+
+pub use data::{DataAdapter, DataAdapters, Publisher};

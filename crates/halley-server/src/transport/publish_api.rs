@@ -1,0 +1,271 @@
+//! The HTTP publish API: `POST /api/publish`, so a backend can push a
+//! message with one HTTP request instead of speaking Bayeux.
+//!
+//! ```text
+//! POST /api/publish
+//! Authorization: Bearer <key>
+//! {"channel": "/stocks/AAPL", "data": {"price": 187.2}}      (or an array of them)
+//!
+//! 200 [{"channel": "/stocks/AAPL", "delivered": 3}]           (one entry per message)
+//! ```
+//!
+//! `delivered` is the number of sessions the message was queued for.
+//! Messages go through [`crate::adapter::Publisher`], so they reach
+//! subscribers exactly as a client's publish does (`data` is passed on
+//! byte for byte) and take turns with the Data Adapter owning the channel.
+//!
+//! The API is off unless `api-keys` is set (404 then, saying how to turn it
+//! on): an open publish endpoint would let anyone write to every channel.
+//! A request is all or nothing: if any message is invalid, none is sent.
+//!
+//! | status | when |
+//! |---|---|
+//! | 200 | published; the body lists what was delivered |
+//! | 400 | not JSON, not `{channel, data}` objects, a channel that is invalid, a glob, `/meta/**` or `/service/**`, `data` missing |
+//! | 401 | no `Authorization: Bearer` header, or an unknown key |
+//! | 404 | no API key configured: the API is disabled |
+//! | 405 | not a `POST` |
+//! | 413 | a body over `max-request-bytes`, or more than `max-batch-messages` messages |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use halley_protocol::{ChannelKind, ChannelName};
+use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::Body;
+use crate::adapter::Publisher;
+use crate::engine::Engine;
+
+/// Where the API listens.
+pub const PATH: &str = "/api/publish";
+
+/// One message to publish, as the request spells it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    channel: String,
+    data: Option<Box<RawValue>>,
+}
+
+pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Response<Body> {
+    let keys = &engine.config().api_keys;
+    if keys.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the HTTP publish API is disabled: configure an API key \
+             (api-keys in the TOML file, --api-key, or HALLEY_API_KEYS)",
+        );
+    }
+    if request.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    if !authorized(&request, keys) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown API key: send `Authorization: Bearer <key>`",
+        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let max = engine.config().max_request_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body larger than {max} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(request.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "request body unreadable"),
+    };
+    let messages = match parse(&body, engine.config().max_batch_messages) {
+        Ok(messages) => messages,
+        Err((status, message)) => return error(status, &message),
+    };
+    let publisher = Publisher::new(engine);
+    let results: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(channel, data)| {
+            let delivered = publisher.publish(channel, data);
+            serde_json::json!({ "channel": channel.as_str(), "delivered": delivered })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::Value::Array(results).to_string(),
+    )
+}
+
+/// Whether the request carries `Authorization: Bearer <one of keys>`.
+fn authorized(request: &Request<Incoming>, keys: &[String]) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    // Every key is compared, each in time independent of where it differs.
+    keys.iter()
+        .fold(false, |found, key| found | constant_time_eq(given, key))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
+type Invalid = (StatusCode, String);
+
+/// The messages of a body (one object or an array), each validated; the
+/// first problem, naming the message, otherwise.
+fn parse(body: &[u8], max_messages: usize) -> Result<Vec<(ChannelName, Box<RawValue>)>, Invalid> {
+    let bad = |what: String| (StatusCode::BAD_REQUEST, what);
+    let is_array = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    let requests: Vec<Publish> = if is_array {
+        serde_json::from_slice(body)
+    } else {
+        serde_json::from_slice(body).map(|one| vec![one])
+    }
+    .map_err(|e| {
+        bad(format!(
+            "expected {{\"channel\": ..., \"data\": ...}} or an array of them: {e}"
+        ))
+    })?;
+    if requests.is_empty() {
+        return Err(bad("nothing to publish: the array is empty".into()));
+    }
+    if requests.len() > max_messages {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {max_messages} messages per request"),
+        ));
+    }
+    let at = |i: usize| {
+        if is_array {
+            format!("message {i}: ")
+        } else {
+            String::new()
+        }
+    };
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let channel = ChannelName::parse(&request.channel).map_err(|e| {
+                bad(format!(
+                    "{}invalid channel {:?}: {e}",
+                    at(i),
+                    request.channel
+                ))
+            })?;
+            if channel.kind() != ChannelKind::Broadcast {
+                return Err(bad(format!(
+                    "{}cannot publish to {channel}: /meta and /service channels are not broadcast",
+                    at(i)
+                )));
+            }
+            let data = request
+                .data
+                .ok_or_else(|| bad(format!("{}data is missing", at(i))))?;
+            Ok((channel, data))
+        })
+        .collect()
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_object_or_an_array() {
+        let one = parse(br#"{"channel":"/x","data":{"a":1}}"#, 10).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].1.get(), r#"{"a":1}"#, "data kept byte for byte");
+        let many = parse(
+            br#" [{"channel":"/x","data":1},{"channel":"/y/z","data":"s"}]"#,
+            10,
+        )
+        .unwrap();
+        assert_eq!(many[1].0.as_str(), "/y/z");
+    }
+
+    #[test]
+    fn invalid_requests_are_refused_with_a_reason() {
+        let refused = |body: &str| parse(body.as_bytes(), 2).unwrap_err();
+        assert_eq!(refused("not json").0, StatusCode::BAD_REQUEST);
+        assert_eq!(refused("[]").0, StatusCode::BAD_REQUEST);
+        assert!(refused(r#"{"channel":"/x"}"#).1.contains("data is missing"));
+        assert!(refused(r#"{"channel":"/x","data":null}"#)
+            .1
+            .contains("data is missing"));
+        assert!(refused(r#"{"channel":"x","data":1}"#)
+            .1
+            .contains("invalid channel"));
+        assert!(refused(r#"{"channel":"/x/*","data":1}"#)
+            .1
+            .contains("invalid channel"));
+        assert!(refused(r#"{"channel":"/meta/connect","data":1}"#)
+            .1
+            .contains("/meta"));
+        assert!(refused(r#"{"channel":"/service/echo","data":1}"#)
+            .1
+            .contains("/service"));
+        assert!(refused(r#"{"channel":"/x","data":1,"extra":2}"#)
+            .1
+            .contains("unknown field"));
+        let second = refused(r#"[{"channel":"/x","data":1},{"channel":"/meta","data":1}]"#);
+        assert!(second.1.starts_with("message 1: "), "{}", second.1);
+        let three =
+            r#"[{"channel":"/x","data":1},{"channel":"/x","data":1},{"channel":"/x","data":1}]"#;
+        assert_eq!(refused(three).0, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn keys_compare_exactly() {
+        assert!(constant_time_eq("secret", "secret"));
+        assert!(!constant_time_eq("secret", "secreT"));
+        assert!(!constant_time_eq("secret", "secret2"));
+    }
+}

@@ -1,0 +1,61 @@
+//! `halley publish`: one message through a server's HTTP publish API.
+//!
+//! Thin: builds `POST <url>/api/publish` with the key as a bearer token,
+//! prints the server's answer (`[{"channel":"/x","delivered":3}]`) on
+//! stdout, and exits non-zero when the server refuses (its error on stderr).
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::value::RawValue;
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The server's base URL (the API is at <URL>/api/publish)
+    #[arg(long, env = "HALLEY_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An API key the server accepts (its api-keys setting)
+    #[arg(long, env = "HALLEY_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// The channel to publish on, e.g. /stocks/AAPL
+    #[arg(long)]
+    channel: String,
+    /// The message's data, as JSON: '{"price":187.2}', '"text"', 42
+    #[arg(long)]
+    data: String,
+}
+
+pub fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let data: Box<RawValue> = serde_json::from_str(&args.data)
+        .with_context(|| format!("--data is not JSON: {}", args.data))?;
+    let body = serde_json::to_string(&serde_json::json!({
+        "channel": args.channel,
+        "data": data,
+    }))?;
+    let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, answer) = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&args.api_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let answer = response.text().await.context("reading the answer")?;
+        anyhow::Ok((status, answer))
+    })?;
+    if !status.is_success() {
+        let reason = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(answer);
+        bail!("{url} answered {status}: {reason}");
+    }
+    println!("{answer}");
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The HTTP publish API end to end: a real `halley serve`, a Bayeux
+//! subscriber, `POST /api/publish` with an API key, and `halley publish`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{within, Server};
+use serde_json::{json, Value};
+
+/// `POST /api/publish` with `body` and an optional bearer `key`: status and JSON answer.
+async fn post(server: &Server, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/api/publish", server.origin))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("POST /api/publish");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let answer = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, answer)
+}
+
+#[tokio::test]
+async fn a_subscriber_receives_what_was_posted_byte_for_byte() {
+    let server = Server::start(&["--api-key", "k"]);
+    let (client, mut deliveries) = server.connected_client().await;
+    client.subscribe("/stocks/AAPL").await.unwrap();
+
+    let data = r#"{"price":187.25,"name":"Äpple","tags":[1,2.5e3,null]}"#;
+    let body = format!(r#"{{"channel":"/stocks/AAPL","data":{data}}}"#);
+    let (status, answer) = post(&server, Some("k"), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!([{"channel":"/stocks/AAPL","delivered":1}]));
+    let delivery = within(5.0, "the posted message", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(delivery.channel, "/stocks/AAPL");
+    assert_eq!(delivery.data.get(), data, "data passed on unchanged");
+}
+
+#[tokio::test]
+async fn an_array_publishes_each_message_in_order() {
+    let server = Server::start(&["--api-key", "k"]);
+    let (client, mut deliveries) = server.connected_client().await;
+    client.subscribe("/a").await.unwrap();
+    let (_other, _) = server.connected_client().await;
+    let body = r#"[{"channel":"/a","data":1},{"channel":"/nobody","data":2},{"channel":"/a","data":"three"}]"#;
+    let (status, answer) = post(&server, Some("k"), body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!([
+            {"channel":"/a","delivered":1},
+            {"channel":"/nobody","delivered":0},
+            {"channel":"/a","delivered":1}
+        ])
+    );
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(
+            within(5.0, "a message", deliveries.recv())
+                .await
+                .unwrap()
+                .data_value(),
+        );
+    }
+    assert_eq!(got, [json!(1), json!("three")]);
+}
+
+#[tokio::test]
+async fn without_the_right_key_the_answer_is_401() {
+    let server = Server::start(&["--api-key", "k", "--api-key", "other"]);
+    let body = r#"{"channel":"/a","data":1}"#;
+    let (status, answer) = post(&server, None, body).await;
+    assert_eq!(status, 401);
+    assert!(
+        answer["error"].as_str().unwrap().contains("Bearer"),
+        "{answer}"
+    );
+    assert_eq!(post(&server, Some("wrong"), body).await.0, 401);
+    assert_eq!(post(&server, Some("k2"), body).await.0, 401);
+    assert_eq!(
+        post(&server, Some("other"), body).await.0,
+        200,
+        "a second key"
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_get_400_and_publish_nothing() {
+    let server = Server::start(&["--api-key", "k"]);
+    let (client, mut deliveries) = server.connected_client().await;
+    client.subscribe("/a").await.unwrap();
+    for (body, says) in [
+        ("{not json", "expected"),
+        (r#"{"channel":"/a"}"#, "data is missing"),
+        (r#"{"channel":"a","data":1}"#, "invalid channel"),
+        (r#"{"channel":"/meta/connect","data":1}"#, "/meta"),
+        (r#"{"channel":"/service/echo","data":1}"#, "/service"),
+        (
+            r#"[{"channel":"/a","data":1},{"channel":"/a/*","data":1}]"#,
+            "message 1",
+        ),
+    ] {
+        let (status, answer) = post(&server, Some("k"), body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{body}: {error}");
+    }
+    // Nothing of the refused array went out: the next message is the first.
+    post(&server, Some("k"), r#"{"channel":"/a","data":"ok"}"#).await;
+    let first = within(5.0, "a message", deliveries.recv()).await.unwrap();
+    assert_eq!(first.data_value(), json!("ok"));
+}
+
+#[tokio::test]
+async fn without_a_configured_key_the_api_is_disabled() {
+    let server = Server::start(&[]);
+    let (status, answer) = post(&server, Some("anything"), r#"{"channel":"/a","data":1}"#).await;
+    assert_eq!(status, 404);
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("disabled") && error.contains("--api-key"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_max_request_bytes_gets_413() {
+    let server = Server::start(&["--api-key", "k", "--max-request-bytes", "200"]);
+    let big = format!(r#"{{"channel":"/a","data":"{}"}}"#, "x".repeat(300));
+    let (status, answer) = post(&server, Some("k"), &big).await;
+    assert_eq!(status, 413, "{answer}");
+    let (status, _) = post(&server, Some("k"), r#"{"channel":"/a","data":1}"#).await;
+    assert_eq!(status, 200, "a small one still passes");
+}
+
+#[tokio::test]
+async fn the_api_key_can_come_from_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("halley-publish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.toml");
+    std::fs::write(&file, "api-keys = [\"from-file\"]\n").unwrap();
+    let server = Server::start(&["--config", file.to_str().unwrap()]);
+    let (status, _) = post(&server, Some("from-file"), r#"{"channel":"/a","data":1}"#).await;
+    assert_eq!(status, 200);
+}
+
+fn halley_publish(server: &Server, key: &str, channel: &str, data: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_halley"))
+        .args(["publish", "--url", &server.origin, "--api-key", key])
+        .args(["--channel", channel, "--data", data])
+        .env_remove("HALLEY_URL")
+        .env_remove("HALLEY_API_KEY")
+        .output()
+        .expect("running halley publish")
+}
+
+#[tokio::test]
+async fn halley_publish_posts_and_prints_the_answer() {
+    let server = Server::start(&["--api-key", "k"]);
+    let (client, mut deliveries) = server.connected_client().await;
+    client.subscribe("/x").await.unwrap();
+
+    let output = halley_publish(&server, "k", "/x", r#"{"a":1}"#);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!([{"channel":"/x","delivered":1}])
+    );
+    let delivery = within(5.0, "the published message", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(delivery.data.get(), r#"{"a":1}"#);
+
+    let refused = halley_publish(&server, "wrong", "/x", "1");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+
+    let bad = halley_publish(&server, "k", "/meta/x", "1");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
+
+    let not_json = halley_publish(&server, "k", "/x", "{oops");
+    assert!(!not_json.status.success());
+    assert!(String::from_utf8_lossy(&not_json.stderr).contains("--data is not JSON"));
+}
