@@ -11,6 +11,7 @@
 //! | [`advice`] | the `advice` object both ways and its `reconnect` values |
 //! | [`error`] | the `code:args:message` error strings CometD uses |
 //! | [`codec`] | a request body to messages, and messages or pre-encoded deliveries to a body |
+//! | [`websocket`] | `Sec-WebSocket-Accept`, which client and server both compute |
 //!
 //! The hot-path rule that shapes this crate: a broadcast is encoded **once**
 //! into [`bytes::Bytes`] by [`codec::encode_delivery`] and then shared by every
@@ -22,6 +23,7 @@ pub mod channel;
 pub mod codec;
 pub mod error;
 pub mod message;
+pub mod websocket;
 
 pub use advice::{Advice, Reconnect};
 pub use channel::{ChannelKind, ChannelName, ChannelPattern};

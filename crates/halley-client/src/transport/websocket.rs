@@ -57,9 +57,6 @@ use crate::error::Error;
 use crate::message::{decode_response, encode_batch, Incoming, Outgoing};
 use crate::session::Session;
 
-/// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
-const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
 /// Batches waiting for the socket's task: more than a few means the caller
 /// outruns the socket, and then it should wait.
 const QUEUED_BATCHES: usize = 16;
@@ -310,7 +307,9 @@ impl WebSocket {
             });
         }
         let accept = response.headers().get(SEC_WEBSOCKET_ACCEPT);
-        if accept.map(|v| v.as_bytes()) != Some(accept_key(key.as_bytes()).as_bytes()) {
+        if accept.map(|v| v.as_bytes())
+            != Some(halley_protocol::websocket::accept_key(key.as_bytes()).as_bytes())
+        {
             return Err(Error::WebSocket(
                 "the server's Sec-WebSocket-Accept does not match the key sent".into(),
             ));
@@ -326,14 +325,6 @@ fn websocket_key() -> String {
     let mut bytes = [0u8; 16];
     fastrand::fill(&mut bytes);
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// `base64(sha1(key + GUID))`, as RFC 6455 section 4.2.2 requires.
-fn accept_key(key: &[u8]) -> String {
-    let mut sha1 = sha1_smol::Sha1::new();
-    sha1.update(key);
-    sha1.update(WEBSOCKET_GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
 
 fn socket_gone() -> Error {
@@ -514,14 +505,6 @@ async fn run(mut socket: Socket, mut batches: mpsc::Receiver<Batch>, session: Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     #[test]
     fn keys_are_16_random_bytes() {

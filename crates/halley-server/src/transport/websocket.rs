@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{
@@ -55,9 +54,6 @@ use super::{browser_id, plain, Body};
 use crate::engine::{Engine, Origin};
 use crate::meta::connect::{ConnectEnd, PendingConnect};
 use crate::state::session::Session;
-
-/// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
-const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A frame the client does not read within this time closes the socket: a
 /// stuck peer must not hold its task (and the session's deliveries) forever.
@@ -114,7 +110,7 @@ pub fn handle(
             "websocket upgrade without Sec-WebSocket-Key\n",
         );
     };
-    let accept = accept_key(key.as_bytes());
+    let accept = halley_protocol::websocket::accept_key(key.as_bytes());
     let browser = browser_id(&request);
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
@@ -144,14 +140,6 @@ pub fn handle(
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
     }
     response
-}
-
-/// `base64(sha1(key + GUID))`, as RFC 6455 section 4.2.2 requires.
-fn accept_key(key: &[u8]) -> String {
-    let mut sha1 = sha1_smol::Sha1::new();
-    sha1.update(key);
-    sha1.update(WEBSOCKET_GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
 
 /// Why a socket's task ends.
@@ -507,17 +495,4 @@ fn error_frame(error: BayeuxError, detail: &str) -> Bytes {
     let body =
         serde_json::json!([{ "successful": false, "error": error.to_string(), "failure": detail }]);
     Bytes::from(body.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::accept_key;
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 }
