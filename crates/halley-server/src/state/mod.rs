@@ -1,6 +1,7 @@
 //! The server's state, knowing nothing of handlers or transports.
 //!
 //! - [`outbox`]: a session's bounded queue of encoded deliveries;
+//! - [`grant`]: who a session speaks for and its per-user limits;
 //! - [`session`]: one Bayeux session (clientId, browser, outbox, liveness);
 //! - [`sessions`]: the registry of sessions by clientId, and of held polls per browser;
 //! - [`subscriptions`]: who listens to which channel or glob;
@@ -8,6 +9,7 @@
 //! - [`unacked`]: deliveries sent but not acknowledged yet (ack extension);
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry).
 
+pub mod grant;
 pub mod listeners;
 pub mod outbox;
 pub mod session;

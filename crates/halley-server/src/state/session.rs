@@ -12,11 +12,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::grant::{Grant, SessionLimits};
 use super::outbox::{Outbox, OutboxLimits, OverflowPolicy, Pushed};
 use super::unacked::UnackedBatches;
 
@@ -81,6 +83,8 @@ pub struct Session {
     unacked: Mutex<Option<UnackedBatches>>,
     /// Replay ids asked for at handshake, per channel, used by later subscribes.
     replay_requests: Mutex<HashMap<Box<str>, i64>>,
+    /// Who the session speaks for and its limits, set once at handshake.
+    grant: OnceLock<Grant>,
 }
 
 impl Session {
@@ -111,7 +115,32 @@ impl Session {
             connection_type: Mutex::new(ConnectionType::LongPolling),
             unacked: Mutex::new(None),
             replay_requests: Mutex::new(HashMap::new()),
+            grant: OnceLock::new(),
         }
+    }
+
+    /// Sets who the session speaks for and its limits (once, at handshake;
+    /// a second call is ignored and returns `false`).
+    pub fn set_grant(&self, grant: Grant) -> bool {
+        self.grant.set(grant).is_ok()
+    }
+
+    /// The session's grant: anonymous with default limits until set.
+    pub fn grant(&self) -> &Grant {
+        static ANONYMOUS: OnceLock<Grant> = OnceLock::new();
+        self.grant
+            .get()
+            .unwrap_or_else(|| ANONYMOUS.get_or_init(Grant::anonymous))
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.grant().user()
+    }
+
+    /// The session's own limits (`None` fields: the configured defaults).
+    pub fn limits(&self) -> &SessionLimits {
+        &self.grant().limits
     }
 
     pub fn key(&self) -> SessionKey {
