@@ -187,6 +187,22 @@ impl ChannelPattern {
             pattern == name
         }
     }
+
+    /// Whether every channel `other` matches is also matched by `self`:
+    /// `/chat/**` covers `/chat/42`, `/chat/*` and `/chat/a/**`; `/chat/*`
+    /// covers `/chat/42` and `/chat/*` but not `/chat/**`. Used to decide
+    /// whether a permission (a pattern) allows a subscription (a pattern).
+    pub fn covers(&self, other: &ChannelPattern) -> bool {
+        let mine: Vec<&str> = self.0[1..].split('/').collect();
+        let theirs: Vec<&str> = other.0[1..].split('/').collect();
+        let (last, prefix) = mine.split_last().expect("a valid pattern has a segment");
+        let same_prefix = || theirs.len() > prefix.len() && theirs[..prefix.len()] == *prefix;
+        match *last {
+            "**" => same_prefix(),
+            "*" => same_prefix() && theirs.len() == mine.len() && theirs[prefix.len()] != "**",
+            _ => self == other,
+        }
+    }
 }
 
 impl fmt::Display for ChannelPattern {
@@ -279,6 +295,26 @@ mod tests {
         assert_eq!(name("/a").matching_patterns(), vec!["/a", "/*", "/**"]);
     }
 
+    #[test]
+    fn covers_globs_and_names_as_permissions_expect() {
+        let covers = |p: &str, q: &str| pattern(p).covers(&pattern(q));
+        assert!(covers("/**", "/a/b/*"));
+        assert!(covers("/**", "/**"));
+        assert!(covers("/chat/**", "/chat/42"));
+        assert!(covers("/chat/**", "/chat/*"));
+        assert!(covers("/chat/**", "/chat/a/**"));
+        assert!(!covers("/chat/**", "/chat"));
+        assert!(!covers("/chat/**", "/**"));
+        assert!(!covers("/chat/**", "/chatter/1"));
+        assert!(covers("/chat/*", "/chat/42"));
+        assert!(covers("/chat/*", "/chat/*"));
+        assert!(!covers("/chat/*", "/chat/**"));
+        assert!(!covers("/chat/*", "/chat/a/b"));
+        assert!(covers("/chat/42", "/chat/42"));
+        assert!(!covers("/chat/42", "/chat/*"));
+        assert!(!covers("/chat/42", "/chat/43"));
+    }
+
     fn segment() -> impl Strategy<Value = String> {
         "[a-c]{1,2}"
     }
@@ -307,6 +343,15 @@ mod tests {
             let p = pattern(&p);
             let by_lookup = c.matching_patterns().iter().any(|k| k == p.as_str());
             prop_assert_eq!(by_lookup, p.matches(&c));
+        }
+
+        /// A pattern covering another matches everything the other matches.
+        #[test]
+        fn covering_is_sound(p in any_pattern(), q in any_pattern(), c in channel()) {
+            let (p, q, c) = (pattern(&p), pattern(&q), name(&c));
+            if p.covers(&q) && q.matches(&c) {
+                prop_assert!(p.matches(&c), "{} covers {} but not {}", p, q, c);
+            }
         }
 
         #[test]

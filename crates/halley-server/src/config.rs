@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::metadata::jwt::JwtConfig;
+use crate::metadata::webhook::WebhookConfig;
 use crate::state::outbox::{OutboxLimits, OverflowPolicy};
 
 /// History kept for replay on the channels matching one pattern (TOML:
@@ -101,6 +103,12 @@ pub struct Config {
     /// Keys that may use the HTTP publish API (`POST /api/publish`, sent as
     /// `Authorization: Bearer <key>`). None by default: the API is off.
     pub api_keys: Vec<String>,
+    /// Most sessions one authenticated user may hold at once (none: no cap).
+    pub max_sessions_per_user: Option<usize>,
+    /// The JWT Metadata Adapter (`[jwt]`); exclusive with `webhook`.
+    pub jwt: Option<JwtConfig>,
+    /// The webhook Metadata Adapter (`[webhook]`); exclusive with `jwt`.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -128,6 +136,9 @@ impl Default for Config {
             websocket: true,
             websocket_idle_timeout: 60_000,
             api_keys: Vec::new(),
+            max_sessions_per_user: None,
+            jwt: None,
+            webhook: None,
         }
     }
 }
@@ -155,6 +166,21 @@ impl Config {
             max_messages: self.max_queue,
             max_bytes: self.max_queue_bytes,
         }
+    }
+
+    /// The Metadata Adapter the configuration asks for, if any; the error
+    /// names what is wrong (an unreadable key file, a bad URL).
+    pub fn metadata_adapter(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn crate::metadata::MetadataAdapter>>, String> {
+        use crate::metadata::{jwt::JwtAdapter, webhook::WebhookAdapter};
+        Ok(match (&self.jwt, &self.webhook) {
+            (Some(jwt), _) => Some(std::sync::Arc::new(JwtAdapter::from_config(jwt)?)),
+            (None, Some(webhook)) => {
+                Some(std::sync::Arc::new(WebhookAdapter::from_config(webhook)?))
+            }
+            (None, None) => None,
+        })
     }
 
     /// Checks values that would make the server misbehave.
@@ -191,6 +217,12 @@ impl Config {
         }
         if self.api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err("api-keys must not contain an empty key".into());
+        }
+        if self.jwt.is_some() && self.webhook.is_some() {
+            return Err("[jwt] and [webhook] are both set: choose one Metadata Adapter".into());
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return Err("max-sessions-per-user must be at least 1".into());
         }
         if self.max_queue == 0 || self.max_queue_bytes == 0 {
             return Err("max-queue and max-queue-bytes must be at least 1".into());

@@ -26,6 +26,8 @@ use crate::history::memory::MemoryHistory;
 use crate::history::{Entry, HistoryStore, Retention, Sequencers};
 use crate::meta as handlers;
 use crate::meta::connect::PendingConnect;
+use crate::metadata::caps::UserSessions;
+use crate::metadata::MetadataAdapter;
 use crate::rules::ChannelRules;
 use crate::service::Services;
 use crate::shutdown::Shutdown;
@@ -50,6 +52,10 @@ pub struct Engine {
     sequencers: Sequencers,
     /// Per-channel overflow, history and lazy settings, parsed once.
     rules: ChannelRules,
+    /// Who may handshake, subscribe and publish; none: everyone may.
+    metadata: std::sync::OnceLock<Arc<dyn MetadataAdapter>>,
+    /// Sessions per authenticated user (`max-sessions-per-user`).
+    user_sessions: UserSessions,
 }
 
 /// Where a batch came from.
@@ -138,6 +144,7 @@ impl Engine {
     pub fn new(config: Config) -> Arc<Self> {
         let sessions = Sessions::new(config.outbox_limits());
         let rules = ChannelRules::from_config(&config);
+        let config_max_sessions_per_user = config.max_sessions_per_user;
         let engine = Arc::new(Engine {
             config,
             sessions,
@@ -149,6 +156,8 @@ impl Engine {
             history: Box::new(MemoryHistory::default()),
             sequencers: Sequencers::default(),
             rules,
+            metadata: std::sync::OnceLock::new(),
+            user_sessions: UserSessions::new(config_max_sessions_per_user),
         });
         crate::service::echo::register(&engine.services);
         crate::service::presence::register(&engine);
@@ -180,6 +189,24 @@ impl Engine {
     /// The Data Adapters: server-side feeds of channels.
     pub fn data_adapters(&self) -> &DataAdapters {
         &self.data_adapters
+    }
+
+    /// Installs the Metadata Adapter (once, before serving): from then on
+    /// it decides who may handshake, subscribe and publish.
+    pub fn set_metadata_adapter(&self, adapter: Arc<dyn MetadataAdapter>) -> Result<(), String> {
+        self.metadata
+            .set(adapter)
+            .map_err(|_| "a Metadata Adapter is already installed".to_owned())
+    }
+
+    /// The Metadata Adapter, if one is installed.
+    pub fn metadata_adapter(&self) -> Option<&dyn MetadataAdapter> {
+        self.metadata.get().map(|a| a.as_ref())
+    }
+
+    /// Sessions per authenticated user, and the cap on them.
+    pub fn user_sessions(&self) -> &UserSessions {
+        &self.user_sessions
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -220,7 +247,7 @@ impl Engine {
         };
         match channel.as_str() {
             meta::HANDSHAKE => {
-                let reply = handlers::handshake::handle(self, message, exchange);
+                let reply = handlers::handshake::handle(self, message, exchange).await;
                 exchange.handshake_replies.push(reply);
             }
             meta::CONNECT => {
@@ -240,7 +267,7 @@ impl Engine {
                     .timesync
                     .map(crate::ext::timesync::Received::now);
                 let mut reply = match channel.as_str() {
-                    meta::SUBSCRIBE => handlers::subscribe::handle(self, message, exchange),
+                    meta::SUBSCRIBE => handlers::subscribe::handle(self, message, exchange).await,
                     meta::UNSUBSCRIBE => handlers::unsubscribe::handle(self, message, exchange),
                     _ => handlers::disconnect::handle(self, message, exchange),
                 };
@@ -259,7 +286,7 @@ impl Engine {
                 exchange.replies.push(reply);
             }
             _ => {
-                let reply = crate::publish::handle(self, message, exchange);
+                let reply = crate::publish::handle(self, message, exchange).await;
                 exchange.replies.push(reply);
             }
         }
@@ -520,6 +547,12 @@ impl Engine {
         }
         if ended.registered {
             self.session_listeners.session_ended(session, why);
+            if let Some(metadata) = self.metadata_adapter() {
+                metadata.session_closed(session, why);
+            }
+            if let Some(user) = session.user() {
+                self.user_sessions.close(user);
+            }
         }
     }
 

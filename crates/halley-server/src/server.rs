@@ -40,11 +40,14 @@ impl Server {
         config
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let metadata = config.metadata_adapter().map_err(invalid)?;
         let listener = listen(config.listen)?;
-        Ok(Server {
-            engine: Engine::new(config),
-            listener,
-        })
+        let engine = Engine::new(config);
+        if let Some(metadata) = metadata {
+            engine.set_metadata_adapter(metadata).map_err(invalid)?;
+        }
+        Ok(Server { engine, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -83,6 +83,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
+    /// Most sessions one authenticated user may hold at once (users come from the
+    /// `[jwt]` or `[webhook]` Metadata Adapter) [default: no cap]
+    #[arg(long, env = "HALLEY_MAX_SESSIONS_PER_USER", value_name = "N")]
+    max_sessions_per_user: Option<usize>,
 }
 
 impl ServeArgs {
@@ -121,6 +125,9 @@ impl ServeArgs {
         );
         if !self.api_keys.is_empty() {
             config.api_keys = self.api_keys;
+        }
+        if self.max_sessions_per_user.is_some() {
+            config.max_sessions_per_user = self.max_sessions_per_user;
         }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

@@ -1,9 +1,13 @@
-//! `/meta/handshake`: version check, connection-type negotiation, and a new
-//! session with a fresh clientId bound to the requesting browser.
+//! `/meta/handshake`: version check, connection-type negotiation, the
+//! Metadata Adapter's verdict (who the user is, or a denial) and the
+//! per-user session cap, then a new session with a fresh clientId bound to
+//! the requesting browser.
 
 use halley_protocol::{connection_type, Advice, BayeuxError, Message, Reply, BAYEUX_VERSION};
 
 use crate::engine::{Engine, Exchange};
+use crate::metadata::{explain, Denial, HandshakeRequest};
+use crate::state::grant::Grant;
 
 /// The connection types this server offers, in preference order.
 pub fn offered_connection_types(engine: &Engine) -> Vec<&'static str> {
@@ -18,7 +22,7 @@ pub fn offered_connection_types(engine: &Engine) -> Vec<&'static str> {
     offered
 }
 
-pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
+pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
     let config = engine.config();
     let offered = offered_connection_types(engine);
     let reply = Reply::to(halley_protocol::meta::HANDSHAKE, message.id);
@@ -56,11 +60,56 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
         return deny(reply, BayeuxError::CONNECTION_TYPE_UNSUPPORTED);
     }
 
+    // Who is this? The Metadata Adapter (if any) authenticates and names the user.
+    let ext_value: serde_json::Value = message
+        .ext
+        .as_deref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_default();
+    let grant = match engine.metadata_adapter() {
+        Some(metadata) => {
+            let request = HandshakeRequest {
+                ext: &ext_value,
+                browser_id: exchange.origin.browser_id.as_deref(),
+            };
+            match metadata.handshake(request).await {
+                Ok(grant) => grant,
+                Err(denial) => {
+                    tracing::info!(reason = %denial.reason, "handshake denied");
+                    let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
+                    explain(&mut reply, &denial);
+                    return reply;
+                }
+            }
+        }
+        None => Grant::anonymous(),
+    };
+    if let Some(user) = grant.user() {
+        if !engine.user_sessions().try_open(user) {
+            let max = engine.user_sessions().max().unwrap_or_default();
+            let denial = Denial::new(format!(
+                "too many sessions for user {user:?} (max-sessions-per-user = {max})"
+            ));
+            tracing::info!(user, max, "handshake denied: session cap");
+            let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
+            explain(&mut reply, &denial);
+            return reply;
+        }
+    }
+
     // Strict binding when the client already had its cookie (an established browser).
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
     let session = engine.sessions().create(browser_id.as_deref(), strict);
-    tracing::debug!(client_id = session.client_id(), "handshake");
+    session.set_grant(grant);
+    if let Some(metadata) = engine.metadata_adapter() {
+        metadata.session_opened(&session);
+    }
+    tracing::debug!(
+        client_id = session.client_id(),
+        user = session.user(),
+        "handshake"
+    );
 
     let mut reply = reply
         .success()

@@ -1,5 +1,6 @@
 //! `/meta/subscribe`: one channel or an array, globs allowed, `/meta` refused.
-//! All-or-nothing: if any channel of the request is refused, none is added.
+//! All-or-nothing: if any channel of the request is refused (invalid, or
+//! denied by the Metadata Adapter), none is added.
 //! A channel with history may be replayed from a last-seen id
 //! (`ext.replay`, here or at handshake; see [`crate::history`]).
 
@@ -7,7 +8,7 @@ use halley_protocol::{Message, Reply};
 
 use crate::engine::{Engine, Exchange};
 
-pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
+pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
     let session = match engine.resolve_session(&message, exchange) {
         Ok(session) => session,
         Err(reply) => return *reply,
@@ -20,6 +21,17 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
             return reply.failure(error);
         }
     };
+    if let Some(metadata) = engine.metadata_adapter() {
+        for pattern in &patterns {
+            if let Err(denial) = metadata.subscribe(&session, pattern).await {
+                tracing::debug!(client_id = session.client_id(), %pattern, reason = %denial.reason, "subscribe denied");
+                reply.subscription = message.subscription;
+                let mut reply = reply.failure(halley_protocol::BayeuxError::SUBSCRIBE_DENIED);
+                crate::metadata::explain(&mut reply, &denial);
+                return reply;
+            }
+        }
+    }
     let ext = crate::ext::InboundExt::parse(message.ext.as_deref());
     let mut gap = false;
     for pattern in &patterns {

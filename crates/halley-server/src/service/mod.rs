@@ -38,6 +38,8 @@ pub struct ServiceRequest {
     pub channel: String,
     /// The requesting session's clientId.
     pub client_id: String,
+    /// The user the Metadata Adapter named at handshake (none: anonymous).
+    pub user: Option<String>,
     /// The request's `data`, raw (`null` when absent).
     pub data: Box<RawValue>,
 }
@@ -98,18 +100,26 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
         Err(reply) => return *reply,
     };
     let reply = Reply::to(channel.clone(), message.id);
-    if ChannelName::parse(&channel).is_err() {
+    let Ok(name) = ChannelName::parse(&channel) else {
         return reply.failure(BayeuxError::CHANNEL_INVALID);
-    }
-    let Some(handler) = engine.services().get(&channel) else {
-        return reply.failure(BayeuxError::SERVICE_UNKNOWN);
     };
     let data = message
         .data
         .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
+    if let Some(metadata) = engine.metadata_adapter() {
+        if let Err(denial) = metadata.publish(&session, &name, &data).await {
+            let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);
+            crate::metadata::explain(&mut reply, &denial);
+            return reply;
+        }
+    }
+    let Some(handler) = engine.services().get(&channel) else {
+        return reply.failure(BayeuxError::SERVICE_UNKNOWN);
+    };
     let request = ServiceRequest {
         channel,
         client_id: session.client_id().to_owned(),
+        user: session.user().map(str::to_owned),
         data,
     };
     match handler(request).await {

@@ -6,8 +6,15 @@
 //! set once, right after the session is created and before its clientId is
 //! returned, so readers on the delivery path never lock.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
 /// Per-session limits; `None` means "the server's configured default".
-#[derive(Debug, Clone, Default, PartialEq)]
+/// In JSON (token claims, webhook answers) the keys are kebab-case:
+/// `{"max-frequency": 10, "max-bandwidth": 65536, "max-publish-rate": 5}`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SessionLimits {
     /// Most deliveries per second on one channel for this session (QoS),
     /// on top of any `[[qos]]` rule of the channel (the lower wins).
@@ -19,11 +26,25 @@ pub struct SessionLimits {
 }
 
 /// The identity and limits of a session.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Grant {
     /// The authenticated user, or `None` for an anonymous session.
     pub user: Option<Box<str>>,
     pub limits: SessionLimits,
+    /// What the Metadata Adapter wants to remember about the session (e.g.
+    /// the channel patterns a token allows), for its later subscribe and
+    /// publish checks: kept with the session, so it cannot outlive it.
+    pub attachment: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("user", &self.user)
+            .field("limits", &self.limits)
+            .field("attachment", &self.attachment.is_some())
+            .finish()
+    }
 }
 
 impl Grant {
@@ -34,5 +55,10 @@ impl Grant {
 
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The attachment, if it is a `T`.
+    pub fn attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.attachment.as_deref()?.downcast_ref()
     }
 }

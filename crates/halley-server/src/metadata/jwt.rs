@@ -1,0 +1,246 @@
+//! The built-in, configuration-driven Metadata Adapter: JSON Web Tokens.
+//!
+//! A client presents a token at handshake, in
+//! `ext.authentication.token`. Halley checks its signature (HS256 with a
+//! shared secret and/or RS256 with the issuer's public key), its `exp`
+//! (required) and `nbf`, and optionally `iss` and `aud`. The claims name
+//! the user and what the user may do:
+//!
+//! ```json
+//! { "sub": "ada", "exp": 1767225600,
+//!   "subscribe": ["/chat/**", "/presence/*"],
+//!   "publish": ["/chat/*", "/service/presence"],
+//!   "limits": { "max-frequency": 10, "max-bandwidth": 65536, "max-publish-rate": 5 } }
+//! ```
+//!
+//! A handshake without `ext.authentication` is anonymous: refused unless
+//! `allow-anonymous`, and then limited to the `anonymous-subscribe` and
+//! `anonymous-publish` patterns. The token is checked at handshake, as
+//! CometD checks credentials: a session outlives its token's `exp` until
+//! it ends (a client re-handshaking presents a fresh one).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use halley_protocol::{ChannelName, ChannelPattern};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::permissions::ChannelPermissions;
+use super::{ready, Denial, HandshakeRequest, MetadataAdapter, Verdict};
+use crate::state::grant::{Grant, SessionLimits};
+use crate::state::session::Session;
+
+/// TOML `[jwt]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The shared secret of HS256 tokens.
+    pub hs256_secret: Option<String>,
+    /// A PEM file with the RSA public key of RS256 tokens.
+    pub rs256_public_key: Option<PathBuf>,
+    /// The `iss` tokens must carry, if set.
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry, if set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf` (default 30).
+    pub leeway_s: Option<u64>,
+    /// Whether a handshake without a token is accepted.
+    pub allow_anonymous: bool,
+    /// What anonymous sessions may subscribe to.
+    pub anonymous_subscribe: Vec<String>,
+    /// Where anonymous sessions may publish.
+    pub anonymous_publish: Vec<String>,
+}
+
+/// The claims Halley reads; others are ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    limits: SessionLimits,
+}
+
+pub struct JwtAdapter {
+    hs256: Option<DecodingKey>,
+    rs256: Option<DecodingKey>,
+    /// One per algorithm: the library refuses a validation listing
+    /// algorithms of another family than the key's.
+    hs256_validation: Validation,
+    rs256_validation: Validation,
+    /// `None`: anonymous handshakes are refused.
+    anonymous: Option<Arc<ChannelPermissions>>,
+}
+
+impl JwtAdapter {
+    /// Reads the keys and patterns of `config`; the error names what is wrong.
+    pub fn from_config(config: &JwtConfig) -> Result<Self, String> {
+        let hs256 = match config.hs256_secret.as_deref() {
+            Some("") => return Err("jwt.hs256-secret must not be empty".into()),
+            Some(secret) => Some(DecodingKey::from_secret(secret.as_bytes())),
+            None => None,
+        };
+        let rs256 = match &config.rs256_public_key {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("jwt.rs256-public-key: cannot read {}: {e}", path.display())
+                })?;
+                Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+                    format!(
+                        "jwt.rs256-public-key: {} is not an RSA public key in PEM: {e}",
+                        path.display()
+                    )
+                })?)
+            }
+            None => None,
+        };
+        if hs256.is_none() && rs256.is_none() {
+            return Err("[jwt] needs hs256-secret and/or rs256-public-key".into());
+        }
+        let validation = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            validation.validate_nbf = true;
+            validation.leeway = config.leeway_s.unwrap_or(30);
+            if let Some(issuer) = &config.issuer {
+                validation.set_issuer(&[issuer]);
+            }
+            match &config.audience {
+                Some(audience) => validation.set_audience(&[audience]),
+                None => validation.validate_aud = false,
+            }
+            validation
+        };
+        let anonymous = if config.allow_anonymous {
+            let permissions =
+                ChannelPermissions::parse(&config.anonymous_subscribe, &config.anonymous_publish)
+                    .map_err(|e| format!("jwt anonymous access: {e}"))?;
+            Some(Arc::new(permissions))
+        } else {
+            None
+        };
+        Ok(JwtAdapter {
+            hs256,
+            rs256,
+            hs256_validation: validation(Algorithm::HS256),
+            rs256_validation: validation(Algorithm::RS256),
+            anonymous,
+        })
+    }
+
+    /// Checks a token and turns its claims into a grant.
+    fn authenticate(&self, token: &str) -> Result<Grant, Denial> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Denial::new(format!("malformed token: {e}")))?;
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => (self.hs256.as_ref(), &self.hs256_validation),
+            Algorithm::RS256 => (self.rs256.as_ref(), &self.rs256_validation),
+            _ => (None, &self.hs256_validation),
+        };
+        let key = key
+            .ok_or_else(|| Denial::new(format!("token algorithm {:?} not accepted", header.alg)))?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| Denial::new(token_error(e.kind())))?
+            .claims;
+        if claims.sub.is_empty() {
+            return Err(Denial::new("invalid token: empty sub"));
+        }
+        let permissions = ChannelPermissions::parse(&claims.subscribe, &claims.publish)
+            .map_err(|e| Denial::new(format!("invalid token claims: {e}")))?;
+        Ok(Grant {
+            user: Some(claims.sub.into()),
+            limits: claims.limits,
+            attachment: Some(Arc::new(permissions)),
+        })
+    }
+}
+
+/// The reason shown for a rejected token.
+fn token_error(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired".into(),
+        ErrorKind::ImmatureSignature => "token not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "invalid token signature".into(),
+        ErrorKind::InvalidIssuer => "token issuer not accepted".into(),
+        ErrorKind::InvalidAudience => "token audience not accepted".into(),
+        ErrorKind::InvalidAlgorithm => "token algorithm not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the {claim} claim"),
+        other => format!("invalid token: {other:?}"),
+    }
+}
+
+/// The permissions a session was granted (none: it may do nothing).
+fn permissions(session: &Session) -> Option<&ChannelPermissions> {
+    session.grant().attachment::<ChannelPermissions>()
+}
+
+impl MetadataAdapter for JwtAdapter {
+    fn handshake<'a>(&'a self, request: HandshakeRequest<'a>) -> Verdict<'a, Grant> {
+        let Some(authentication) = request.authentication() else {
+            return ready(match &self.anonymous {
+                Some(anonymous) => Ok(Grant {
+                    attachment: Some(anonymous.clone()),
+                    ..Grant::anonymous()
+                }),
+                None => Err(Denial::new(
+                    "authentication required: a token in ext.authentication.token",
+                )),
+            });
+        };
+        let Some(token) = authentication.get("token").and_then(|t| t.as_str()) else {
+            return ready(Err(Denial::new(
+                "ext.authentication.token must be a string (a JWT)",
+            )));
+        };
+        ready(self.authenticate(token))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        session: &'a Session,
+        subscription: &'a ChannelPattern,
+    ) -> Verdict<'a, ()> {
+        ready(
+            if permissions(session).is_some_and(|p| p.may_subscribe(subscription)) {
+                Ok(())
+            } else {
+                Err(Denial::new(format!(
+                    "{subscription} is outside the channels this {} may subscribe to",
+                    who(session)
+                )))
+            },
+        )
+    }
+
+    fn publish<'a>(
+        &'a self,
+        session: &'a Session,
+        channel: &'a ChannelName,
+        _data: &'a RawValue,
+    ) -> Verdict<'a, ()> {
+        ready(
+            if permissions(session).is_some_and(|p| p.may_publish(channel)) {
+                Ok(())
+            } else {
+                Err(Denial::new(format!(
+                    "{channel} is outside the channels this {} may publish on",
+                    who(session)
+                )))
+            },
+        )
+    }
+}
+
+fn who(session: &Session) -> &'static str {
+    if session.user().is_some() {
+        "token"
+    } else {
+        "anonymous session"
+    }
+}

@@ -1,0 +1,139 @@
+//! Metadata Adapters: who may connect, subscribe and publish, and how fast.
+//!
+//! Lightstreamer separates where messages come from (Data Adapters,
+//! [`crate::adapter`]) from the rules of each push scenario: a *Metadata
+//! Adapter* authenticates users and authorizes what they do. Halley asks
+//! one, when configured, at four points:
+//!
+//! | when | method | a denial answers |
+//! |---|---|---|
+//! | `/meta/handshake` | [`MetadataAdapter::handshake`]: credentials in `ext` -> a [`Grant`] (user, limits) | `403::handshake_denied` |
+//! | `/meta/subscribe` | [`MetadataAdapter::subscribe`], per channel or glob | `403::subscribe_denied` |
+//! | a publish (broadcast or `/service/**`) | [`MetadataAdapter::publish`] | `403::publish_denied` |
+//! | session start and end | [`MetadataAdapter::session_opened`] / [`MetadataAdapter::session_closed`] | - |
+//!
+//! Every denial carries a human reason in the reply's `ext.halley.reason`;
+//! the error string itself is CometD's, so its clients react as they would
+//! to CometD. A denied handshake also advises `reconnect: none`.
+//!
+//! Implementations:
+//! - [`jwt`]: configuration-driven; HS256/RS256 tokens whose claims list
+//!   the channel patterns a user may subscribe to and publish on, and
+//!   anonymous access per channel pattern;
+//! - [`webhook`]: asks the application's backend over HTTP, caches its
+//!   answers, fails closed (or open) when it is down.
+//!
+//! Independent of the adapter, [`caps::UserSessions`] caps the sessions
+//! one user may hold (`max-sessions-per-user`); [`permissions`] is the
+//! pattern arithmetic both adapters share.
+//!
+//! Server-side publishers (the HTTP publish API with its API keys, Data
+//! Adapters, services) are trusted and never asked.
+
+pub mod caps;
+pub mod jwt;
+pub mod permissions;
+pub mod webhook;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use halley_protocol::{ChannelName, ChannelPattern};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::state::grant::Grant;
+use crate::state::listeners::SessionEnd;
+use crate::state::session::Session;
+
+/// An adapter's answer, possibly after asking someone (a webhook).
+pub type Verdict<'a, T> = Pin<Box<dyn Future<Output = Result<T, Denial>> + Send + 'a>>;
+
+/// A refusal and the reason shown to the client (and logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+}
+
+impl Denial {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Denial {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a handshake presents.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeRequest<'a> {
+    /// The handshake's `ext` (`Value::Null` when absent). Credentials travel
+    /// in `ext.authentication`, as CometD's documentation does it.
+    pub ext: &'a Value,
+    /// The `BAYEUX_BROWSER` cookie of the request, if any.
+    pub browser_id: Option<&'a str>,
+}
+
+impl HandshakeRequest<'_> {
+    /// `ext.authentication`, if present.
+    pub fn authentication(&self) -> Option<&Value> {
+        self.ext.get("authentication").filter(|v| !v.is_null())
+    }
+}
+
+/// The rules of a push scenario. Every method has a permissive default,
+/// so an adapter implements what it restricts.
+///
+/// Methods returning a [`Verdict`] may wait (ask a backend); the request
+/// that caused them waits with them, other sessions do not.
+pub trait MetadataAdapter: Send + Sync + 'static {
+    /// Authenticates a handshake: the session's user and limits, or a denial.
+    fn handshake<'a>(&'a self, request: HandshakeRequest<'a>) -> Verdict<'a, Grant> {
+        let _ = request;
+        ready(Ok(Grant::anonymous()))
+    }
+
+    /// May `session` subscribe to `subscription` (a channel or a glob)?
+    fn subscribe<'a>(
+        &'a self,
+        session: &'a Session,
+        subscription: &'a ChannelPattern,
+    ) -> Verdict<'a, ()> {
+        let _ = (session, subscription);
+        ready(Ok(()))
+    }
+
+    /// May `session` publish `data` on `channel` (broadcast or service)?
+    fn publish<'a>(
+        &'a self,
+        session: &'a Session,
+        channel: &'a ChannelName,
+        data: &'a RawValue,
+    ) -> Verdict<'a, ()> {
+        let _ = (session, channel, data);
+        ready(Ok(()))
+    }
+
+    /// A session was created with its grant.
+    fn session_opened(&self, session: &Session) {
+        let _ = session;
+    }
+
+    /// A session ended (after its subscriptions were removed).
+    fn session_closed(&self, session: &Session, why: SessionEnd) {
+        let _ = (session, why);
+    }
+}
+
+/// A verdict known at once.
+pub fn ready<'a, T: Send + 'a>(result: Result<T, Denial>) -> Verdict<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+/// Adds the denial's reason to a failed reply as `ext.halley.reason`.
+pub fn explain(reply: &mut halley_protocol::Reply, denial: &Denial) {
+    crate::ext::add_to_reply(
+        reply,
+        "halley",
+        serde_json::json!({ "reason": denial.reason }),
+    );
+}

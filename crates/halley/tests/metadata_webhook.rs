@@ -1,0 +1,378 @@
+//! The webhook Metadata Adapter end to end: a real `halley serve` asking a
+//! backend written in the test (a real HTTP server on a real socket) on
+//! handshake, subscribe and publish: allow, deny, slow, down, cache.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{exchange, reply_with_id, send_one, Server};
+use halley_client::Client;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// How the fake backend answers one question.
+type Policy = dyn Fn(&Value) -> Answer + Send + Sync;
+
+enum Answer {
+    Json(Value),
+    /// Sleeps, then allows.
+    Slow(Duration),
+    Status(u16),
+}
+
+/// A backend on 127.0.0.1:<port>; records every question it was asked.
+struct Backend {
+    url: String,
+    questions: Arc<Mutex<Vec<Value>>>,
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    async fn start(policy: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> Backend {
+        Backend::start_on(0, policy).await
+    }
+
+    async fn start_on(
+        port: u16,
+        policy: impl Fn(&Value) -> Answer + Send + Sync + 'static,
+    ) -> Backend {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let url = format!("http://{}/authorize", listener.local_addr().unwrap());
+        let questions = Arc::new(Mutex::new(Vec::new()));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let policy: Arc<Policy> = Arc::new(policy);
+        let (q, a) = (questions.clone(), authorizations.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (policy, q, a) = (policy.clone(), q.clone(), a.clone());
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (policy, q, a) = (policy.clone(), q.clone(), a.clone());
+                            async move {
+                                let auth = request
+                                    .headers()
+                                    .get("authorization")
+                                    .map(|v| v.to_str().unwrap().to_owned());
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let question: Value = serde_json::from_slice(&body).unwrap();
+                                q.lock().unwrap().push(question.clone());
+                                a.lock().unwrap().push(auth);
+                                let (status, body) = match policy(&question) {
+                                    Answer::Json(v) => (200, v.to_string()),
+                                    Answer::Slow(d) => {
+                                        tokio::time::sleep(d).await;
+                                        (200, json!({"allow": true}).to_string())
+                                    }
+                                    Answer::Status(s) => (s, "{}".to_owned()),
+                                };
+                                Ok::<_, Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(Bytes::from(body)))
+                                        .unwrap(),
+                                )
+                            }
+                        });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            url,
+            questions,
+            authorizations,
+            task,
+        }
+    }
+
+    fn asked(&self, action: &str) -> usize {
+        self.questions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q["action"] == action)
+            .count()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn server_for(url: &str, extra: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!(
+        "halley-webhook-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("halley.toml");
+    std::fs::write(
+        &file,
+        format!("[webhook]\nurl = \"{url}\"\nsecret = \"halley-to-backend\"\n{extra}\n"),
+    )
+    .unwrap();
+    Server::start(&["--config", file.to_str().unwrap()])
+}
+
+/// The test backend's rules: tokens "ada" and "bob" are users; ada may
+/// subscribe to /chat/** and publish on /chat/1 only.
+fn rules(question: &Value) -> Answer {
+    let token = question["ext"]["authentication"]["token"].as_str();
+    Answer::Json(match question["action"].as_str().unwrap() {
+        "handshake" => match token {
+            Some(user @ ("ada" | "bob")) => json!({"allow": true, "user": user}),
+            _ => json!({"allow": false, "reason": "unknown token"}),
+        },
+        "subscribe" => {
+            let channel = question["channel"].as_str().unwrap();
+            json!({"allow": channel.starts_with("/chat/"), "reason": format!("no access to {channel}")})
+        }
+        "publish" => {
+            json!({"allow": question["channel"] == "/chat/1" && question["user"] == "ada"})
+        }
+        other => panic!("unexpected action {other}"),
+    })
+}
+
+async fn handshake_with_token(browser: &Client, token: &str) -> Value {
+    let replies = exchange(
+        browser,
+        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                 "supportedConnectionTypes": ["long-polling"],
+                 "ext": {"authentication": {"token": token}}}]),
+    )
+    .await;
+    reply_with_id(&replies, "hs").clone()
+}
+
+fn reason(reply: &Value) -> &str {
+    reply["ext"]["halley"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_backend_allows_and_denies_handshake_subscribe_and_publish() {
+    let backend = Backend::start(rules).await;
+    let server = server_for(&backend.url, "");
+    let browser = server.browser();
+
+    let denied = handshake_with_token(&browser, "mallory").await;
+    assert_eq!(denied["error"], "403::handshake_denied", "{denied}");
+    assert_eq!(reason(&denied), "unknown token");
+
+    let reply = handshake_with_token(&browser, "ada").await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    let id = reply["clientId"].as_str().unwrap();
+    let ok = send_one(
+        &browser,
+        id,
+        "s1",
+        "/meta/subscribe",
+        json!({"subscription": "/chat/*"}),
+    )
+    .await;
+    assert_eq!(ok["successful"], true, "{ok}");
+    let no = send_one(
+        &browser,
+        id,
+        "s2",
+        "/meta/subscribe",
+        json!({"subscription": "/admin"}),
+    )
+    .await;
+    assert_eq!(no["error"], "403::subscribe_denied", "{no}");
+    assert_eq!(reason(&no), "no access to /admin");
+    let published = send_one(
+        &browser,
+        id,
+        "p1",
+        "/chat/1",
+        json!({"data": {"text": "hi"}}),
+    )
+    .await;
+    assert_eq!(published["successful"], true, "{published}");
+    let refused = send_one(&browser, id, "p2", "/chat/2", json!({"data": 1})).await;
+    assert_eq!(refused["error"], "403::publish_denied", "{refused}");
+    assert!(
+        reason(&refused).contains("/chat/2"),
+        "a default reason names the channel: {refused}"
+    );
+
+    // What the backend was told.
+    let questions = backend.questions.lock().unwrap().clone();
+    let publish = questions.iter().find(|q| q["action"] == "publish").unwrap();
+    assert_eq!(publish["user"], "ada");
+    assert_eq!(publish["clientId"], id);
+    assert_eq!(publish["data"], json!({"text": "hi"}));
+    assert!(backend
+        .authorizations
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|a| a.as_deref() == Some("Bearer halley-to-backend")));
+}
+
+#[tokio::test]
+async fn answers_are_cached_per_user_and_channel() {
+    let backend = Backend::start(rules).await;
+    let server = server_for(&backend.url, "cache-ms = 60000");
+    let browser = server.browser();
+    let id = handshake_with_token(&browser, "ada").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..20 {
+        let reply = send_one(
+            &browser,
+            &id,
+            &format!("p{i}"),
+            "/chat/1",
+            json!({"data": i}),
+        )
+        .await;
+        assert_eq!(reply["successful"], true);
+    }
+    assert_eq!(
+        backend.asked("publish"),
+        1,
+        "19 of 20 answered from the cache"
+    );
+    // A second session of ada: its handshake and publishes hit the cache too.
+    let other = server.browser();
+    let id2 = handshake_with_token(&other, "ada").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send_one(&other, &id2, "p", "/chat/1", json!({"data": 0})).await;
+    assert_eq!(backend.asked("handshake"), 1);
+    assert_eq!(backend.asked("publish"), 1);
+    // Another channel is another question.
+    send_one(&browser, &id, "p2", "/chat/2", json!({"data": 0})).await;
+    assert_eq!(backend.asked("publish"), 2);
+}
+
+#[tokio::test]
+async fn without_a_cache_every_message_is_asked() {
+    let backend = Backend::start(rules).await;
+    let server = server_for(&backend.url, "cache-ms = 0");
+    let browser = server.browser();
+    let id = handshake_with_token(&browser, "ada").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..3 {
+        send_one(
+            &browser,
+            &id,
+            &format!("p{i}"),
+            "/chat/1",
+            json!({"data": i}),
+        )
+        .await;
+    }
+    assert_eq!(backend.asked("publish"), 3);
+}
+
+#[tokio::test]
+async fn a_slow_backend_times_out_and_fails_closed() {
+    let backend = Backend::start(|_| Answer::Slow(Duration::from_secs(3))).await;
+    let server = server_for(&backend.url, "timeout-ms = 300");
+    let started = std::time::Instant::now();
+    let reply = handshake_with_token(&server.browser(), "ada").await;
+    assert_eq!(reply["error"], "403::handshake_denied", "{reply}");
+    assert_eq!(reason(&reply), "authorization backend unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at the timeout, not when the backend did"
+    );
+    assert!(
+        server.log().contains("no answer within 300 ms"),
+        "logged: {}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_fails_closed_and_is_not_cached() {
+    // A port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/authorize");
+    let server = server_for(&url, "cache-ms = 60000");
+    let reply = handshake_with_token(&server.browser(), "ada").await;
+    assert_eq!(reply["error"], "403::handshake_denied", "{reply}");
+    assert_eq!(reason(&reply), "authorization backend unavailable");
+
+    // The backend comes up on that port: the failure was not cached.
+    let backend = Backend::start_on(port, rules).await;
+    let reply = handshake_with_token(&server.browser(), "ada").await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    assert_eq!(backend.asked("handshake"), 1);
+}
+
+#[tokio::test]
+async fn an_error_status_fails_closed_and_fail_open_allows() {
+    let backend = Backend::start(|_| Answer::Status(500)).await;
+    let closed = server_for(&backend.url, "");
+    let reply = handshake_with_token(&closed.browser(), "ada").await;
+    assert_eq!(reply["error"], "403::handshake_denied", "{reply}");
+
+    let open = server_for(&backend.url, "fail-open = true");
+    let browser = open.browser();
+    let reply = handshake_with_token(&browser, "ada").await;
+    assert_eq!(reply["successful"], true, "fail-open: {reply}");
+    let id = reply["clientId"].as_str().unwrap();
+    let sub = send_one(
+        &browser,
+        id,
+        "s",
+        "/meta/subscribe",
+        json!({"subscription": "/anything"}),
+    )
+    .await;
+    assert_eq!(sub["successful"], true, "fail-open: {sub}");
+}
+
+#[tokio::test]
+async fn only_the_configured_actions_are_asked() {
+    let backend = Backend::start(rules).await;
+    let server = server_for(&backend.url, "actions = [\"handshake\"]");
+    let browser = server.browser();
+    let id = handshake_with_token(&browser, "bob").await["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sub = send_one(
+        &browser,
+        &id,
+        "s",
+        "/meta/subscribe",
+        json!({"subscription": "/admin"}),
+    )
+    .await;
+    assert_eq!(sub["successful"], true, "subscribe not asked: {sub}");
+    assert_eq!(backend.asked("subscribe"), 0);
+}
