@@ -150,6 +150,19 @@ async fn the_api_key_can_come_from_the_config_file() {
     assert_eq!(status, 200);
 }
 
+#[tokio::test]
+async fn halley_api_keys_takes_a_comma_separated_list() {
+    let server = Server::start_with_env("127.0.0.1:0", &[], &[("HALLEY_API_KEYS", "first,second")]);
+    let body = r#"{"channel":"/a","data":1}"#;
+    assert_eq!(post(&server, Some("first"), body).await.0, 200);
+    assert_eq!(post(&server, Some("second"), body).await.0, 200);
+    assert_eq!(
+        post(&server, Some("first,second"), body).await.0,
+        401,
+        "split, not one key"
+    );
+}
+
 fn halley_publish(server: &Server, key: &str, channel: &str, data: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_halley"))
         .args(["publish", "--url", &server.origin, "--api-key", key])

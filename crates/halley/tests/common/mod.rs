@@ -51,6 +51,12 @@ impl Server {
 
     /// Like [`Server::start`] on a given address (to restart on a known port).
     pub fn start_at(listen: &str, flags: &[&str]) -> Server {
+        Server::start_with_env(listen, flags, &[])
+    }
+
+    /// Like [`Server::start_at`] with `HALLEY_*` variables set (the
+    /// harness clears the ones of its own environment).
+    pub fn start_with_env(listen: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_halley"));
         command
             .arg("serve")
@@ -66,6 +72,7 @@ impl Server {
                 command.env_remove(key);
             }
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("starting the halley binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
