@@ -11,7 +11,7 @@
 //! clients and server-side adapters ([`crate::adapter`]) alike: encode once,
 //! then copy a `Bytes` handle into each subscriber's outbox.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use halley_protocol::codec::InvalidMessage;
@@ -26,6 +26,7 @@ use crate::history::memory::MemoryHistory;
 use crate::history::{Entry, HistoryStore, Retention, Sequencers};
 use crate::meta as handlers;
 use crate::meta::connect::PendingConnect;
+use crate::qos::ThrottledPublish;
 use crate::rules::ChannelRules;
 use crate::service::Services;
 use crate::shutdown::Shutdown;
@@ -34,6 +35,7 @@ use crate::state::outbox::OverflowPolicy;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::{new_random_id, Sessions};
 use crate::state::subscriptions::{Subscribed, Subscriptions, Unsubscribed};
+use crate::state::throttle::Release;
 
 pub struct Engine {
     config: Config,
@@ -48,8 +50,11 @@ pub struct Engine {
     history: Box<dyn HistoryStore>,
     /// One lock per history channel: publishes and replays take turns.
     sequencers: Sequencers,
-    /// Per-channel overflow, history and lazy settings, parsed once.
+    /// Per-channel overflow, history, lazy and QoS settings, parsed once.
     rules: ChannelRules,
+    /// This engine, for the tasks it spawns (QoS releases): they must not
+    /// keep it alive.
+    me: Weak<Engine>,
 }
 
 /// Where a batch came from.
@@ -136,9 +141,10 @@ impl Exchange {
 
 impl Engine {
     pub fn new(config: Config) -> Arc<Self> {
-        let sessions = Sessions::new(config.outbox_limits());
+        let sessions =
+            Sessions::new(config.outbox_limits()).with_max_bandwidth(config.max_bandwidth);
         let rules = ChannelRules::from_config(&config);
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
             config,
             sessions,
             subscriptions: Subscriptions::default(),
@@ -149,10 +155,16 @@ impl Engine {
             history: Box::new(MemoryHistory::default()),
             sequencers: Sequencers::default(),
             rules,
+            me: me.clone(),
         });
         crate::service::echo::register(&engine.services);
         crate::service::presence::register(&engine);
         engine
+    }
+
+    /// A handle on this engine that does not keep it alive.
+    pub fn weak(&self) -> Weak<Engine> {
+        self.me.clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -335,7 +347,7 @@ impl Engine {
             return self.publish_with_history(channel, data, id, ext, retention);
         }
         let delivery: Bytes = halley_protocol::encode_delivery(channel.as_str(), data, id, ext);
-        self.fan_out(channel, delivery)
+        self.fan_out(channel, data, delivery)
     }
 
     /// A publish on a channel with history: numbered, kept, delivered, all
@@ -367,7 +379,7 @@ impl Engine {
             delivery: delivery.clone(),
         };
         self.history.append(channel.as_str(), entry, retention);
-        self.fan_out(channel, delivery)
+        self.fan_out(channel, data, delivery)
     }
 
     /// Subscribes `session` to `pattern`, first replaying what a channel
@@ -459,15 +471,32 @@ impl Engine {
         self.rules.retention(channel)
     }
 
-    /// Pushes one encoded delivery into the outbox of every subscriber.
-    fn fan_out(&self, channel: &ChannelName, delivery: Bytes) -> usize {
+    /// Pushes one encoded delivery into the outbox of every subscriber, or
+    /// through its throttle when the channel's `[[qos]]` rule or the
+    /// session's grant limits its frequency (see [`crate::qos`]).
+    fn fan_out(&self, channel: &ChannelName, data: &RawValue, delivery: Bytes) -> usize {
         let policy = self.overflow_policy(channel);
-        let lazy_deadline = self
-            .lazy_timeout(channel)
-            .map(|t| self.sessions.now_ms() + t);
+        let lazy_timeout = self.lazy_timeout(channel);
+        let lazy_deadline = lazy_timeout.map(|t| self.sessions.now_ms() + t);
+        // Once per publish; per subscriber only a read of its grant.
+        let qos = self.rules.qos(channel);
+        let mut throttled: Option<ThrottledPublish> = None;
         let mut overflowed = Vec::new();
         let delivered = self.subscriptions.for_each_subscriber(channel, |session| {
-            if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
+            let kept = match crate::qos::frequency_limit(qos, session) {
+                None => session.enqueue_lazily(delivery.clone(), policy, lazy_deadline),
+                Some(limit) => {
+                    let publish = throttled.get_or_insert_with(|| {
+                        let release = Release {
+                            policy,
+                            lazy_timeout_ms: lazy_timeout,
+                        };
+                        ThrottledPublish::new(channel, data, qos, release)
+                    });
+                    crate::qos::offer(self, session, publish, limit, delivery.clone())
+                }
+            };
+            if !kept {
                 overflowed.push(session.clone());
             }
         });

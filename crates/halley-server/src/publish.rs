@@ -9,10 +9,15 @@ use crate::engine::{Engine, Exchange};
 
 pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
     let channel_str = message.channel.clone().unwrap_or_default();
-    if let Err(reply) = engine.resolve_session(&message, exchange) {
-        return *reply;
-    }
+    let session = match engine.resolve_session(&message, exchange) {
+        Ok(session) => session,
+        Err(reply) => return *reply,
+    };
     let reply = Reply::to(channel_str.clone(), message.id.clone());
+    // Over its publish rate: refused, not delivered; the session goes on.
+    if !crate::qos::allow_publish(engine, &session) {
+        return reply.failure(BayeuxError::PUBLISH_RATE_EXCEEDED);
+    }
     let channel = match ChannelName::parse(&channel_str) {
         Ok(channel) => channel,
         Err(_) => return reply.failure(BayeuxError::CHANNEL_INVALID),
