@@ -148,45 +148,41 @@ fn enqueue(engine: &Engine, session: &Session, delivery: Bytes, release: Release
 }
 
 /// A session's release task: queues held updates as their turn comes, and
-/// ends when nothing is held, when the session closes, or with the engine.
+/// ends when nothing is held, when the session closes, or at shutdown.
 async fn release_held(engine: Weak<Engine>, session: Arc<Session>) {
+    // Spawned from the engine's own publish: it is alive here. Kept for as
+    // long as this task, which is bounded by the above.
+    let Some(engine) = engine.upgrade() else {
+        return;
+    };
     loop {
-        let next = {
-            let Some(engine) = engine.upgrade() else {
+        let (released, next) = session.release_throttled(Instant::now());
+        for (delivery, release) in released {
+            if !enqueue(&engine, &session, delivery, release) {
+                tracing::info!(
+                    client_id = session.client_id(),
+                    "outbox overflow: disconnecting the session"
+                );
+                engine.remove_session(&session, SessionEnd::Overflowed);
                 return;
-            };
-            let (released, next) = session.release_throttled(Instant::now());
-            for (delivery, release) in released {
-                if !enqueue(&engine, &session, delivery, release) {
-                    tracing::info!(
-                        client_id = session.client_id(),
-                        "outbox overflow: disconnecting the session"
-                    );
-                    engine.remove_session(&session, SessionEnd::Overflowed);
-                    return;
-                }
             }
-            next
-        };
+        }
         let Some(next) = next else {
             return;
         };
         // Registered before the check, so a close in between is not missed.
         // Other wake-ups (new deliveries) only cost a look at the throttle.
-        let closed = session.wake().notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        if session.is_closed() {
+        let woken = session.wake().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if session.is_closed() || engine.shutdown().is_started() {
             session.clear_throttled();
             return;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = &mut closed => {}
-        }
-        if session.is_closed() {
-            session.clear_throttled();
-            return;
+            _ = &mut woken => {}
+            _ = engine.shutdown().wait() => {}
         }
     }
 }

@@ -326,6 +326,29 @@ async fn held_updates_end_with_their_session() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_ends_the_release_tasks() {
+    let engine = Engine::new(Config {
+        qos: vec![qos("/slow", 0.1, Mode::Distinct, None)],
+        ..Config::default()
+    });
+    let mut subscriber = Client::handshake(&engine, false).await;
+    subscriber.subscribe("/slow").await;
+    let session = engine.sessions().get(&subscriber.client_id).unwrap();
+    let before = Arc::strong_count(&session);
+    publish(&engine, "/slow", json!(1));
+    publish(&engine, "/slow", json!(2));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        Arc::strong_count(&session),
+        before + 1,
+        "a task holds updates"
+    );
+    engine.shutdown().trigger();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(Arc::strong_count(&session), before, "the task ended");
+}
+
+#[tokio::test(start_paused = true)]
 async fn bandwidth_delays_deliveries_and_loses_none() {
     let engine = Engine::new(Config {
         max_bandwidth: Some(1_000),
