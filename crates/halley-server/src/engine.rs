@@ -478,28 +478,37 @@ impl Engine {
         let policy = self.overflow_policy(channel);
         let lazy_timeout = self.lazy_timeout(channel);
         let lazy_deadline = lazy_timeout.map(|t| self.sessions.now_ms() + t);
-        // Once per publish; per subscriber only a read of its grant.
+        // Once per publish: a channel without a rule, while no session has
+        // a frequency of its own, takes the plain path.
         let qos = self.rules.qos(channel);
-        let mut throttled: Option<ThrottledPublish> = None;
         let mut overflowed = Vec::new();
-        let delivered = self.subscriptions.for_each_subscriber(channel, |session| {
-            let kept = match crate::qos::frequency_limit(qos, session) {
-                None => session.enqueue_lazily(delivery.clone(), policy, lazy_deadline),
-                Some(limit) => {
-                    let publish = throttled.get_or_insert_with(|| {
-                        let release = Release {
-                            policy,
-                            lazy_timeout_ms: lazy_timeout,
-                        };
-                        ThrottledPublish::new(channel, data, qos, release)
-                    });
-                    crate::qos::offer(self, session, publish, limit, delivery.clone())
+        let delivered = if qos.is_none() && !Session::any_frequency_grant() {
+            self.subscriptions.for_each_subscriber(channel, |session| {
+                if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
+                    overflowed.push(session.clone());
                 }
-            };
-            if !kept {
-                overflowed.push(session.clone());
-            }
-        });
+            })
+        } else {
+            let mut throttled: Option<ThrottledPublish> = None;
+            self.subscriptions.for_each_subscriber(channel, |session| {
+                let kept = match crate::qos::frequency_limit(qos, session) {
+                    None => session.enqueue_lazily(delivery.clone(), policy, lazy_deadline),
+                    Some(limit) => {
+                        let publish = throttled.get_or_insert_with(|| {
+                            let release = Release {
+                                policy,
+                                lazy_timeout_ms: lazy_timeout,
+                            };
+                            ThrottledPublish::new(channel, data, qos, release)
+                        });
+                        crate::qos::offer(self, session, publish, limit, delivery.clone())
+                    }
+                };
+                if !kept {
+                    overflowed.push(session.clone());
+                }
+            })
+        };
         // Ended outside the fan-out: it holds the subscriber sets' read locks.
         for session in overflowed {
             tracing::info!(client_id = session.client_id(), %channel, "outbox overflow: disconnecting the session");

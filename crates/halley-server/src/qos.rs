@@ -17,9 +17,11 @@
 //!   refused with `429::publish_rate_exceeded` and not delivered.
 //!
 //! The publish path pays for this only when it is used: [`crate::engine`]
-//! looks up the channel's rule once per publish, and per subscriber reads
-//! the session's grant (no lock); only a limited subscriber goes through the
-//! session's [`crate::state::throttle::Throttle`].
+//! looks up the channel's rule once per publish, and reads each
+//! subscriber's grant (no lock) only when the channel has a rule or some
+//! live session has a frequency of its own
+//! ([`Session::any_frequency_grant`]); only a limited subscriber goes
+//! through the session's [`crate::state::throttle::Throttle`].
 //!
 //! Held updates are released by one task per session, alive only while the
 //! session holds updates, and ending when the session closes; released
@@ -76,6 +78,12 @@ pub struct ThrottledPublish {
     /// The throttle slot: the channel, or the channel and the key's value.
     slot: String,
     release: Release,
+    /// When the publish happened (one clock read for all subscribers).
+    now: Instant,
+    /// Where release tasks are spawned; `None` without a runtime (an
+    /// embedder publishing from a plain thread): deliveries then go
+    /// unthrottled rather than be held forever.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ThrottledPublish {
@@ -94,7 +102,12 @@ impl ThrottledPublish {
             Some(value) => format!("{channel}\0{value}"),
             None => channel.as_str().to_owned(),
         };
-        ThrottledPublish { slot, release }
+        ThrottledPublish {
+            slot,
+            release,
+            now: Instant::now(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 }
 
@@ -121,13 +134,10 @@ pub fn offer(
     delivery: Bytes,
 ) -> bool {
     let release = publish.release;
-    // No runtime to time releases (an embedder publishing from a plain
-    // thread): deliver unthrottled rather than hold forever.
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+    let Some(runtime) = &publish.runtime else {
         return enqueue(engine, session, delivery, release);
     };
-    let now = Instant::now();
-    match session.offer_throttled(&publish.slot, delivery.clone(), limit, release, now) {
+    match session.offer_throttled(&publish.slot, delivery.clone(), limit, release, publish.now) {
         Offered::Now => enqueue(engine, session, delivery, release),
         Offered::Held { start_timer } => {
             if start_timer {

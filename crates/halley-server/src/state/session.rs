@@ -25,6 +25,11 @@ use super::throttle::{Limit, Offered, Release, Throttle};
 use super::token_bucket::TokenBucket;
 use super::unacked::UnackedBatches;
 
+/// Live sessions in this process whose grant limits their frequency (QoS).
+/// While there are none, which is the common case, a publish on a channel
+/// without a `[[qos]]` rule skips every per-subscriber QoS check.
+static FREQUENCY_GRANTS: AtomicUsize = AtomicUsize::new(0);
+
 /// Server-internal, dense session number (cheaper to hash than the clientId).
 pub type SessionKey = u64;
 
@@ -59,6 +64,9 @@ pub struct Session {
     /// takes deliveries, so a half-dead old socket cannot swallow them.
     owner_socket: AtomicU64,
     outbox: Mutex<Outbox>,
+    /// The outbox's limits, readable without its lock (they bound held
+    /// updates too).
+    outbox_limits: OutboxLimits,
     /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
     wake: Notify,
     /// Bumped by every `/meta/connect`; a held connect whose number is no
@@ -115,6 +123,7 @@ impl Session {
             created_ms: now_ms,
             owner_socket: AtomicU64::new(0),
             outbox: Mutex::new(Outbox::new(limits)),
+            outbox_limits: limits,
             wake: Notify::new(),
             connect_generation: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -142,8 +151,10 @@ impl Session {
 
     /// The bytes per second of deliveries this session may receive, if limited.
     pub fn max_bandwidth(&self) -> Option<u64> {
-        self.limits()
-            .max_bandwidth
+        // The grant directly (not `limits()`): this is on every take.
+        self.grant
+            .get()
+            .and_then(|grant| grant.limits.max_bandwidth)
             .or(self.default_max_bandwidth)
             .filter(|&b| b > 0)
     }
@@ -151,7 +162,18 @@ impl Session {
     /// Sets who the session speaks for and its limits (once, at handshake;
     /// a second call is ignored and returns `false`).
     pub fn set_grant(&self, grant: Grant) -> bool {
-        self.grant.set(grant).is_ok()
+        let limits_frequency = grant.limits.max_frequency.is_some();
+        let set = self.grant.set(grant).is_ok();
+        if set && limits_frequency {
+            FREQUENCY_GRANTS.fetch_add(1, Ordering::Relaxed);
+        }
+        set
+    }
+
+    /// Whether any live session's grant limits its frequency (a hint for the
+    /// publish path: see `FREQUENCY_GRANTS`).
+    pub fn any_frequency_grant() -> bool {
+        FREQUENCY_GRANTS.load(Ordering::Relaxed) > 0
     }
 
     /// The session's grant: anonymous with default limits until set.
@@ -329,7 +351,7 @@ impl Session {
         if self.is_closed() {
             return Offered::Dropped;
         }
-        let limits = self.outbox.lock().limits();
+        let limits = self.outbox_limits;
         let offered = self
             .throttle
             .lock()
@@ -569,6 +591,18 @@ impl Session {
 
     pub fn take_subscriptions(&self) -> Vec<Box<str>> {
         self.subscriptions.lock().drain().collect()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self
+            .grant
+            .get()
+            .is_some_and(|grant| grant.limits.max_frequency.is_some())
+        {
+            FREQUENCY_GRANTS.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
