@@ -1,7 +1,8 @@
 //! Quality of service end to end, against the real binary: a publisher at
 //! ~1,000 msg/s on a merge channel capped at 10 updates/s (over
-//! long-polling, WebSocket, and with the ack extension), and the publish
-//! rate limit over HTTP.
+//! long-polling, WebSocket, and with the ack extension), a WebSocket
+//! subscriber paced by `--max-bandwidth`, and the publish rate limit over
+//! HTTP.
 //!
 //! Rates are asserted in generous ranges: the machine running the tests may
 //! be busy, and a late timer must not fail the suite. The exact behaviour is
@@ -175,4 +176,32 @@ async fn over_the_publish_rate_publishes_are_refused_with_429_then_allowed_again
         .await
         .unwrap();
     assert_eq!(delivery.data_value(), json!("later"));
+}
+
+#[tokio::test]
+async fn bandwidth_paces_a_websocket_subscriber_and_loses_nothing() {
+    let server = Server::start(&["--max-bandwidth", "2000"]);
+    let (subscriber, mut deliveries) = server.ws_connected_client().await;
+    subscriber.subscribe("/feed").await.unwrap();
+    let (browser, client_id) = publisher(&server).await;
+    // 40 deliveries of ~200 bytes: ~8,000 bytes, 2,000 at once then 2,000/s.
+    let text = "x".repeat(150);
+    let batch: Vec<Value> = (0..40)
+        .map(|n| json!({"channel":"/feed","clientId":client_id,"data":{"n": n, "text": text}}))
+        .collect();
+    let sent = Instant::now();
+    exchange(&browser, &Value::Array(batch)).await;
+    let mut ns = Vec::new();
+    while ns.len() < 40 {
+        let delivery = within(15.0, "all 40 deliveries", deliveries.recv())
+            .await
+            .unwrap();
+        ns.push(delivery.data_value()["n"].as_u64().unwrap());
+    }
+    let elapsed = sent.elapsed();
+    assert_eq!(ns, (0..40).collect::<Vec<_>>(), "nothing lost, in order");
+    assert!(
+        elapsed >= Duration::from_millis(2_000),
+        "~6,000 bytes over the burst at 2,000 bytes/s take ~3 s, not {elapsed:?}"
+    );
 }
