@@ -465,8 +465,8 @@ impl Session {
         !self.outbox.lock().is_empty()
     }
 
-    /// Whether queued deliveries must be written now (see [`Outbox::is_due`]).
-    /// (and the bandwidth lets them leave).
+    /// Whether queued deliveries must be written now (see [`Outbox::is_due`])
+    /// and the session's bandwidth lets them leave.
     pub fn has_due_deliveries(&self, now_ms: u64) -> bool {
         self.outbox.lock().is_due(now_ms) && self.bandwidth_ready()
     }
