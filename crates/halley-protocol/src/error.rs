@@ -38,6 +38,7 @@ errors! {
     PUBLISH_DENIED = 403, "publish_denied";
     CREATE_DENIED = 403, "create_denied";
     BATCH_TOO_LARGE = 413, "batch_too_large";
+    PUBLISH_RATE_EXCEEDED = 429, "publish_rate_exceeded";
     MESSAGE_DELETED = 404, "message_deleted";
     SERVICE_UNKNOWN = 404, "service_unknown";
     SERVICE_FAILED = 500, "service_failed";

@@ -66,3 +66,37 @@ fn publish_only(bencher: divan::Bencher, subscribers: usize) {
         })
         .bench_local_values(|()| engine.publish(&channel, &data, None, None));
 }
+
+/// The publish alone on a channel capped by a `[[qos]]` merge rule (10/s),
+/// after the first update: every subscriber's throttle conflates (replaces
+/// its held update), which is the cost of a limited channel.
+#[divan::bench(args = [1, 200, 10_000])]
+fn publish_merged(bencher: divan::Bencher, subscribers: usize) {
+    let config = Config {
+        qos: vec![halley_server::config::ChannelQos {
+            pattern: "/chat/room".into(),
+            max_frequency: 10.0,
+            mode: halley_server::state::throttle::Mode::Merge,
+            key: None,
+        }],
+        ..Config::default()
+    };
+    // Release tasks are spawned on this runtime but never run: the bench
+    // measures the publish, not the timer.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let engine = Engine::new(config);
+    for _ in 0..subscribers {
+        let session = engine.sessions().create(None, false);
+        engine.subscriptions().subscribe("/chat/room", &session);
+    }
+    let channel = ChannelName::parse("/chat/room").unwrap();
+    let data = payload();
+    engine.publish(&channel, &data, None, None);
+    bencher
+        .counter(divan::counter::ItemsCount::new(subscribers))
+        .bench_local(|| engine.publish(&channel, &data, None, None));
+}

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::metadata::jwt::JwtConfig;
 use crate::metadata::webhook::WebhookConfig;
 use crate::state::outbox::{OutboxLimits, OverflowPolicy};
+use crate::state::throttle::Mode;
 
 /// History kept for replay on the channels matching one pattern (TOML:
 /// `[[history]]` tables with `pattern`, `max-messages` and/or `max-age-ms`).
@@ -52,6 +53,25 @@ pub struct ChannelOverflow {
     pub policy: OverflowPolicy,
 }
 
+/// The most updates per second each session receives on each channel
+/// matching one pattern (TOML: `[[qos]]` tables with `pattern`,
+/// `max-frequency`, optionally `mode` and, for merge, `key`). See
+/// [`crate::qos`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChannelQos {
+    /// A channel or glob (`/stocks/**`).
+    pub pattern: String,
+    /// Updates per second per channel per session (> 0; `0.5` is one every 2 s).
+    pub max_frequency: f64,
+    /// `merge` (the default: keep the latest) or `distinct` (keep all).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Merge only: a top-level field of the message `data` (`"symbol"`);
+    /// conflation is then per channel and value of that field.
+    pub key: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
@@ -89,6 +109,14 @@ pub struct Config {
     pub lazy: Vec<ChannelLazy>,
     /// Milliseconds a lazy message may wait at most, unless its rule says otherwise.
     pub max_lazy_timeout: u64,
+    /// Rate-limited channels (none by default); the first matching pattern wins.
+    pub qos: Vec<ChannelQos>,
+    /// Bytes of deliveries per second per session (none by default: unlimited);
+    /// a session's grant may set its own.
+    pub max_bandwidth: Option<u64>,
+    /// Publishes per second per session, with a burst of as many (none by
+    /// default: unlimited); a session's grant may set its own.
+    pub max_publish_rate: Option<f64>,
     /// Milliseconds between two sweeps for expired sessions.
     pub sweep_period: u64,
     /// Accept a clientId without the `BAYEUX_BROWSER` cookie it was issued with.
@@ -130,6 +158,9 @@ impl Default for Config {
             history: Vec::new(),
             lazy: Vec::new(),
             max_lazy_timeout: 5_000,
+            qos: Vec::new(),
+            max_bandwidth: None,
+            max_publish_rate: None,
             sweep_period: 1_000,
             trust_client_session: false,
             callback_polling: true,
@@ -214,6 +245,34 @@ impl Config {
                     rule.pattern
                 ));
             }
+        }
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        for rule in &self.qos {
+            halley_protocol::ChannelPattern::parse(&rule.pattern)
+                .map_err(|e| format!("qos pattern {:?}: {e}", rule.pattern))?;
+            if !positive(rule.max_frequency) {
+                return Err(format!(
+                    "qos for {:?}: max-frequency must be a positive number of updates per second, got {}",
+                    rule.pattern, rule.max_frequency
+                ));
+            }
+            if rule.key.is_some() && rule.mode != Mode::Merge {
+                return Err(format!(
+                    "qos for {:?}: key applies to mode = \"merge\" only",
+                    rule.pattern
+                ));
+            }
+            if rule.key.as_deref().is_some_and(|k| k.is_empty()) {
+                return Err(format!("qos for {:?}: key must not be empty", rule.pattern));
+            }
+        }
+        if self.max_bandwidth == Some(0) {
+            return Err("max-bandwidth must be at least 1 byte per second".into());
+        }
+        if let Some(rate) = self.max_publish_rate.filter(|&r| !positive(r)) {
+            return Err(format!(
+                "max-publish-rate must be a positive number of publishes per second, got {rate}"
+            ));
         }
         if self.api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err("api-keys must not contain an empty key".into());

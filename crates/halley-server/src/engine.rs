@@ -11,7 +11,7 @@
 //! clients and server-side adapters ([`crate::adapter`]) alike: encode once,
 //! then copy a `Bytes` handle into each subscriber's outbox.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use halley_protocol::codec::InvalidMessage;
@@ -28,6 +28,7 @@ use crate::meta as handlers;
 use crate::meta::connect::PendingConnect;
 use crate::metadata::caps::UserSessions;
 use crate::metadata::MetadataAdapter;
+use crate::qos::ThrottledPublish;
 use crate::rules::ChannelRules;
 use crate::service::Services;
 use crate::shutdown::Shutdown;
@@ -36,6 +37,7 @@ use crate::state::outbox::OverflowPolicy;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::{new_random_id, Sessions};
 use crate::state::subscriptions::{Subscribed, Subscriptions, Unsubscribed};
+use crate::state::throttle::Release;
 
 pub struct Engine {
     config: Config,
@@ -50,12 +52,15 @@ pub struct Engine {
     history: Box<dyn HistoryStore>,
     /// One lock per history channel: publishes and replays take turns.
     sequencers: Sequencers,
-    /// Per-channel overflow, history and lazy settings, parsed once.
+    /// Per-channel overflow, history, lazy and QoS settings, parsed once.
     rules: ChannelRules,
     /// Who may handshake, subscribe and publish; none: everyone may.
     metadata: std::sync::OnceLock<Arc<dyn MetadataAdapter>>,
     /// Sessions per authenticated user (`max-sessions-per-user`).
     user_sessions: UserSessions,
+    /// This engine, for the tasks it spawns (QoS releases): they must not
+    /// keep it alive.
+    me: Weak<Engine>,
 }
 
 /// Where a batch came from.
@@ -142,10 +147,11 @@ impl Exchange {
 
 impl Engine {
     pub fn new(config: Config) -> Arc<Self> {
-        let sessions = Sessions::new(config.outbox_limits());
+        let sessions =
+            Sessions::new(config.outbox_limits()).with_max_bandwidth(config.max_bandwidth);
         let rules = ChannelRules::from_config(&config);
         let config_max_sessions_per_user = config.max_sessions_per_user;
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
             config,
             sessions,
             subscriptions: Subscriptions::default(),
@@ -158,10 +164,16 @@ impl Engine {
             rules,
             metadata: std::sync::OnceLock::new(),
             user_sessions: UserSessions::new(config_max_sessions_per_user),
+            me: me.clone(),
         });
         crate::service::echo::register(&engine.services);
         crate::service::presence::register(&engine);
         engine
+    }
+
+    /// A handle on this engine that does not keep it alive.
+    pub fn weak(&self) -> Weak<Engine> {
+        self.me.clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -362,7 +374,7 @@ impl Engine {
             return self.publish_with_history(channel, data, id, ext, retention);
         }
         let delivery: Bytes = halley_protocol::encode_delivery(channel.as_str(), data, id, ext);
-        self.fan_out(channel, delivery)
+        self.fan_out(channel, data, delivery)
     }
 
     /// A publish on a channel with history: numbered, kept, delivered, all
@@ -394,7 +406,7 @@ impl Engine {
             delivery: delivery.clone(),
         };
         self.history.append(channel.as_str(), entry, retention);
-        self.fan_out(channel, delivery)
+        self.fan_out(channel, data, delivery)
     }
 
     /// Subscribes `session` to `pattern`, first replaying what a channel
@@ -486,18 +498,44 @@ impl Engine {
         self.rules.retention(channel)
     }
 
-    /// Pushes one encoded delivery into the outbox of every subscriber.
-    fn fan_out(&self, channel: &ChannelName, delivery: Bytes) -> usize {
+    /// Pushes one encoded delivery into the outbox of every subscriber, or
+    /// through its throttle when the channel's `[[qos]]` rule or the
+    /// session's grant limits its frequency (see [`crate::qos`]).
+    fn fan_out(&self, channel: &ChannelName, data: &RawValue, delivery: Bytes) -> usize {
         let policy = self.overflow_policy(channel);
-        let lazy_deadline = self
-            .lazy_timeout(channel)
-            .map(|t| self.sessions.now_ms() + t);
+        let lazy_timeout = self.lazy_timeout(channel);
+        let lazy_deadline = lazy_timeout.map(|t| self.sessions.now_ms() + t);
+        // Once per publish: a channel without a rule, while no session has
+        // a frequency of its own, takes the plain path.
+        let qos = self.rules.qos(channel);
         let mut overflowed = Vec::new();
-        let delivered = self.subscriptions.for_each_subscriber(channel, |session| {
-            if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
-                overflowed.push(session.clone());
-            }
-        });
+        let delivered = if qos.is_none() && !Session::any_frequency_grant() {
+            self.subscriptions.for_each_subscriber(channel, |session| {
+                if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
+                    overflowed.push(session.clone());
+                }
+            })
+        } else {
+            let mut throttled: Option<ThrottledPublish> = None;
+            self.subscriptions.for_each_subscriber(channel, |session| {
+                let kept = match crate::qos::frequency_limit(qos, session) {
+                    None => session.enqueue_lazily(delivery.clone(), policy, lazy_deadline),
+                    Some(limit) => {
+                        let publish = throttled.get_or_insert_with(|| {
+                            let release = Release {
+                                policy,
+                                lazy_timeout_ms: lazy_timeout,
+                            };
+                            ThrottledPublish::new(channel, data, qos, release)
+                        });
+                        crate::qos::offer(self, session, publish, limit, delivery.clone())
+                    }
+                };
+                if !kept {
+                    overflowed.push(session.clone());
+                }
+            })
+        };
         // Ended outside the fan-out: it holds the subscriber sets' read locks.
         for session in overflowed {
             tracing::info!(client_id = session.client_id(), %channel, "outbox overflow: disconnecting the session");

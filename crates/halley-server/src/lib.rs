@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | state | [`state`], [`history`] (replay) (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`, `listeners`) | sessions, their bounded queues, who subscribes to what, expiry, who hears when a session ends |
 //! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`), [`adapter`] (Data Adapters), [`metadata`] (Metadata Adapters: JWT, webhook, session caps) | what each kind of message does; where server-side messages come from; who may do what |
-//! | dispatch | [`engine`], [`rules`] (per-channel settings) | one batch in, replies out; the publish path |
+//! | dispatch | [`engine`], [`rules`] (per-channel settings), [`qos`] (max frequency, bandwidth, publish rate) | one batch in, replies out; the publish path |
 //! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!
 //! Settings live in [`config`]; the shutdown signal in [`shutdown`].
@@ -38,6 +38,7 @@ pub mod history;
 pub mod meta;
 pub mod metadata;
 pub mod publish;
+pub mod qos;
 pub mod rules;
 pub mod server;
 pub mod service;

@@ -15,6 +15,10 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
         Err(reply) => return *reply,
     };
     let reply = Reply::to(channel_str.clone(), message.id.clone());
+    // Over its publish rate: refused, not delivered; the session goes on.
+    if !crate::qos::allow_publish(engine, &session) {
+        return reply.failure(BayeuxError::PUBLISH_RATE_EXCEEDED);
+    }
     let channel = match ChannelName::parse(&channel_str) {
         Ok(channel) => channel,
         Err(_) => return reply.failure(BayeuxError::CHANNEL_INVALID),

@@ -1,5 +1,5 @@
 //! Per-channel settings from the configuration (`[[overflow]]`,
-//! `[[history]]`, `[[lazy]]`), parsed once at start-up so a publish looks
+//! `[[history]]`, `[[lazy]]`, `[[qos]]`), parsed once at start-up so a publish looks
 //! them up without re-parsing patterns. Within each kind the first rule
 //! whose pattern matches the channel wins; the lists are short.
 
@@ -7,6 +7,7 @@ use halley_protocol::{ChannelName, ChannelPattern};
 
 use crate::config::Config;
 use crate::history::Retention;
+use crate::qos::QosRule;
 use crate::state::outbox::OverflowPolicy;
 
 pub struct ChannelRules {
@@ -15,6 +16,8 @@ pub struct ChannelRules {
     history: Vec<(ChannelPattern, Retention)>,
     /// Lazy channels and how long their messages may wait, in ms.
     lazy: Vec<(ChannelPattern, u64)>,
+    /// Rate-limited channels.
+    qos: Vec<(ChannelPattern, QosRule)>,
 }
 
 fn first<'a, T>(rules: &'a [(ChannelPattern, T)], channel: &ChannelName) -> Option<&'a T> {
@@ -51,6 +54,15 @@ impl ChannelRules {
                 |r| &r.pattern,
                 |r| r.max_lazy_timeout.unwrap_or(config.max_lazy_timeout),
             ),
+            qos: parsed(
+                &config.qos,
+                |r| &r.pattern,
+                |r| QosRule {
+                    max_frequency: r.max_frequency,
+                    mode: r.mode,
+                    key: r.key.as_deref().map(Into::into),
+                },
+            ),
         }
     }
 
@@ -66,6 +78,15 @@ impl ChannelRules {
 
     pub fn lazy_timeout_ms(&self, channel: &ChannelName) -> Option<u64> {
         first(&self.lazy, channel).copied()
+    }
+
+    /// The channel's `[[qos]]` rule; `None` at once when there are none.
+    #[inline]
+    pub fn qos(&self, channel: &ChannelName) -> Option<&QosRule> {
+        if self.qos.is_empty() {
+            return None;
+        }
+        first(&self.qos, channel)
     }
 }
 

@@ -11,6 +11,11 @@ use halley_server::{Config, Server};
 /// Every setting is also a TOML key of the same name (`max-interval = 10000`)
 /// and an environment variable (`HALLEY_MAX_INTERVAL`). Flags win over the
 /// environment, which wins over the file.
+///
+/// Rate-limited channels exist only in the file, as `[[qos]]` tables:
+/// `pattern`, `max-frequency` (updates per second per channel per session),
+/// `mode` (`merge`, the default, or `distinct`) and, for merge, `key` (a
+/// top-level field of `data` to conflate by). See `docs/adapters.md`.
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
     /// TOML file with settings (keys are the flag names without `--`)
@@ -58,6 +63,12 @@ pub struct ServeArgs {
     /// (per-channel rules: `[[overflow]]` tables in the TOML file) [default: drop-oldest]
     #[arg(long, env = "HALLEY_OVERFLOW_POLICY", value_name = "POLICY")]
     overflow_policy: Option<halley_server::state::outbox::OverflowPolicy>,
+    /// Bytes of deliveries per second per session; beyond it they wait [default: unlimited]
+    #[arg(long, env = "HALLEY_MAX_BANDWIDTH", value_name = "BYTES")]
+    max_bandwidth: Option<u64>,
+    /// Publishes per second per session (bursts of as many); beyond it 429::publish_rate_exceeded [default: unlimited]
+    #[arg(long, env = "HALLEY_MAX_PUBLISH_RATE", value_name = "N")]
+    max_publish_rate: Option<f64>,
     /// Milliseconds between sweeps for expired sessions [default: 1000]
     #[arg(long, env = "HALLEY_SWEEP_PERIOD", value_name = "MS")]
     sweep_period: Option<u64>,
@@ -129,6 +140,12 @@ impl ServeArgs {
         if self.max_sessions_per_user.is_some() {
             config.max_sessions_per_user = self.max_sessions_per_user;
         }
+        if self.max_bandwidth.is_some() {
+            config.max_bandwidth = self.max_bandwidth;
+        }
+        if self.max_publish_rate.is_some() {
+            config.max_publish_rate = self.max_publish_rate;
+        }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -175,6 +192,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use halley_server::state::throttle::Mode;
 
     #[test]
     fn file_then_flags() {
@@ -231,6 +249,72 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(args.into_config().is_err(), "an empty key is refused");
+    }
+
+    #[test]
+    fn qos_rules_and_rates_from_file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("halley-config-qos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(
+            &file,
+            "max-bandwidth = 10000\nmax-publish-rate = 20\n\
+             [[qos]]\npattern = \"/stocks/*\"\nmax-frequency = 10\nkey = \"symbol\"\n\
+             [[qos]]\npattern = \"/orders\"\nmax-frequency = 0.5\nmode = \"distinct\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            max_publish_rate: Some(5.0),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.max_bandwidth, Some(10_000));
+        assert_eq!(config.max_publish_rate, Some(5.0), "flag over file");
+        assert_eq!(config.qos.len(), 2);
+        assert_eq!(config.qos[0].mode, Mode::Merge, "merge by default");
+        assert_eq!(config.qos[0].key.as_deref(), Some("symbol"));
+        assert_eq!(config.qos[1].mode, Mode::Distinct);
+        assert_eq!(config.qos[1].max_frequency, 0.5);
+    }
+
+    #[test]
+    fn bad_qos_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("halley-config-badqos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        for (toml, why) in [
+            (
+                "pattern = \"/a\"\nmax-frequency = 0",
+                "non-positive frequency",
+            ),
+            ("pattern = \"/a\"\nmax-frequency = -2", "negative frequency"),
+            (
+                "pattern = \"/a\"\nmax-frequency = 1\nmode = \"fast\"",
+                "unknown mode",
+            ),
+            ("pattern = \"a/b\"\nmax-frequency = 1", "invalid pattern"),
+            (
+                "pattern = \"/a\"\nmax-frequency = 1\nmode = \"distinct\"\nkey = \"k\"",
+                "key without merge",
+            ),
+            ("pattern = \"/a\"", "no frequency"),
+        ] {
+            std::fs::write(&file, format!("[[qos]]\n{toml}\n")).unwrap();
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            };
+            assert!(args.into_config().is_err(), "{why}");
+        }
+        for (bandwidth, rate) in [(Some(0), None), (None, Some(0.0)), (None, Some(-1.0))] {
+            let args = ServeArgs {
+                max_bandwidth: bandwidth,
+                max_publish_rate: rate,
+                ..ServeArgs::default()
+            };
+            assert!(args.into_config().is_err(), "{bandwidth:?} {rate:?}");
+        }
     }
 
     #[test]

@@ -394,3 +394,32 @@ fn a_bad_jwt_configuration_stops_the_server_with_the_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rs256-public-key"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_tokens_limits_become_the_sessions_limits() {
+    let server = server("");
+    let browser = server.browser();
+    let mut claims = ada_claims();
+    claims["limits"] = json!({"max-publish-rate": 2});
+    let reply = handshake_with_token(&browser, &hs256(&claims)).await;
+    let id = reply["clientId"].as_str().unwrap().to_owned();
+    let mut errors = Vec::new();
+    for i in 0..4 {
+        let reply = send_one(
+            &browser,
+            &id,
+            &format!("p{i}"),
+            "/chat/1",
+            json!({"data": i}),
+        )
+        .await;
+        errors.push(reply["error"].as_str().unwrap_or("ok").to_owned());
+    }
+    assert_eq!(errors[..2], ["ok", "ok"], "a burst of 2 passes: {errors:?}");
+    assert!(
+        errors[2..]
+            .iter()
+            .any(|e| e == "429::publish_rate_exceeded"),
+        "{errors:?}"
+    );
+}

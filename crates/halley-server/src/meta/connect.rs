@@ -262,10 +262,9 @@ async fn hold(engine: &Engine, pending: &PendingConnect, deadline: Instant) -> C
         if session.has_due_deliveries(engine.sessions().now_ms()) {
             return ConnectEnd::Deliveries;
         }
-        // Only lazy deliveries wait: wake when the first of them falls due.
-        let lazy_due = session
-            .lazy_deadline_ms()
-            .map(|ms| engine.sessions().instant_at(ms));
+        // Only lazy deliveries, or deliveries over the session's bandwidth,
+        // wait: wake when they may leave.
+        let lazy_due = engine.sessions().deliveries_wait_until(session);
         tokio::select! {
             _ = &mut notified => {}
             _ = &mut sleep => return ConnectEnd::Timeout,

@@ -101,8 +101,10 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
     let session = engine.sessions().create(browser_id.as_deref(), strict);
-    session.set_grant(grant);
+    // Without an adapter every session is anonymous: the grant stays unset
+    // (embedders and tests may still set one).
     if let Some(metadata) = engine.metadata_adapter() {
+        session.set_grant(grant);
         metadata.session_opened(&session);
     }
     tracing::debug!(

@@ -6,6 +6,8 @@
 //! - [`sessions`]: the registry of sessions by clientId, and of held polls per browser;
 //! - [`subscriptions`]: who listens to which channel or glob;
 //! - [`sweeper`]: the periodic task that expires silent sessions;
+//! - [`throttle`]: a session's held updates of rate-limited channels (QoS);
+//! - [`token_bucket`]: rates with bursts (bandwidth, publish rate);
 //! - [`unacked`]: deliveries sent but not acknowledged yet (ack extension);
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry).
 
@@ -16,6 +18,8 @@ pub mod session;
 pub mod sessions;
 pub mod subscriptions;
 pub mod sweeper;
+pub mod throttle;
+pub mod token_bucket;
 pub mod unacked;
 
 use session::Session;

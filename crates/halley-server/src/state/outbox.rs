@@ -161,6 +161,25 @@ impl Outbox {
         std::mem::take(&mut self.queue)
     }
 
+    /// Takes queued deliveries from the front, oldest first, while `take`
+    /// accepts them (a bandwidth budget); the rest stay queued.
+    pub fn drain_while(&mut self, mut take: impl FnMut(&Bytes) -> bool) -> VecDeque<Bytes> {
+        let mut taken = VecDeque::new();
+        while let Some(front) = self.queue.front() {
+            if !take(front) {
+                break;
+            }
+            let front = self.queue.pop_front().expect("just seen");
+            self.bytes -= front.len();
+            taken.push_back(front);
+        }
+        if self.queue.is_empty() {
+            self.eager = false;
+            self.lazy_deadline_ms = None;
+        }
+        taken
+    }
+
     /// Records that the delivery just pushed is lazy: it may wait until
     /// `deadline_ms` for a flush that happens anyway.
     pub fn mark_lazy(&mut self, deadline_ms: u64) {
@@ -256,6 +275,23 @@ mod tests {
         assert_eq!(drained, [&b"ab"[..], &b"cde"[..]]);
         assert!(o.is_empty());
         assert_eq!(o.bytes(), 0);
+    }
+
+    #[test]
+    fn drain_while_takes_a_prefix_and_keeps_the_rest_due() {
+        let mut o = outbox(10, 100);
+        for d in [&b"aa"[..], b"bb", b"cc"] {
+            o.push_oldest(Bytes::copy_from_slice(d));
+        }
+        let mut budget = 3;
+        let taken = o.drain_while(|d| {
+            let ok = budget > 0;
+            budget -= d.len() as i32;
+            ok
+        });
+        assert_eq!(taken.into_iter().collect::<Vec<_>>(), [&b"aa"[..], b"bb"]);
+        assert_eq!((o.len(), o.bytes()), (1, 2));
+        assert!(o.is_due(0));
     }
 
     #[test]

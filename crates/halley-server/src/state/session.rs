@@ -17,10 +17,18 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::grant::{Grant, SessionLimits};
 use super::outbox::{Outbox, OutboxLimits, OverflowPolicy, Pushed};
+use super::throttle::{Limit, Offered, Release, Throttle};
+use super::token_bucket::TokenBucket;
 use super::unacked::UnackedBatches;
+
+/// Live sessions in this process whose grant limits their frequency (QoS).
+/// While there are none, which is the common case, a publish on a channel
+/// without a `[[qos]]` rule skips every per-subscriber QoS check.
+static FREQUENCY_GRANTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Server-internal, dense session number (cheaper to hash than the clientId).
 pub type SessionKey = u64;
@@ -56,6 +64,9 @@ pub struct Session {
     /// takes deliveries, so a half-dead old socket cannot swallow them.
     owner_socket: AtomicU64,
     outbox: Mutex<Outbox>,
+    /// The outbox's limits, readable without its lock (they bound held
+    /// updates too).
+    outbox_limits: OutboxLimits,
     /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
     wake: Notify,
     /// Bumped by every `/meta/connect`; a held connect whose number is no
@@ -85,6 +96,15 @@ pub struct Session {
     replay_requests: Mutex<HashMap<Box<str>, i64>>,
     /// Who the session speaks for and its limits, set once at handshake.
     grant: OnceLock<Grant>,
+    /// Updates of rate-limited channels waiting for their turn (QoS); boxed
+    /// and created on first use, so sessions without QoS pay one pointer.
+    throttle: Mutex<Option<Box<Throttle>>>,
+    /// `max-bandwidth` of the server, unless the grant sets one.
+    default_max_bandwidth: Option<u64>,
+    /// Bytes of deliveries that may leave the outbox (when a bandwidth applies).
+    bandwidth: Mutex<Option<Box<TokenBucket>>>,
+    /// Publishes this session may make (when a publish rate applies).
+    publishes: Mutex<Option<Box<TokenBucket>>>,
 }
 
 impl Session {
@@ -103,6 +123,7 @@ impl Session {
             created_ms: now_ms,
             owner_socket: AtomicU64::new(0),
             outbox: Mutex::new(Outbox::new(limits)),
+            outbox_limits: limits,
             wake: Notify::new(),
             connect_generation: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -116,13 +137,43 @@ impl Session {
             unacked: Mutex::new(None),
             replay_requests: Mutex::new(HashMap::new()),
             grant: OnceLock::new(),
+            throttle: Mutex::new(None),
+            default_max_bandwidth: None,
+            bandwidth: Mutex::new(None),
+            publishes: Mutex::new(None),
         }
+    }
+
+    /// Sets the bandwidth that applies unless the grant sets one (at creation).
+    pub fn set_default_max_bandwidth(&mut self, bytes_per_second: Option<u64>) {
+        self.default_max_bandwidth = bytes_per_second;
+    }
+
+    /// The bytes per second of deliveries this session may receive, if limited.
+    pub fn max_bandwidth(&self) -> Option<u64> {
+        // The grant directly (not `limits()`): this is on every take.
+        self.grant
+            .get()
+            .and_then(|grant| grant.limits.max_bandwidth)
+            .or(self.default_max_bandwidth)
+            .filter(|&b| b > 0)
     }
 
     /// Sets who the session speaks for and its limits (once, at handshake;
     /// a second call is ignored and returns `false`).
     pub fn set_grant(&self, grant: Grant) -> bool {
-        self.grant.set(grant).is_ok()
+        let limits_frequency = grant.limits.max_frequency.is_some();
+        let set = self.grant.set(grant).is_ok();
+        if set && limits_frequency {
+            FREQUENCY_GRANTS.fetch_add(1, Ordering::Relaxed);
+        }
+        set
+    }
+
+    /// Whether any live session's grant limits its frequency (a hint for the
+    /// publish path: see `FREQUENCY_GRANTS`).
+    pub fn any_frequency_grant() -> bool {
+        FREQUENCY_GRANTS.load(Ordering::Relaxed) > 0
     }
 
     /// The session's grant: anonymous with default limits until set.
@@ -237,9 +288,118 @@ impl Session {
         }
     }
 
-    /// Takes every queued delivery, oldest first.
+    /// Takes the queued deliveries, oldest first: all of them, or as many as
+    /// the session's bandwidth allows now (the rest wait, see
+    /// [`Session::bandwidth_ready_at`]).
     pub fn take_deliveries(&self) -> VecDeque<Bytes> {
-        self.outbox.lock().drain()
+        let mut outbox = self.outbox.lock();
+        self.take_within_bandwidth(&mut outbox)
+    }
+
+    /// The bandwidth is applied where deliveries leave the outbox for the
+    /// wire (a connect reply, a piggyback, a WebSocket frame): that is what
+    /// a client receives per second, and what waits stays under the
+    /// outbox's limits and overflow policy. The bucket may go into debt for
+    /// a delivery larger than the budget, so no delivery is stuck forever.
+    fn take_within_bandwidth(&self, outbox: &mut Outbox) -> VecDeque<Bytes> {
+        let Some(rate) = self.max_bandwidth() else {
+            return outbox.drain();
+        };
+        let now = Instant::now();
+        let mut bucket = self.bandwidth.lock();
+        if bucket.is_none() {
+            *bucket = TokenBucket::new(rate as f64, rate as f64, now).map(Box::new);
+        }
+        match bucket.as_mut() {
+            Some(bucket) => outbox.drain_while(|d| bucket.spend_if_ready(d.len() as f64, now)),
+            None => outbox.drain(),
+        }
+    }
+
+    /// Whether the bandwidth lets a delivery leave now.
+    fn bandwidth_ready(&self) -> bool {
+        if self.max_bandwidth().is_none() {
+            return true;
+        }
+        self.bandwidth
+            .lock()
+            .as_mut()
+            .is_none_or(|bucket| bucket.is_ready(Instant::now()))
+    }
+
+    /// When queued deliveries held back by the bandwidth may leave (`None`:
+    /// nothing is held back by it). Whoever waits to write wakes then.
+    pub fn bandwidth_ready_at(&self) -> Option<Instant> {
+        self.max_bandwidth()?;
+        let ready = self.bandwidth.lock().as_mut().and_then(|bucket| {
+            let now = Instant::now();
+            (!bucket.is_ready(now)).then(|| bucket.ready_at())
+        })?;
+        (!self.outbox.lock().is_empty()).then_some(ready)
+    }
+
+    /// Offers an update of a rate-limited channel (see [`Throttle::offer`]);
+    /// held updates count against the outbox's limits.
+    pub fn offer_throttled(
+        &self,
+        slot: &str,
+        delivery: Bytes,
+        limit: Limit,
+        release: Release,
+        now: Instant,
+    ) -> Offered {
+        if self.is_closed() {
+            return Offered::Dropped;
+        }
+        let limits = self.outbox_limits;
+        let offered = self
+            .throttle
+            .lock()
+            .get_or_insert_with(Box::default)
+            .offer(slot, delivery, limit, release, limits, now);
+        if matches!(offered, Offered::Dropped | Offered::Overflow) {
+            self.log_overflow_once();
+        }
+        offered
+    }
+
+    /// Takes the held updates whose turn has come, and when to look again
+    /// (`None`: nothing is held; the throttle's timer is then marked stopped).
+    pub fn release_throttled(&self, now: Instant) -> (Vec<(Bytes, Release)>, Option<Instant>) {
+        let mut throttle = self.throttle.lock();
+        let Some(state) = throttle.as_mut() else {
+            return (Vec::new(), None);
+        };
+        let due = state.due(now);
+        if due.1.is_none() && state.is_empty() {
+            *throttle = None;
+        }
+        due
+    }
+
+    /// Drops every held update (the session ended).
+    pub fn clear_throttled(&self) {
+        if let Some(state) = self.throttle.lock().as_mut() {
+            state.clear();
+        }
+    }
+
+    /// Updates held by the throttle right now.
+    pub fn throttled(&self) -> usize {
+        self.throttle.lock().as_ref().map_or(0, |t| t.held())
+    }
+
+    /// Counts one publish against `per_second` (a bucket with a burst of one
+    /// second's worth); `false` when over the limit. An impossible rate
+    /// (not positive) limits nothing.
+    pub fn try_publish(&self, per_second: f64, now: Instant) -> bool {
+        let mut bucket = self.publishes.lock();
+        if bucket.is_none() {
+            *bucket = TokenBucket::new(per_second, per_second, now).map(Box::new);
+        }
+        bucket
+            .as_mut()
+            .is_none_or(|bucket| bucket.try_take(1.0, now))
     }
 
     /// Remembers the replay id a handshake asked for on `channel`.
@@ -280,7 +440,8 @@ impl Session {
     pub fn take_for_connect_reply(&self, generation: u64) -> (VecDeque<Bytes>, Option<u64>) {
         let mut unacked = self.unacked.lock();
         let deliveries = if self.is_current_connect(generation) {
-            self.outbox.lock().drain()
+            let mut outbox = self.outbox.lock();
+            self.take_within_bandwidth(&mut outbox)
         } else {
             VecDeque::new()
         };
@@ -304,9 +465,10 @@ impl Session {
         !self.outbox.lock().is_empty()
     }
 
-    /// Whether queued deliveries must be written now (see [`Outbox::is_due`]).
+    /// Whether queued deliveries must be written now (see [`Outbox::is_due`])
+    /// and the session's bandwidth lets them leave.
     pub fn has_due_deliveries(&self, now_ms: u64) -> bool {
-        self.outbox.lock().is_due(now_ms)
+        self.outbox.lock().is_due(now_ms) && self.bandwidth_ready()
     }
 
     /// When queued lazy deliveries fall due, if only lazy ones wait.
@@ -408,6 +570,7 @@ impl Session {
     /// Returns false if it was already closed.
     pub fn close(&self) -> bool {
         let first = !self.closed.swap(true, Ordering::AcqRel);
+        self.clear_throttled();
         self.wake.notify_waiters();
         first
     }
@@ -428,6 +591,18 @@ impl Session {
 
     pub fn take_subscriptions(&self) -> Vec<Box<str>> {
         self.subscriptions.lock().drain().collect()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self
+            .grant
+            .get()
+            .is_some_and(|grant| grant.limits.max_frequency.is_some())
+        {
+            FREQUENCY_GRANTS.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Sessions {
     next_key: AtomicU64,
     epoch: Instant,
     limits: OutboxLimits,
+    /// Bytes per second of deliveries per session, unless its grant says otherwise.
+    max_bandwidth: Option<u64>,
     browsers: Arc<BrowserPolls>,
 }
 
@@ -36,7 +38,26 @@ impl Sessions {
             next_key: AtomicU64::new(1),
             epoch: Instant::now(),
             limits,
+            max_bandwidth: None,
             browsers: Arc::new(BrowserPolls::default()),
+        }
+    }
+
+    /// Sets the default bandwidth of new sessions (`max-bandwidth`).
+    pub fn with_max_bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.max_bandwidth = bytes_per_second;
+        self
+    }
+
+    /// When `session`'s queued deliveries should be looked at again by
+    /// whoever waits to write them: when lazy ones fall due, or when the
+    /// bandwidth lets them leave, whichever is later. `None`: at once (or
+    /// at the next wake-up, when nothing is queued).
+    pub fn deliveries_wait_until(&self, session: &Session) -> Option<Instant> {
+        let lazy = session.lazy_deadline_ms().map(|ms| self.instant_at(ms));
+        match (lazy, session.bandwidth_ready_at()) {
+            (Some(lazy), Some(bandwidth)) => Some(lazy.max(bandwidth)),
+            (lazy, bandwidth) => lazy.or(bandwidth),
         }
     }
 
@@ -63,6 +84,7 @@ impl Sessions {
             self.now_ms(),
         );
         session.set_bound_strictly(strict);
+        session.set_default_max_bandwidth(self.max_bandwidth);
         let session = Arc::new(session);
         self.by_client_id
             .insert(session.client_id().into(), session.clone());

@@ -242,12 +242,12 @@ impl Socket {
             }
 
             let held_deadline = self.held.as_ref().map(|(_, deadline)| *deadline);
-            // Lazy deliveries wait, but not past their deadline.
+            // Lazy deliveries wait, but not past their deadline; deliveries
+            // over the session's bandwidth wait until it lets them leave.
             let lazy_due = session
                 .as_ref()
                 .filter(|s| s.owner_socket() == self.id)
-                .and_then(|s| s.lazy_deadline_ms())
-                .map(|ms| engine.sessions().instant_at(ms));
+                .and_then(|s| engine.sessions().deliveries_wait_until(s));
             let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
             tokio::select! {
                 _ = engine.shutdown().wait(), if !self.closing => {
