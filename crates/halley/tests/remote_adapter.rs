@@ -453,6 +453,38 @@ async fn a_silent_adapter_is_dropped_after_three_ping_intervals() {
     );
 }
 
+#[tokio::test]
+async fn sigterm_closes_the_links_and_stops_promptly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("halley-remote-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("two.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[remote-adapter]]\nname = \"dialed\"\nchannels = [\"/a/*\"]\nconnect = \"{address}\"\n\
+             [[remote-adapter]]\nname = \"dialing\"\nchannels = [\"/b/*\"]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", file.to_str().unwrap()]);
+    let (mut dialed, hello) = FakeAdapter::accept(&listener).await;
+    assert_eq!(hello["name"], "dialed");
+    let (mut dialing, hello) = FakeAdapter::dial(port).await;
+    assert_eq!(hello["name"], "dialing");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate(Duration::from_secs(5));
+        (status, server.log())
+    });
+    assert_eq!(dialed.closed().await, Vec::<Value>::new());
+    assert_eq!(dialing.closed().await, Vec::<Value>::new());
+    let (status, log) = status.await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+}
+
 #[test]
 fn invalid_remote_adapter_tables_are_refused_at_start() {
     let dir = std::env::temp_dir().join(format!("halley-remote-bad-{}", std::process::id()));

@@ -106,6 +106,11 @@ async fn dial(address: String, shared: Arc<Shared>, engine: Arc<Engine>) {
     let mut backoff = MIN_BACKOFF;
     let mut failures = 0u32;
     loop {
+        // `select!` picks at random among ready branches: without this, a
+        // reachable adapter could win a race against a shutdown under way.
+        if engine.shutdown().is_started() {
+            return;
+        }
         let attempt = tokio::select! {
             attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)) => attempt,
             _ = engine.shutdown().wait() => return,
