@@ -3,9 +3,10 @@
 #
 #   ./scripts/test.sh
 #
-# Steps: system packages (Node.js/npm and Chromium when missing), formatting
+# Steps: system packages (Node.js/npm, Chromium and Python 3 when missing), formatting
 # and lints, Rust unit/property/end-to-end tests, the interop suite with the
-# real CometD and Faye clients from npm against a release build of `halley`,
+# real CometD and Faye clients from npm against a release build of `halley`
+# (and the Python example remote adapter, examples/price_feed.py),
 # then the browser suite: halley.js and the chat demo in Debian's Chromium.
 # Safe to run on a fresh Debian machine as root, and as CI's `.ci/run`.
 set -euo pipefail
@@ -27,6 +28,7 @@ step "system packages"
 need_apt node nodejs
 need_apt npm npm
 need_apt chromium chromium
+need_apt python3 python3
 node --version
 
 step "cargo fmt --check"

@@ -72,6 +72,99 @@ pub struct ChannelQos {
     pub key: Option<String>,
 }
 
+/// A remote Data Adapter: a process in any language, linked over TCP
+/// (TOML: `[[remote-adapter]]` tables; see [`crate::adapter::remote`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RemoteAdapterConfig {
+    /// Names the adapter in Halley's hello and in logs.
+    pub name: String,
+    /// The patterns of the channels the adapter owns (`/stocks/*`).
+    pub channels: Vec<String>,
+    /// Halley dials the adapter at this `host:port`...
+    pub connect: Option<String>,
+    /// ...or accepts adapter connections on this address (exactly one of the two).
+    pub listen: Option<SocketAddr>,
+    /// Halley pings after this long without sending; a link silent for
+    /// three times as long is closed and made again.
+    #[serde(default = "RemoteAdapterConfig::default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// Messages kept per listened channel (the last published, or the
+    /// adapter's snapshot) and given first to each new subscriber.
+    #[serde(default = "RemoteAdapterConfig::default_snapshot_length")]
+    pub snapshot_length: usize,
+}
+
+impl RemoteAdapterConfig {
+    /// Most messages `snapshot-length` may keep per channel: each may be up
+    /// to a line long (1 MiB), so this bounds the memory of one channel.
+    pub const MAX_SNAPSHOT_LENGTH: usize = 1000;
+
+    fn default_ping_interval_ms() -> u64 {
+        5_000
+    }
+
+    fn default_snapshot_length() -> usize {
+        1
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// Checks one table; errors name the adapter.
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.trim().is_empty() {
+            return Err("remote-adapter: name must not be empty".into());
+        }
+        if self.channels.is_empty() {
+            return Err(format!(
+                "remote-adapter {name:?}: channels must list at least one pattern"
+            ));
+        }
+        for pattern in &self.channels {
+            let parsed = halley_protocol::ChannelPattern::parse(pattern)
+                .map_err(|e| format!("remote-adapter {name:?}: channel {pattern:?}: {e}"))?;
+            if parsed.kind() != halley_protocol::ChannelKind::Broadcast {
+                return Err(format!(
+                    "remote-adapter {name:?}: channel {pattern:?}: only broadcast channels can be fed (not /meta or /service)"
+                ));
+            }
+        }
+        match (&self.connect, &self.listen) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(format!(
+                    "remote-adapter {name:?}: set exactly one of connect (Halley dials the adapter) or listen (the adapter dials Halley)"
+                ))
+            }
+            (Some(address), None) => {
+                let valid = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(format!(
+                        "remote-adapter {name:?}: connect must be host:port, got {address:?}"
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if self.ping_interval_ms < 10 {
+            return Err(format!(
+                "remote-adapter {name:?}: ping-interval-ms must be at least 10"
+            ));
+        }
+        if self.snapshot_length > Self::MAX_SNAPSHOT_LENGTH {
+            return Err(format!(
+                "remote-adapter {name:?}: snapshot-length must be at most {}",
+                Self::MAX_SNAPSHOT_LENGTH
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
@@ -131,6 +224,8 @@ pub struct Config {
     /// Keys that may use the HTTP publish API (`POST /api/publish`, sent as
     /// `Authorization: Bearer <key>`). None by default: the API is off.
     pub api_keys: Vec<String>,
+    /// Remote Data Adapters (none by default).
+    pub remote_adapter: Vec<RemoteAdapterConfig>,
     /// Most sessions one authenticated user may hold at once (none: no cap).
     pub max_sessions_per_user: Option<usize>,
     /// The JWT Metadata Adapter (`[jwt]`); exclusive with `webhook`.
@@ -167,6 +262,7 @@ impl Default for Config {
             websocket: true,
             websocket_idle_timeout: 60_000,
             api_keys: Vec::new(),
+            remote_adapter: Vec::new(),
             max_sessions_per_user: None,
             jwt: None,
             webhook: None,
@@ -285,6 +381,16 @@ impl Config {
         }
         if self.max_queue == 0 || self.max_queue_bytes == 0 {
             return Err("max-queue and max-queue-bytes must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for adapter in &self.remote_adapter {
+            adapter.validate()?;
+            if !names.insert(adapter.name.as_str()) {
+                return Err(format!(
+                    "remote-adapter {:?}: two remote adapters have this name",
+                    adapter.name
+                ));
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! | layer | modules | job |
 //! |---|---|---|
 //! | state | [`state`], [`history`] (replay) (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`, `listeners`) | sessions, their bounded queues, who subscribes to what, expiry, who hears when a session ends |
-//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`), [`adapter`] (Data Adapters), [`metadata`] (Metadata Adapters: JWT, webhook, session caps) | what each kind of message does; where server-side messages come from; who may do what |
+//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`), [`adapter`] (Data Adapters, in-process and remote over TCP), [`metadata`] (Metadata Adapters: JWT, webhook, session caps) | what each kind of message does; where server-side messages come from; who may do what |
 //! | dispatch | [`engine`], [`rules`] (per-channel settings), [`qos`] (max frequency, bandwidth, publish rate) | one batch in, replies out; the publish path |
 //! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!

@@ -4,7 +4,8 @@
 //! port read before serving); [`Server::run`] serves until the given signal
 //! resolves, then: stops accepting, answers every held `/meta/connect` with
 //! `reconnect: retry`, lets in-flight responses finish (bounded by a grace
-//! period), and returns.
+//! period), and returns. The links of remote adapters run beside it and
+//! end with it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
+use crate::adapter;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::transport;
@@ -32,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     engine: Arc<Engine>,
     listener: TcpListener,
+    /// The links of the remote adapters, started by [`Server::run`].
+    remote_links: Vec<adapter::remote::Link>,
 }
 
 impl Server {
@@ -47,7 +51,17 @@ impl Server {
         if let Some(metadata) = metadata {
             engine.set_metadata_adapter(metadata).map_err(invalid)?;
         }
-        Ok(Server { engine, listener })
+        // Registered now, so the adapters own their channels before the
+        // first client arrives; their `listen` sockets are bound now too.
+        let mut remote_links = Vec::new();
+        for remote in &engine.config().remote_adapter {
+            remote_links.push(adapter::remote::bind(&engine, remote).await?);
+        }
+        Ok(Server {
+            engine,
+            listener,
+            remote_links,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -61,7 +75,11 @@ impl Server {
 
     /// Serves until `signal` resolves, then shuts down gracefully.
     pub async fn run(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Server { engine, listener } = self;
+        let Server {
+            engine,
+            listener,
+            remote_links,
+        } = self;
         let addr = listener.local_addr()?;
         tracing::info!("listening on http://{addr}{}", engine.config().path);
 
@@ -69,6 +87,11 @@ impl Server {
             let engine = engine.clone();
             async move { engine.run_sweeper().await }
         });
+        // Each ends on the shutdown signal.
+        let remote_links: Vec<_> = remote_links
+            .into_iter()
+            .map(|link| tokio::spawn(link.run(engine.clone())))
+            .collect();
         // Connections and WebSocket tasks (which outlive their upgraded
         // HTTP connection) are tracked so shutdown can wait for them.
         let tasks = TaskTracker::new();
@@ -126,6 +149,9 @@ impl Server {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
         }
         let _ = sweeper.await;
+        for link in remote_links {
+            let _ = link.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -318,6 +318,37 @@ mod tests {
     }
 
     #[test]
+    fn remote_adapter_tables_with_defaults() {
+        let dir = std::env::temp_dir().join(format!("halley-config-remote-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(
+            &file,
+            "[[remote-adapter]]\nname = \"prices\"\nchannels = [\"/stocks/*\"]\n\
+             connect = \"feed.internal:7001\"\n\
+             [[remote-adapter]]\nname = \"news\"\nchannels = [\"/news/**\", \"/alerts\"]\n\
+             listen = \"127.0.0.1:7002\"\nping-interval-ms = 1000\nsnapshot-length = 10\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let config = args.into_config().unwrap();
+        let [prices, news] = &config.remote_adapter[..] else {
+            panic!("two tables: {:?}", config.remote_adapter);
+        };
+        assert_eq!(prices.connect.as_deref(), Some("feed.internal:7001"));
+        assert_eq!(prices.listen, None);
+        assert_eq!(prices.ping_interval_ms, 5000, "default");
+        assert_eq!(prices.snapshot_length, 1, "default");
+        assert_eq!(news.channels, ["/news/**", "/alerts"]);
+        assert_eq!(news.listen, Some("127.0.0.1:7002".parse().unwrap()));
+        assert_eq!(news.ping_interval_ms, 1000);
+        assert_eq!(news.snapshot_length, 10);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = std::env::temp_dir().join(format!("halley-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

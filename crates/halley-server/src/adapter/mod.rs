@@ -13,11 +13,16 @@
 //!   delivered to that subscriber only), and publishes through a
 //!   [`Publisher`], which goes through [`crate::Engine::publish`] like any
 //!   client's message: encoded once, fanned out to every subscriber.
+//! - [`remote`]: remote Data Adapters, feeds in any language in their own
+//!   process, linked over TCP by a line-delimited JSON protocol
+//!   (`[[remote-adapter]]` in the configuration); each stands in the engine
+//!   as a [`DataAdapter`] relaying the notices and publishing what it sends.
 //!
 //! The HTTP publish API (`POST /api/publish`,
 //! [`crate::transport::publish_api`]) is the adapter every deployment needs
 //! first: a backend publishes with one authenticated HTTP request.
 
 pub mod data;
+pub mod remote;
 
 pub use data::{DataAdapter, DataAdapters, Publisher};

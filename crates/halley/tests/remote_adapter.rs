@@ -1,0 +1,533 @@
+//! Remote adapters end to end: a real `halley serve` configured with a
+//! `[[remote-adapter]]`, a fake adapter written here over a real TCP
+//! socket (Halley dials it, or it dials Halley), and Bayeux clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{within, Server};
+use halley_client::Deliveries;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts Halley with one remote adapter table (`extra` TOML lines added).
+fn start(table: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("halley-remote-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}.toml", fastrand::u64(..)));
+    std::fs::write(
+        &file,
+        format!("[[remote-adapter]]\nname = \"prices\"\nchannels = [\"/stocks/*\"]\n{table}\n"),
+    )
+    .unwrap();
+    Server::start(&["--config", file.to_str().unwrap()])
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The adapter side of one connection.
+struct FakeAdapter {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    write: OwnedWriteHalf,
+    /// Whether `next` answers Halley's pings.
+    answer_pings: bool,
+}
+
+const HELLO: &str = r#"{"type":"hello","protocol":"halley-adapter","version":1,"name":"fake"}"#;
+
+impl FakeAdapter {
+    fn new(stream: TcpStream) -> FakeAdapter {
+        let (read, write) = stream.into_split();
+        FakeAdapter {
+            lines: BufReader::new(read).lines(),
+            write,
+            answer_pings: true,
+        }
+    }
+
+    /// Accepts Halley's connection; returns it with Halley's hello, ours sent.
+    async fn accept(listener: &TcpListener) -> (FakeAdapter, Value) {
+        let (stream, _) = within(10.0, "Halley dialing the adapter", listener.accept())
+            .await
+            .unwrap();
+        let mut adapter = FakeAdapter::new(stream);
+        let hello = adapter.raw_next().await.expect("Halley's hello");
+        adapter.send(HELLO).await;
+        (adapter, hello)
+    }
+
+    /// Dials Halley's `listen` address; returns it with Halley's hello, ours sent.
+    async fn dial(port: u16) -> (FakeAdapter, Value) {
+        let stream = within(10.0, "dialing Halley", async {
+            loop {
+                match TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(stream) => return stream,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        let mut adapter = FakeAdapter::new(stream);
+        adapter.send(HELLO).await;
+        let hello = adapter.raw_next().await.expect("Halley's hello");
+        (adapter, hello)
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("writing to Halley");
+    }
+
+    /// The next line as JSON, or None when Halley closed the connection.
+    async fn raw_next(&mut self) -> Option<Value> {
+        let line = within(10.0, "a line from Halley", self.lines.next_line())
+            .await
+            .ok()??;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}")))
+    }
+
+    /// The next line that is not a ping (pings are answered), within 10 s.
+    async fn next(&mut self) -> Value {
+        within(10.0, "a line from Halley other than a ping", async {
+            loop {
+                let line = self.raw_next().await.expect("Halley closed the link");
+                if line["type"] == "ping" {
+                    if self.answer_pings {
+                        self.send(r#"{"type":"pong"}"#).await;
+                    }
+                    continue;
+                }
+                return line;
+            }
+        })
+        .await
+    }
+
+    /// Asserts nothing but pings arrives for `ms`.
+    async fn quiet_for(&mut self, ms: u64) {
+        let waited = tokio::time::timeout(Duration::from_millis(ms), self.next()).await;
+        if let Ok(line) = waited {
+            panic!("expected nothing, got {line}");
+        }
+    }
+
+    /// Waits until Halley closes the connection (lines before are skipped).
+    async fn closed(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Some(line) = self.raw_next().await {
+            seen.push(line);
+        }
+        seen
+    }
+}
+
+fn subscribe(channel: &str) -> Value {
+    json!({"type": "subscribe", "channel": channel})
+}
+
+fn unsubscribe(channel: &str) -> Value {
+    json!({"type": "unsubscribe", "channel": channel})
+}
+
+async fn delivery(deliveries: &mut Deliveries) -> (String, String) {
+    let d = within(10.0, "a delivery", deliveries.recv()).await.unwrap();
+    (d.channel, d.data.get().to_owned())
+}
+
+#[tokio::test]
+async fn notices_follow_the_first_and_the_last_subscriber() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start(&format!(
+        "connect = \"{address}\"\nping-interval-ms = 60000"
+    ));
+    let (mut adapter, hello) = FakeAdapter::accept(&listener).await;
+    assert_eq!(
+        hello,
+        json!({"type": "hello", "protocol": "halley-adapter", "version": 1, "name": "prices",
+               "channels": ["/stocks/*"], "pingIntervalMs": 60000})
+    );
+
+    let (a, _) = server.connected_client().await;
+    let (b, _) = server.connected_client().await;
+    let (monitor, _) = server.connected_client().await;
+    monitor.subscribe("/stocks/*").await.unwrap();
+    a.subscribe("/news").await.unwrap();
+    adapter.quiet_for(300).await; // neither a glob nor another channel starts a feed
+
+    a.subscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/AAPL"));
+    b.subscribe("/stocks/AAPL").await.unwrap();
+    b.unsubscribe("/stocks/AAPL").await.unwrap();
+    a.subscribe("/stocks/MSFT").await.unwrap();
+    // B's coming and going said nothing: the next notice is about MSFT.
+    assert_eq!(adapter.next().await, subscribe("/stocks/MSFT"));
+    a.unsubscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(adapter.next().await, unsubscribe("/stocks/AAPL"));
+    // A disconnect is a last unsubscribe too.
+    a.disconnect().await.unwrap();
+    assert_eq!(adapter.next().await, unsubscribe("/stocks/MSFT"));
+    assert!(
+        server.log().contains("remote adapter link up"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn publishes_reach_subscribers_and_new_ones_get_the_snapshot_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start(&format!("connect = \"{address}\"\nsnapshot-length = 2"));
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+
+    let (a, mut a_got) = server.connected_client().await;
+    let (monitor, mut monitor_got) = server.connected_client().await;
+    monitor.subscribe("/stocks/*").await.unwrap();
+    a.subscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/AAPL"));
+
+    // The snapshot goes to the current subscribers at once...
+    adapter
+        .send(r#"{"type":"snapshot","channel":"/stocks/AAPL","data":[{"snapshot":true,"seq":0}]}"#)
+        .await;
+    let first = (
+        "/stocks/AAPL".to_owned(),
+        r#"{"snapshot":true,"seq":0}"#.to_owned(),
+    );
+    assert_eq!(delivery(&mut a_got).await, first);
+    // ...and publishes, byte for byte, to every subscriber, globs included.
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/AAPL","data":{"seq": 1, "p":1.50}}"#)
+        .await;
+    let second = (
+        "/stocks/AAPL".to_owned(),
+        r#"{"seq": 1, "p":1.50}"#.to_owned(),
+    );
+    assert_eq!(delivery(&mut a_got).await, second);
+    assert_eq!(delivery(&mut monitor_got).await, first);
+    assert_eq!(delivery(&mut monitor_got).await, second);
+
+    // A new subscriber first gets the last two messages, alone.
+    let (b, mut b_got) = server.connected_client().await;
+    b.subscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(delivery(&mut b_got).await, first);
+    assert_eq!(delivery(&mut b_got).await, second);
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/AAPL","data":{"seq":2}}"#)
+        .await;
+    let third = ("/stocks/AAPL".to_owned(), r#"{"seq":2}"#.to_owned());
+    assert_eq!(delivery(&mut b_got).await, third);
+    assert_eq!(delivery(&mut a_got).await, third);
+    assert!(a_got.is_empty(), "A got no snapshot when B subscribed");
+
+    let (c, mut c_got) = server.connected_client().await;
+    c.subscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(delivery(&mut c_got).await, second, "the last two only");
+    assert_eq!(delivery(&mut c_got).await, third);
+
+    // Once nobody listens, what was kept is forgotten.
+    for client in [&a, &b, &c] {
+        client.unsubscribe("/stocks/AAPL").await.unwrap();
+    }
+    assert_eq!(adapter.next().await, unsubscribe("/stocks/AAPL"));
+    let (d, mut d_got) = server.connected_client().await;
+    d.subscribe("/stocks/AAPL").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/AAPL"));
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/AAPL","data":{"seq":3}}"#)
+        .await;
+    assert_eq!(
+        delivery(&mut d_got).await.1,
+        r#"{"seq":3}"#,
+        "no stale snapshot"
+    );
+}
+
+#[tokio::test]
+async fn bad_lines_are_answered_with_an_error_and_the_link_carries_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start(&format!("connect = \"{address}\""));
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    let (a, mut a_got) = server.connected_client().await;
+    a.subscribe("/stocks/X").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/X"));
+
+    for (line, says) in [
+        ("this is not json", "not a JSON object"),
+        (r#"{"type":"publish","channel":"/stocks/X"}"#, "data"),
+        (
+            r#"{"type":"publish","channel":"/news/X","data":1}"#,
+            "not one of this adapter's channels",
+        ),
+        (
+            r#"{"type":"publish","channel":"/meta/connect","data":1}"#,
+            "broadcast",
+        ),
+        (
+            r#"{"type":"publish","channel":"/stocks/*","data":1}"#,
+            "glob",
+        ),
+        (
+            r#"{"type":"snapshot","channel":"/stocks/X","data":5}"#,
+            "array",
+        ),
+        (r#"{"type":"teleport"}"#, "unknown line type"),
+        (HELLO, "already"),
+    ] {
+        adapter.send(line).await;
+        let answer = adapter.next().await;
+        assert_eq!(answer["type"], "error", "{line}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(says), "{line}: {message}");
+    }
+    adapter.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(adapter.next().await, json!({"type": "pong"}));
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/X","data":"still here"}"#)
+        .await;
+    assert_eq!(delivery(&mut a_got).await.1, r#""still here""#);
+    assert!(a_got.is_empty(), "nothing refused was delivered");
+}
+
+#[tokio::test]
+async fn another_version_is_refused_and_an_oversized_line_closes_the_link() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start(&format!("connect = \"{address}\""));
+
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut adapter = FakeAdapter::new(stream);
+    adapter.raw_next().await.expect("Halley's hello");
+    adapter
+        .send(r#"{"type":"hello","protocol":"halley-adapter","version":2}"#)
+        .await;
+    let seen = adapter.closed().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["type"], "error");
+    let message = seen[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("version 2") && message.contains("version 1"),
+        "{message}"
+    );
+
+    // Halley dials again; this time the hello is right.
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    let (a, mut a_got) = server.connected_client().await;
+    a.subscribe("/stocks/X").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/X"));
+    let huge = format!(
+        r#"{{"type":"publish","channel":"/stocks/X","data":"{}"}}"#,
+        "x".repeat(1024 * 1024 + 10)
+    );
+    // Halley may close before reading it all: the write may fail.
+    let _ = adapter
+        .write
+        .write_all(format!("{huge}\n").as_bytes())
+        .await;
+    let seen = adapter.closed().await;
+    let error = seen
+        .iter()
+        .find(|l| l["type"] == "error")
+        .expect("an error line");
+    assert!(
+        error["message"].as_str().unwrap().contains("longer than"),
+        "{error}"
+    );
+
+    // The next link gets the listened channel again, and works.
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    assert_eq!(adapter.next().await, subscribe("/stocks/X"));
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/X","data":1}"#)
+        .await;
+    assert_eq!(delivery(&mut a_got).await.1, "1");
+    assert!(a_got.is_empty(), "the oversized line was not delivered");
+}
+
+#[tokio::test]
+async fn in_connect_mode_halley_redials_and_resends_every_listened_channel() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start(&format!("connect = \"{address}\""));
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    let (a, mut a_got) = server.connected_client().await;
+    a.subscribe("/stocks/A").await.unwrap();
+    a.subscribe("/stocks/B").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/A"));
+    assert_eq!(adapter.next().await, subscribe("/stocks/B"));
+
+    // The adapter process dies: its socket and its listener go away.
+    drop(adapter);
+    drop(listener);
+    // While it is away, B loses its subscriber: nothing is queued for it.
+    a.unsubscribe("/stocks/B").await.unwrap();
+    a.subscribe("/stocks/C").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await; // a few failed redials
+
+    // It comes back on the same port: Halley dials it and catches it up.
+    let listener = TcpListener::bind(address).await.unwrap();
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    let mut resent = vec![adapter.next().await, adapter.next().await];
+    resent.sort_by_key(|l| l["channel"].as_str().unwrap().to_owned());
+    assert_eq!(resent, [subscribe("/stocks/A"), subscribe("/stocks/C")]);
+    adapter.quiet_for(300).await;
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/A","data":{"back":true}}"#)
+        .await;
+    assert_eq!(delivery(&mut a_got).await.1, r#"{"back":true}"#);
+    let log = server.log();
+    assert!(log.contains("remote adapter link down"), "{log}");
+    assert!(log.contains("remote adapter unreachable"), "{log}");
+}
+
+#[tokio::test]
+async fn in_listen_mode_a_new_connection_replaces_the_old_one() {
+    let port = free_port();
+    let server = start(&format!("listen = \"127.0.0.1:{port}\""));
+    let (mut first, hello) = FakeAdapter::dial(port).await;
+    assert_eq!(hello["name"], "prices");
+    let (a, mut a_got) = server.connected_client().await;
+    a.subscribe("/stocks/A").await.unwrap();
+    assert_eq!(first.next().await, subscribe("/stocks/A"));
+
+    // A restarted adapter connects again: it takes over, and is caught up.
+    let (mut second, _) = FakeAdapter::dial(port).await;
+    assert_eq!(second.next().await, subscribe("/stocks/A"));
+    assert_eq!(
+        first.closed().await,
+        Vec::<Value>::new(),
+        "the old link is closed"
+    );
+    second
+        .send(r#"{"type":"publish","channel":"/stocks/A","data":2}"#)
+        .await;
+    assert_eq!(delivery(&mut a_got).await.1, "2");
+    a.unsubscribe("/stocks/A").await.unwrap();
+    assert_eq!(second.next().await, unsubscribe("/stocks/A"));
+}
+
+#[tokio::test]
+async fn a_silent_adapter_is_dropped_after_three_ping_intervals() {
+    let port = free_port();
+    let server = start(&format!(
+        "listen = \"127.0.0.1:{port}\"\nping-interval-ms = 100"
+    ));
+    let (mut adapter, _) = FakeAdapter::dial(port).await;
+    adapter.answer_pings = false;
+    let started = std::time::Instant::now();
+    let seen = adapter.closed().await;
+    assert!(
+        seen.iter().filter(|l| l["type"] == "ping").count() >= 2,
+        "Halley pinged while idle: {seen:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One that answers pings stays up.
+    let (mut adapter, _) = FakeAdapter::dial(port).await;
+    adapter.quiet_for(800).await;
+    let (a, _) = server.connected_client().await;
+    a.subscribe("/stocks/Z").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/Z"));
+    assert!(
+        server.log().contains("silent for three ping intervals"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_the_links_and_stops_promptly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("halley-remote-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("two.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[remote-adapter]]\nname = \"dialed\"\nchannels = [\"/a/*\"]\nconnect = \"{address}\"\n\
+             [[remote-adapter]]\nname = \"dialing\"\nchannels = [\"/b/*\"]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", file.to_str().unwrap()]);
+    let (mut dialed, hello) = FakeAdapter::accept(&listener).await;
+    assert_eq!(hello["name"], "dialed");
+    let (mut dialing, hello) = FakeAdapter::dial(port).await;
+    assert_eq!(hello["name"], "dialing");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate(Duration::from_secs(5));
+        (status, server.log())
+    });
+    assert_eq!(dialed.closed().await, Vec::<Value>::new());
+    assert_eq!(dialing.closed().await, Vec::<Value>::new());
+    let (status, log) = status.await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+}
+
+#[test]
+fn invalid_remote_adapter_tables_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("halley-remote-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (table, says) in [
+        ("channels = [\"/a\"]", "set exactly one of connect"),
+        (
+            "channels = [\"/a\"]\nconnect = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"",
+            "exactly one",
+        ),
+        ("channels = []\nconnect = \"127.0.0.1:1\"", "at least one"),
+        (
+            "channels = [\"/service/x\"]\nconnect = \"127.0.0.1:1\"",
+            "broadcast",
+        ),
+        ("channels = [\"/a\"]\nconnect = \"nope\"", "host:port"),
+        (
+            "channels = [\"/a\"]\nconnect = \"127.0.0.1:1\"\nsnapshot-length = 5000",
+            "snapshot-length",
+        ),
+        (
+            "channels = [\"/a\"]\nconnect = \"127.0.0.1:1\"\nretry = 1",
+            "unknown field",
+        ),
+    ] {
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            format!("[[remote-adapter]]\nname = \"x\"\n{table}\n"),
+        )
+        .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_halley"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{table}: started");
+        assert!(stderr.contains(says), "{table}: {stderr}");
+    }
+}
