@@ -263,6 +263,114 @@ fn connection_error(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server answering every request `[]`, closing each connection after
+    /// `per_connection` responses; counts the connections it accepted.
+    async fn server(per_connection: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cometd", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_connection {
+                        // Requests are small: read until a whole one is here.
+                        loop {
+                            let text = String::from_utf8_lossy(&buf).into_owned();
+                            if let Some(end) = text.find("\r\n\r\n") {
+                                let length: usize = text[..end]
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length: "))
+                                    .map_or(0, |n| n.trim().parse().unwrap());
+                                if buf.len() >= end + 4 + length {
+                                    buf.drain(..end + 4 + length);
+                                    break;
+                                }
+                            }
+                            let mut chunk = [0u8; 1024];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let answer =
+                            b"HTTP/1.1 200 OK\r\nset-cookie: b=1\r\ncontent-length: 2\r\n\r\n[]";
+                        stream.write_all(answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn reuses_its_connection_and_replaces_a_closed_one() {
+        let jar = CookieJar::new();
+        let (url, accepted) = server(usize::MAX).await;
+        let connections = Connections::new(&url, None);
+        let target = Connections::target(&url).unwrap();
+        for _ in 0..3 {
+            let answer = connections
+                .post(target.clone(), Bytes::from_static(b"[]"), &jar)
+                .await
+                .unwrap();
+            assert_eq!((answer.status, &answer.body[..]), (200, &b"[]"[..]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+        assert_eq!(jar.get("b").as_deref(), Some("1"));
+
+        // Two at once need two connections; one of them is kept afterwards.
+        let (a, b) = tokio::join!(
+            connections.post(target.clone(), Bytes::from_static(b"[]"), &jar),
+            connections.post(target.clone(), Bytes::from_static(b"[]"), &jar),
+        );
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        connections
+            .post(target.clone(), Bytes::from_static(b"[]"), &jar)
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // A server that closes after every response: each request still works.
+        let (url, accepted) = server(1).await;
+        let connections = Connections::new(&url, None);
+        for _ in 0..3 {
+            connections
+                .post(target.clone(), Bytes::from_static(b"[]"), &jar)
+                .await
+                .unwrap();
+            // Let the connection's task see the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn reports_failures_as_values() {
+        let jar = CookieJar::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cometd", listener.local_addr().unwrap());
+        drop(listener);
+        let connections = Connections::new(&url, None);
+        let target = Connections::target(&url).unwrap();
+        let refused = connections.post(target.clone(), Bytes::new(), &jar).await;
+        assert!(matches!(refused, Err(Error::Connection(_))), "{refused:?}");
+        let https = Connections::new("https://127.0.0.1:1/cometd", None);
+        let unusable = https.post(target, Bytes::new(), &jar).await;
+        assert!(
+            matches!(unusable, Err(Error::Connection(_))),
+            "{unusable:?}"
+        );
+    }
 
     #[test]
     fn parses_the_origin_and_targets() {
