@@ -59,15 +59,17 @@ impl ClientBuilder {
     }
 
     /// Shares an HTTP client (and so its connection pool) with other Bayeux
-    /// clients; cookies stay per Bayeux client. When set, `local_address` is
-    /// ignored: bind the shared client instead (see [`crate::http_client`]).
+    /// clients; cookies stay per Bayeux client. It carries raw requests and
+    /// websocket upgrades; long-polling exchanges use connections of the
+    /// client's own. When set, `local_address` binds only those: bind the
+    /// shared client too (see [`crate::http_client`]).
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
     }
 
-    /// The local address to connect from (when this builder makes its own
-    /// HTTP client).
+    /// The local address to connect from: long-polling connections, and the
+    /// HTTP client this builder makes when not given one.
     pub fn local_address(mut self, address: IpAddr) -> Self {
         self.local_address = Some(address);
         self
@@ -128,12 +130,10 @@ impl ClientBuilder {
         let (sender, deliveries) = Deliveries::channel();
         let session = Arc::new(Session::new(sender));
         let transport = match self.transport {
-            TransportKind::LongPolling => Transport::LongPolling(LongPolling::new(
-                http,
-                self.url,
-                cookies,
-                self.append_message_type,
-            )),
+            TransportKind::LongPolling => Transport::LongPolling(
+                LongPolling::new(http, self.url, cookies, self.append_message_type)
+                    .with_local_address(self.local_address),
+            ),
             TransportKind::WebSocket => {
                 Transport::WebSocket(WebSocket::new(http, self.url, cookies, session.clone()))
             }

@@ -10,14 +10,39 @@
 //! Domains, paths and `Expires` dates are ignored (one server, short lives);
 //! `Max-Age=0` removes a cookie.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::header::{HeaderMap, HeaderValue, SET_COOKIE};
+
+/// `a=1; b=2`, if there are cookies.
+fn header_text(cookies: &[(String, String)]) -> Option<String> {
+    if cookies.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (i, (name, value)) in cookies.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
+    Some(out)
+}
 
 /// Cookies of one browser.
 #[derive(Debug, Default)]
 pub struct CookieJar {
-    cookies: Mutex<Vec<(String, String)>>,
+    inner: Mutex<Jar>,
+}
+
+#[derive(Debug, Default)]
+struct Jar {
+    cookies: Vec<(String, String)>,
+    /// The `Cookie` header for `cookies`, built on first use after a change:
+    /// a long-polling client sends the same one on every request.
+    header: Option<HeaderValue>,
 }
 
 impl CookieJar {
@@ -25,10 +50,16 @@ impl CookieJar {
         Self::default()
     }
 
+    /// The jar, even if a thread panicked while holding it (the cookies are
+    /// consistent after every statement that changes them).
+    fn lock(&self) -> MutexGuard<'_, Jar> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The value of cookie `name`.
     pub fn get(&self, name: &str) -> Option<String> {
-        let cookies = self.cookies.lock().expect("cookie jar poisoned");
-        cookies
+        let jar = self.lock();
+        jar.cookies
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
@@ -37,42 +68,47 @@ impl CookieJar {
     /// Sets (or replaces) cookie `name`.
     pub fn insert(&self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
-        let mut cookies = self.cookies.lock().expect("cookie jar poisoned");
-        match cookies.iter_mut().find(|(n, _)| *n == name) {
+        let mut jar = self.lock();
+        match jar.cookies.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) if slot.1 == value => return,
             Some(slot) => slot.1 = value,
-            None => cookies.push((name, value)),
+            None => jar.cookies.push((name, value)),
         }
+        jar.header = None;
     }
 
     pub fn remove(&self, name: &str) {
-        let mut cookies = self.cookies.lock().expect("cookie jar poisoned");
-        cookies.retain(|(n, _)| n != name);
+        let mut jar = self.lock();
+        jar.cookies.retain(|(n, _)| n != name);
+        jar.header = None;
     }
 
     pub fn clear(&self) {
-        self.cookies.lock().expect("cookie jar poisoned").clear();
+        let mut jar = self.lock();
+        jar.cookies.clear();
+        jar.header = None;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cookies.lock().expect("cookie jar poisoned").is_empty()
+        self.lock().cookies.is_empty()
     }
 
     /// The `Cookie` request header value (`a=1; b=2`), if there are cookies.
     pub fn header_value(&self) -> Option<String> {
-        let cookies = self.cookies.lock().expect("cookie jar poisoned");
-        if cookies.is_empty() {
-            return None;
+        header_text(&self.lock().cookies)
+    }
+
+    /// The `Cookie` header, if there are cookies: built once per change of
+    /// the jar, then shared (cloning a `HeaderValue` copies no bytes). `None`
+    /// too if a cookie holds bytes a header cannot (the jar only stores what
+    /// came in headers, so it cannot).
+    pub(crate) fn header(&self) -> Option<HeaderValue> {
+        let mut jar = self.lock();
+        if jar.header.is_none() {
+            let text = header_text(&jar.cookies)?;
+            jar.header = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok();
         }
-        let mut out = String::new();
-        for (i, (name, value)) in cookies.iter().enumerate() {
-            if i > 0 {
-                out.push_str("; ");
-            }
-            out.push_str(name);
-            out.push('=');
-            out.push_str(value);
-        }
-        Some(out)
+        jar.header.clone()
     }
 
     /// Applies one `Set-Cookie` header value.
@@ -124,8 +160,14 @@ mod tests {
             jar.header_value().as_deref(),
             Some("BAYEUX_BROWSER=abc123; other=x")
         );
+        assert_eq!(jar.header().unwrap(), "BAYEUX_BROWSER=abc123; other=x");
         jar.apply_set_cookie("BAYEUX_BROWSER=def; Path=/");
         assert_eq!(jar.get("BAYEUX_BROWSER").as_deref(), Some("def"));
+        assert_eq!(jar.header().unwrap(), "BAYEUX_BROWSER=def; other=x");
+        jar.remove("other");
+        assert_eq!(jar.header().unwrap(), "BAYEUX_BROWSER=def");
+        jar.clear();
+        assert_eq!(jar.header(), None);
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub enum Error {
     #[error("HTTP request to the Bayeux endpoint failed: {0}")]
     Http(#[from] reqwest::Error),
 
+    /// A long-polling connection failed: it could not be opened, or broke
+    /// before the response was complete (or the URL is not an `http://` one).
+    /// The next request uses another connection.
+    #[error("HTTP connection to the Bayeux endpoint failed: {0}")]
+    Connection(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// The server answered with an HTTP status other than 200.
     #[error("the server answered HTTP {status}: {}", String::from_utf8_lossy(.body))]
     Status { status: u16, body: bytes::Bytes },

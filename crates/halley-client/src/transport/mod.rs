@@ -14,6 +14,7 @@
 //! Either way the caller passes the answer through `Session::dispatch`, so
 //! a delivery is handed over exactly once, the same way.
 
+mod http1;
 pub mod long_polling;
 pub mod websocket;
 
@@ -206,7 +207,9 @@ impl RawResponse {
 /// optionally bound to a local source address (a load generator spreads its
 /// connections over several addresses to get past one address's ports).
 ///
-/// Many [`crate::Client`]s can share one; each keeps its own cookies.
+/// Many [`crate::Client`]s can share one; each keeps its own cookies. A
+/// long-polling client uses it for raw requests only (its Bayeux exchanges go
+/// over connections of its own); a websocket client for its upgrades.
 pub fn http_client(local_address: Option<IpAddr>) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
