@@ -282,7 +282,7 @@ async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<C
     let http = crate::transport::shared_http(None);
     let mut publishers = Vec::with_capacity(scenario.publishers);
     for _ in 0..scenario.publishers {
-        let client = crate::transport::client(scenario, http.clone(), None)?;
+        let client = crate::transport::client(scenario, http.clone(), None, true)?;
         client.handshake().await.context("publisher handshake")?;
         publishers.push(Arc::new(client));
     }

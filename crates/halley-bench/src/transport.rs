@@ -18,6 +18,7 @@ pub fn client(
     scenario: &Scenario,
     http: reqwest::Client,
     local_address: Option<IpAddr>,
+    spare_connection: bool,
 ) -> anyhow::Result<Client> {
     let builder = Client::builder(scenario.url.clone()).http_client(http);
     let builder = match local_address {
@@ -28,5 +29,9 @@ pub fn client(
         TransportChoice::LongPolling => TransportKind::LongPolling,
         TransportChoice::Websocket => TransportKind::WebSocket,
     };
-    Ok(builder.transport(kind).ack(scenario.ack).build()?)
+    Ok(builder
+        .transport(kind)
+        .ack(scenario.ack)
+        .spare_connection(spare_connection)
+        .build()?)
 }

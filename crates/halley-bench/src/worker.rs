@@ -153,7 +153,9 @@ async fn connect_users(
         let local = plan.local_address;
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.expect("never closed");
-            let client = transport::client(&scenario, http, local)?;
+            // A user only subscribes: one connection each, so a node's
+            // file limit is spent on users, not on spare connections.
+            let client = transport::client(&scenario, http, local, false)?;
             let client = Arc::new(client);
             let deliveries = client.take_deliveries().expect("first take");
             client.handshake().await?;

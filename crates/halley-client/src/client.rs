@@ -40,6 +40,7 @@ pub struct ClientBuilder {
     transport: TransportKind,
     http: Option<reqwest::Client>,
     local_address: Option<IpAddr>,
+    spare_connection: bool,
     cookies: Option<Arc<CookieJar>>,
     append_message_type: bool,
     max_network_delay: Duration,
@@ -105,6 +106,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Long-polling: whether a second connection, opened for a request made
+    /// while `/meta/connect` is held, is kept open for the next one, as
+    /// browsers do (default true). Off, it is closed after its response, so
+    /// an idle client holds exactly one connection: what a load generator
+    /// simulating many subscribers against one server wants.
+    pub fn spare_connection(mut self, keep: bool) -> Self {
+        self.spare_connection = keep;
+        self
+    }
+
     /// An `ext` object to send with every handshake (`{"timesync":...}`, ...).
     pub fn handshake_ext(mut self, ext: Box<RawValue>) -> Self {
         self.handshake_ext = Some(ext);
@@ -132,7 +143,7 @@ impl ClientBuilder {
         let transport = match self.transport {
             TransportKind::LongPolling => Transport::LongPolling(
                 LongPolling::new(http, self.url, cookies, self.append_message_type)
-                    .with_local_address(self.local_address),
+                    .with_connections(self.local_address, self.spare_connection),
             ),
             TransportKind::WebSocket => {
                 Transport::WebSocket(WebSocket::new(http, self.url, cookies, session.clone()))
@@ -380,6 +391,7 @@ impl Client {
             transport: TransportKind::LongPolling,
             http: None,
             local_address: None,
+            spare_connection: true,
             cookies: None,
             append_message_type: true,
             max_network_delay: Duration::from_secs(10),

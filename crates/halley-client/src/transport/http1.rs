@@ -28,6 +28,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -97,6 +98,25 @@ pub(crate) struct Connections {
     local_address: Option<IpAddr>,
     /// The connection kept for the next request.
     idle: Mutex<Option<Sender>>,
+    /// Requests under way (see [`Connections::keep_spare`]).
+    in_flight: AtomicUsize,
+    /// Whether a connection freed while another request is under way (the
+    /// held `/meta/connect`) is kept for the next request, as browsers keep
+    /// their second connection. Off, it is closed: an idle client then holds
+    /// exactly one connection, which is what a load generator simulating
+    /// thousands of subscribers on one machine needs (a server may hold at
+    /// most so many file descriptors), at the price of a new connection per
+    /// request made while the connect is held.
+    keep_spare: bool,
+}
+
+/// Counts a request as under way until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Connections {
@@ -108,7 +128,15 @@ impl Connections {
             origin: Origin::parse(url),
             local_address,
             idle: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            keep_spare: true,
         }
+    }
+
+    /// Sets [`Connections::keep_spare`] (default on).
+    pub fn keep_spare(mut self, keep: bool) -> Self {
+        self.keep_spare = keep;
+        self
     }
 
     /// The request target (`/cometd/connect?x`) of a URL of this origin.
@@ -142,6 +170,8 @@ impl Connections {
             headers.insert(COOKIE, cookie);
         }
 
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&self.in_flight);
         let (sender, response) = self.send(origin, request).await?;
         cookies.store_response(response.headers());
         let status = response.status().as_u16();
@@ -195,6 +225,10 @@ impl Connections {
     /// before if any (dropped outside the lock).
     fn give_back(&self, sender: Sender) {
         if sender.is_closed() {
+            return;
+        }
+        // This request still counts itself: more means another is under way.
+        if !self.keep_spare && self.in_flight.load(Ordering::Acquire) > 1 {
             return;
         }
         let older = self
@@ -352,6 +386,76 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// A server answering `[]`, after 300 ms to a body of `"slow"`; counts
+    /// the connections it accepted and those the client closed.
+    async fn slow_server() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cometd", listener.local_addr().unwrap());
+        let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, c) = (accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // Each request arrives in one read (small, on loopback).
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => {
+                                c.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) => {
+                                if String::from_utf8_lossy(&chunk[..n]).ends_with("\"slow\"") {
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                }
+                            }
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
+                        stream.write_all(answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, accepted, closed)
+    }
+
+    /// While a request is held, another opens a second connection: kept
+    /// for later with a spare (as browsers do), closed without one.
+    #[tokio::test]
+    async fn without_a_spare_the_second_connection_closes_after_its_answer() {
+        for keep_spare in [true, false] {
+            let jar = CookieJar::new();
+            let (url, accepted, closed) = slow_server().await;
+            let connections = Arc::new(Connections::new(&url, None).keep_spare(keep_spare));
+            let target = Connections::target(&url).unwrap();
+            let held = tokio::spawn({
+                let (connections, target) = (connections.clone(), target.clone());
+                async move {
+                    let jar = CookieJar::new();
+                    let body = Bytes::from_static(b"\"slow\"");
+                    connections.post(target, body, &jar).await.unwrap();
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            connections
+                .post(target.clone(), Bytes::from_static(b"[]"), &jar)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+            let expected = if keep_spare { 0 } else { 1 };
+            assert_eq!(
+                closed.load(Ordering::SeqCst),
+                expected,
+                "keep_spare {keep_spare}"
+            );
+            held.await.unwrap();
+        }
     }
 
     #[tokio::test]

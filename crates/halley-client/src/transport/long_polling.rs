@@ -79,8 +79,14 @@ impl LongPolling {
 
     /// Opens the transport's connections from `address` (a load generator
     /// spreads its users over several source addresses).
-    pub fn with_local_address(mut self, address: Option<IpAddr>) -> Self {
-        self.connections = Connections::new(&self.url, address);
+    pub fn with_local_address(self, address: Option<IpAddr>) -> Self {
+        self.with_connections(address, true)
+    }
+
+    /// Opens the transport's connections from `address`; `keep_spare`: see
+    /// [`crate::ClientBuilder::spare_connection`].
+    pub fn with_connections(mut self, address: Option<IpAddr>, keep_spare: bool) -> Self {
+        self.connections = Connections::new(&self.url, address).keep_spare(keep_spare);
         self
     }
 

@@ -94,8 +94,10 @@ pub struct Session {
     unacked: Mutex<Option<UnackedBatches>>,
     /// Replay ids asked for at handshake, per channel, used by later subscribes.
     replay_requests: Mutex<HashMap<Box<str>, i64>>,
-    /// Who the session speaks for and its limits, set once at handshake.
-    grant: OnceLock<Grant>,
+    /// Who the session speaks for and its limits, set once at handshake;
+    /// boxed, so the many anonymous sessions of a server without a Metadata
+    /// Adapter pay one pointer, not the whole grant.
+    grant: OnceLock<Box<Grant>>,
     /// Updates of rate-limited channels waiting for their turn (QoS); boxed
     /// and created on first use, so sessions without QoS pay one pointer.
     throttle: Mutex<Option<Box<Throttle>>>,
@@ -163,7 +165,7 @@ impl Session {
     /// a second call is ignored and returns `false`).
     pub fn set_grant(&self, grant: Grant) -> bool {
         let limits_frequency = grant.limits.max_frequency.is_some();
-        let set = self.grant.set(grant).is_ok();
+        let set = self.grant.set(Box::new(grant)).is_ok();
         if set && limits_frequency {
             FREQUENCY_GRANTS.fetch_add(1, Ordering::Relaxed);
         }
@@ -179,9 +181,10 @@ impl Session {
     /// The session's grant: anonymous with default limits until set.
     pub fn grant(&self) -> &Grant {
         static ANONYMOUS: OnceLock<Grant> = OnceLock::new();
-        self.grant
-            .get()
-            .unwrap_or_else(|| ANONYMOUS.get_or_init(Grant::anonymous))
+        match self.grant.get() {
+            Some(grant) => grant,
+            None => ANONYMOUS.get_or_init(Grant::anonymous),
+        }
     }
 
     /// The authenticated user, if any.
