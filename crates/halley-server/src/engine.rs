@@ -157,7 +157,7 @@ impl Engine {
             subscriptions: Subscriptions::default(),
             services: Services::default(),
             session_listeners: SessionListeners::default(),
-            data_adapters: DataAdapters::default(),
+            data_adapters: DataAdapters::new(me.clone()),
             shutdown: Shutdown::default(),
             history: Box::new(MemoryHistory::default()),
             sequencers: Sequencers::default(),

@@ -175,6 +175,39 @@ async fn the_adapter_hears_the_first_subscriber_once_and_the_last_one_leaving() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_adapter_registered_late_hears_of_the_channels_already_listened_to() {
+    let engine = Engine::new(Config::default());
+    let mut ada = Client::connected(&engine).await;
+    ada.subscribe("/stocks/AAPL").await;
+    ada.subscribe("/stocks/*").await;
+    ada.subscribe("/news").await;
+    let recorder = Arc::new(Recorder::default());
+    engine
+        .data_adapters()
+        .register("/stocks/*", recorder.clone())
+        .unwrap();
+    assert_eq!(
+        recorder.calls(),
+        ["first /stocks/AAPL"],
+        "the glob and /news are not its"
+    );
+    ada.unsubscribe("/stocks/AAPL").await;
+    assert_eq!(
+        recorder.calls(),
+        ["first /stocks/AAPL", "last /stocks/AAPL"]
+    );
+
+    // A second adapter over the same channels: the first owns them.
+    ada.subscribe("/stocks/MSFT").await;
+    let second = Arc::new(Recorder::default());
+    engine
+        .data_adapters()
+        .register("/stocks/**", second.clone())
+        .unwrap();
+    assert!(second.calls().is_empty(), "{:?}", second.calls());
+}
+
+#[tokio::test(start_paused = true)]
 async fn channels_it_does_not_own_and_globs_are_not_announced() {
     let (engine, recorder) = engine_with_recorder(Config::default());
     let mut ada = Client::connected(&engine).await;

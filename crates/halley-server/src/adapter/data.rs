@@ -145,15 +145,27 @@ impl Registered {
 }
 
 /// The Data Adapters of one engine.
-#[derive(Default)]
 pub struct DataAdapters {
     registered: RwLock<Vec<Arc<Registered>>>,
+    /// The engine these adapters feed (weak: it owns them), to tell a new
+    /// adapter which of its channels are listened to already.
+    engine: Weak<Engine>,
 }
 
 impl DataAdapters {
+    /// The adapters of the engine `engine` points to (empty).
+    pub fn new(engine: Weak<Engine>) -> Self {
+        DataAdapters {
+            registered: RwLock::default(),
+            engine,
+        }
+    }
+
     /// Registers `adapter` as the owner of the broadcast channels matching
     /// `pattern` (a channel or a glob). When patterns overlap, the first
-    /// registered wins. Channels already subscribed are not announced.
+    /// registered wins. Channels it now owns that already have subscribers
+    /// are announced with `first_subscriber` at once (those subscribers got
+    /// no snapshot: they subscribed before the adapter existed).
     pub fn register(&self, pattern: &str, adapter: Arc<dyn DataAdapter>) -> Result<(), String> {
         let pattern = ChannelPattern::parse(pattern)
             .map_err(|e| format!("data adapter pattern {pattern:?}: {e}"))?;
@@ -162,13 +174,26 @@ impl DataAdapters {
                 "data adapter pattern {pattern}: only broadcast channels can be fed (not /meta or /service)"
             ));
         }
-        self.registered.write().push(Arc::new(Registered {
+        let registered = Arc::new(Registered {
             pattern,
             adapter,
             turn: ReentrantMutex::new(()),
             active: Mutex::default(),
             edges: Mutex::default(),
-        }));
+        });
+        self.registered.write().push(registered.clone());
+        if let Some(engine) = self.engine.upgrade() {
+            for channel in engine.subscriptions().subscribed_channels() {
+                // Owned by this adapter (not by one registered before it)?
+                let owned = self
+                    .owner(&channel)
+                    .is_some_and(|owner| Arc::ptr_eq(&owner, &registered));
+                if owned {
+                    registered.edges.lock().push(channel);
+                }
+            }
+            registered.drain(&engine);
+        }
         Ok(())
     }
 

@@ -128,6 +128,15 @@ impl Subscriptions {
         emptied
     }
 
+    /// The channels (not globs) that have a subscriber now.
+    pub fn subscribed_channels(&self) -> Vec<Box<str>> {
+        self.by_pattern
+            .iter()
+            .map(|entry| entry.key().clone())
+            .filter(|pattern| !pattern.ends_with('*'))
+            .collect()
+    }
+
     /// Whether `pattern` (as subscribed, not matched) has a subscriber.
     pub fn has_subscribers(&self, pattern: &str) -> bool {
         self.by_pattern.contains_key(pattern)
