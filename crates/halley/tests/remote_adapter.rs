@@ -421,6 +421,43 @@ async fn in_listen_mode_a_new_connection_replaces_the_old_one() {
 }
 
 #[tokio::test]
+async fn connections_that_never_say_hello_cannot_pile_up() {
+    let port = free_port();
+    let server = start(&format!(
+        "listen = \"127.0.0.1:{port}\"\nping-interval-ms = 200"
+    ));
+    let (mut link, _) = FakeAdapter::dial(port).await;
+    // Seven more connections that say nothing fill the eight places...
+    let mut silent = Vec::new();
+    for _ in 0..7 {
+        silent.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so the next one is closed at once, without even a hello.
+    let extra = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut extra = FakeAdapter::new(extra);
+    assert_eq!(extra.closed().await, Vec::<Value>::new());
+    assert!(
+        server.log().contains("too many connections"),
+        "{}",
+        server.log()
+    );
+    // The link still works.
+    let (a, _) = server.connected_client().await;
+    a.subscribe("/stocks/Q").await.unwrap();
+    assert_eq!(link.next().await, subscribe("/stocks/Q"));
+    // The silent ones are dropped after three ping intervals: room again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (mut again, _) = FakeAdapter::dial(port).await;
+    assert_eq!(
+        again.next().await,
+        subscribe("/stocks/Q"),
+        "the newcomer took over"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_silent_adapter_is_dropped_after_three_ping_intervals() {
     let port = free_port();
     let server = start(&format!(

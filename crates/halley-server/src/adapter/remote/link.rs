@@ -146,9 +146,16 @@ async fn dial(address: String, shared: Arc<Shared>, engine: Arc<Engine>) {
     }
 }
 
+/// Connections served at once on a `listen` address: the link, plus
+/// adapters restarting and saying hello. More is a misbehaving peer: the
+/// extra connections are closed at once, so they cannot pile up (each
+/// pending one is dropped after three ping intervals without a hello).
+pub const MAX_LISTEN_CONNECTIONS: usize = 8;
+
 /// Accepts adapter connections until shutdown, each served on its own task.
 async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>) {
     let tasks = TaskTracker::new();
+    let mut refused_logged = false;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -161,6 +168,16 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>)
             },
             _ = engine.shutdown().wait() => break,
         };
+        if tasks.len() >= MAX_LISTEN_CONNECTIONS {
+            // Logged once per burst, not per connection.
+            if !refused_logged {
+                tracing::warn!(adapter = %shared.name, max = MAX_LISTEN_CONNECTIONS, "remote adapter: too many connections at once; closing the new ones");
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        }
+        refused_logged = false;
         let (shared, engine) = (shared.clone(), engine.clone());
         tasks.spawn(async move {
             serve(stream, &shared, &engine).await;
