@@ -226,7 +226,21 @@ impl Engine {
     }
 
     /// Handles every message of one request, in order.
-    pub async fn handle_batch(&self, batch: Vec<Inbound>, origin: Origin) -> Exchange {
+    ///
+    /// Boxed: a transport's task (a held long poll, an idle WebSocket) is
+    /// as large as its largest state, and handling a batch is big (~2.5 KB
+    /// of futures: handlers, Metadata Adapter verdicts) but short-lived; on
+    /// the heap only while it runs, it no longer sizes every idle client's
+    /// task (see docs/benchmarks.md, memory per idle client).
+    pub fn handle_batch(
+        &self,
+        batch: Vec<Inbound>,
+        origin: Origin,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Exchange> + Send + '_>> {
+        Box::pin(self.handle_batch_inline(batch, origin))
+    }
+
+    async fn handle_batch_inline(&self, batch: Vec<Inbound>, origin: Origin) -> Exchange {
         let mut exchange = Exchange {
             origin,
             handshake_replies: Vec::new(),
