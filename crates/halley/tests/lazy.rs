@@ -6,21 +6,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{within, Server};
+use common::{start_with_config, within, Server};
 use halley_client::{Client, Deliveries};
 use serde_json::json;
 
 /// A server whose `/lazy/**` channels wait up to 1.5 s.
 fn server() -> Server {
-    let dir = std::env::temp_dir().join(format!("halley-lazy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("lazy.toml");
-    std::fs::write(
-        &config,
+    start_with_config(
         "[[lazy]]\npattern = \"/lazy/**\"\nmax-lazy-timeout = 1500\n",
+        &["--timeout", "20000"],
     )
-    .unwrap();
-    Server::start(&["--config", config.to_str().unwrap(), "--timeout", "20000"])
 }
 
 async fn lazy_waits_then_arrives(

@@ -6,7 +6,10 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{exchange, reply_with_id, send_one, within, Server};
+use common::{
+    exchange, refused_config, reply_with_id, send_one, start_with_config, subscribe_raw, within,
+    Server,
+};
 use halley_client::Client;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -27,23 +30,14 @@ fn now() -> u64 {
 /// A server with HS256 and RS256 keys, anonymous access to `/public/**`
 /// (read only) and `extra` TOML.
 fn server(extra: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "halley-jwt-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("halley.toml");
-    std::fs::write(
-        &file,
-        format!(
+    start_with_config(
+        &format!(
             "{extra}\n[jwt]\nhs256-secret = \"{SECRET}\"\nrs256-public-key = \"{}\"\n\
              allow-anonymous = true\nanonymous-subscribe = [\"/public/**\"]\n",
             fixture("jwt-rs256-public.pem")
         ),
+        &[],
     )
-    .unwrap();
-    Server::start(&["--config", file.to_str().unwrap()])
 }
 
 fn hs256(claims: &Value) -> String {
@@ -106,33 +100,12 @@ async fn a_valid_hs256_token_handshakes_and_its_claims_decide_subscribe_and_publ
     assert_eq!(reply["successful"], true, "{reply}");
     let client_id = reply["clientId"].as_str().unwrap().to_owned();
 
-    let ok = send_one(
-        &browser,
-        &client_id,
-        "s1",
-        "/meta/subscribe",
-        json!({"subscription": "/chat/*"}),
-    )
-    .await;
+    let ok = subscribe_raw(&browser, &client_id, "s1", "/chat/*").await;
     assert_eq!(ok["successful"], true, "inside the claims: {ok}");
-    let denied = send_one(
-        &browser,
-        &client_id,
-        "s2",
-        "/meta/subscribe",
-        json!({"subscription": "/admin/logs"}),
-    )
-    .await;
+    let denied = subscribe_raw(&browser, &client_id, "s2", "/admin/logs").await;
     assert_denied(&denied, "403::subscribe_denied", "/admin/logs");
     assert_eq!(denied["subscription"], "/admin/logs");
-    let wider = send_one(
-        &browser,
-        &client_id,
-        "s3",
-        "/meta/subscribe",
-        json!({"subscription": "/**"}),
-    )
-    .await;
+    let wider = subscribe_raw(&browser, &client_id, "s3", "/**").await;
     assert_denied(&wider, "403::subscribe_denied", "/**");
     // All or nothing: one denied channel refuses the whole request.
     let mixed = send_one(
@@ -285,23 +258,9 @@ async fn anonymous_sessions_get_only_the_anonymous_patterns() {
     let reply = handshake_with(&browser, Value::Null).await;
     assert_eq!(reply["successful"], true, "anonymous allowed: {reply}");
     let client_id = reply["clientId"].as_str().unwrap();
-    let ok = send_one(
-        &browser,
-        client_id,
-        "s1",
-        "/meta/subscribe",
-        json!({"subscription": "/public/**"}),
-    )
-    .await;
+    let ok = subscribe_raw(&browser, client_id, "s1", "/public/**").await;
     assert_eq!(ok["successful"], true, "{ok}");
-    let denied = send_one(
-        &browser,
-        client_id,
-        "s2",
-        "/meta/subscribe",
-        json!({"subscription": "/chat/1"}),
-    )
-    .await;
+    let denied = subscribe_raw(&browser, client_id, "s2", "/chat/1").await;
     assert_denied(&denied, "403::subscribe_denied", "anonymous");
     let publish = send_one(
         &browser,
@@ -316,11 +275,7 @@ async fn anonymous_sessions_get_only_the_anonymous_patterns() {
 
 #[tokio::test]
 async fn anonymous_handshakes_are_refused_unless_allowed() {
-    let dir = std::env::temp_dir().join(format!("halley-jwt-anon-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("halley.toml");
-    std::fs::write(&file, format!("[jwt]\nhs256-secret = \"{SECRET}\"\n")).unwrap();
-    let server = Server::start(&["--config", file.to_str().unwrap()]);
+    let server = start_with_config(&format!("[jwt]\nhs256-secret = \"{SECRET}\"\n"), &[]);
     let reply = handshake_with(&server.browser(), json!({})).await;
     assert_denied(&reply, "403::handshake_denied", "authentication required");
 }
@@ -372,26 +327,7 @@ async fn an_expired_session_frees_its_place() {
 
 #[test]
 fn a_bad_jwt_configuration_stops_the_server_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("halley-jwt-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("halley.toml");
-    std::fs::write(
-        &file,
-        "[jwt]\nrs256-public-key = \"/nonexistent/key.pem\"\n",
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_halley"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_config("[jwt]\nrs256-public-key = \"/nonexistent/key.pem\"\n");
     assert!(stderr.contains("rs256-public-key"), "{stderr}");
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{exchange, reply_with_id, send_one, Server};
+use common::{exchange, reply_with_id, send_one, start_with_config, subscribe_raw, Server};
 use halley_client::Client;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -118,19 +118,10 @@ impl Drop for Backend {
 }
 
 fn server_for(url: &str, extra: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "halley-webhook-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("halley.toml");
-    std::fs::write(
-        &file,
-        format!("[webhook]\nurl = \"{url}\"\nsecret = \"halley-to-backend\"\n{extra}\n"),
+    start_with_config(
+        &format!("[webhook]\nurl = \"{url}\"\nsecret = \"halley-to-backend\"\n{extra}\n"),
+        &[],
     )
-    .unwrap();
-    Server::start(&["--config", file.to_str().unwrap()])
 }
 
 /// The test backend's rules: tokens "ada" and "bob" are users; ada may
@@ -183,23 +174,9 @@ async fn the_backend_allows_and_denies_handshake_subscribe_and_publish() {
     let reply = handshake_with_token(&browser, "ada").await;
     assert_eq!(reply["successful"], true, "{reply}");
     let id = reply["clientId"].as_str().unwrap();
-    let ok = send_one(
-        &browser,
-        id,
-        "s1",
-        "/meta/subscribe",
-        json!({"subscription": "/chat/*"}),
-    )
-    .await;
+    let ok = subscribe_raw(&browser, id, "s1", "/chat/*").await;
     assert_eq!(ok["successful"], true, "{ok}");
-    let no = send_one(
-        &browser,
-        id,
-        "s2",
-        "/meta/subscribe",
-        json!({"subscription": "/admin"}),
-    )
-    .await;
+    let no = subscribe_raw(&browser, id, "s2", "/admin").await;
     assert_eq!(no["error"], "403::subscribe_denied", "{no}");
     assert_eq!(reason(&no), "no access to /admin");
     let published = send_one(
@@ -345,14 +322,7 @@ async fn an_error_status_fails_closed_and_fail_open_allows() {
     let reply = handshake_with_token(&browser, "ada").await;
     assert_eq!(reply["successful"], true, "fail-open: {reply}");
     let id = reply["clientId"].as_str().unwrap();
-    let sub = send_one(
-        &browser,
-        id,
-        "s",
-        "/meta/subscribe",
-        json!({"subscription": "/anything"}),
-    )
-    .await;
+    let sub = subscribe_raw(&browser, id, "s", "/anything").await;
     assert_eq!(sub["successful"], true, "fail-open: {sub}");
 }
 
@@ -365,14 +335,7 @@ async fn only_the_configured_actions_are_asked() {
         .as_str()
         .unwrap()
         .to_owned();
-    let sub = send_one(
-        &browser,
-        &id,
-        "s",
-        "/meta/subscribe",
-        json!({"subscription": "/admin"}),
-    )
-    .await;
+    let sub = subscribe_raw(&browser, &id, "s", "/admin").await;
     assert_eq!(sub["successful"], true, "subscribe not asked: {sub}");
     assert_eq!(backend.asked("subscribe"), 0);
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{within, Server};
+use common::{start_with_config, within, Server};
 use serde_json::{json, Value};
 
 /// `POST /api/publish` with `body` and an optional bearer `key`: status and JSON answer.
@@ -141,11 +141,7 @@ async fn a_body_over_max_request_bytes_gets_413() {
 
 #[tokio::test]
 async fn the_api_key_can_come_from_the_config_file() {
-    let dir = std::env::temp_dir().join(format!("halley-publish-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("keys.toml");
-    std::fs::write(&file, "api-keys = [\"from-file\"]\n").unwrap();
-    let server = Server::start(&["--config", file.to_str().unwrap()]);
+    let server = start_with_config("api-keys = [\"from-file\"]\n", &[]);
     let (status, _) = post(&server, Some("from-file"), r#"{"channel":"/a","data":1}"#).await;
     assert_eq!(status, 200);
 }

@@ -12,23 +12,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{exchange, first_connect, handshake, reply_with_id, within, Server};
+use common::{
+    exchange, first_connect, handshake, reply_with_id, start_with_config, within, Server,
+};
 use halley_client::{Client, Deliveries};
 use serde_json::{json, Value};
 
 /// A server whose `/prices/*` channels are capped at 10 updates/s, merged.
 fn server(flags: &[&str]) -> Server {
-    let dir = std::env::temp_dir().join(format!("halley-qos-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("qos.toml");
-    std::fs::write(
-        &config,
+    start_with_config(
         "[[qos]]\npattern = \"/prices/*\"\nmax-frequency = 10\nmode = \"merge\"\n",
+        flags,
     )
-    .unwrap();
-    let mut all = vec!["--config", config.to_str().unwrap()];
-    all.extend_from_slice(flags);
-    Server::start(&all)
 }
 
 /// A raw long-polling publisher: its browser and clientId.

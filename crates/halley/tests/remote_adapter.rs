@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{within, Server};
+use common::{refused_config, start_with_config, within, Server};
 use halley_client::Deliveries;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -15,15 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Starts Halley with one remote adapter table (`extra` TOML lines added).
 fn start(table: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("halley-remote-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{}.toml", fastrand::u64(..)));
-    std::fs::write(
-        &file,
-        format!("[[remote-adapter]]\nname = \"prices\"\nchannels = [\"/stocks/*\"]\n{table}\n"),
+    start_with_config(
+        &format!("[[remote-adapter]]\nname = \"prices\"\nchannels = [\"/stocks/*\"]\n{table}\n"),
+        &[],
     )
-    .unwrap();
-    Server::start(&["--config", file.to_str().unwrap()])
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -495,18 +490,13 @@ async fn sigterm_closes_the_links_and_stops_promptly() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("halley-remote-term-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("two.toml");
-    std::fs::write(
-        &file,
-        format!(
+    let mut server = start_with_config(
+        &format!(
             "[[remote-adapter]]\nname = \"dialed\"\nchannels = [\"/a/*\"]\nconnect = \"{address}\"\n\
              [[remote-adapter]]\nname = \"dialing\"\nchannels = [\"/b/*\"]\nlisten = \"127.0.0.1:{port}\"\n"
         ),
-    )
-    .unwrap();
-    let mut server = Server::start(&["--config", file.to_str().unwrap()]);
+        &[],
+    );
     let (mut dialed, hello) = FakeAdapter::accept(&listener).await;
     assert_eq!(hello["name"], "dialed");
     let (mut dialing, hello) = FakeAdapter::dial(port).await;
@@ -524,8 +514,6 @@ async fn sigterm_closes_the_links_and_stops_promptly() {
 
 #[test]
 fn invalid_remote_adapter_tables_are_refused_at_start() {
-    let dir = std::env::temp_dir().join(format!("halley-remote-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for (table, says) in [
         ("channels = [\"/a\"]", "set exactly one of connect"),
         (
@@ -547,24 +535,7 @@ fn invalid_remote_adapter_tables_are_refused_at_start() {
             "unknown field",
         ),
     ] {
-        let file = dir.join("bad.toml");
-        std::fs::write(
-            &file,
-            format!("[[remote-adapter]]\nname = \"x\"\n{table}\n"),
-        )
-        .unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_halley"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                file.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{table}: started");
+        let stderr = refused_config(&format!("[[remote-adapter]]\nname = \"x\"\n{table}\n"));
         assert!(stderr.contains(says), "{table}: {stderr}");
     }
 }

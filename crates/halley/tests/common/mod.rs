@@ -29,6 +29,53 @@ pub struct Server {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Writes `toml` to a fresh file under the temp directory; its path.
+pub fn config_file(toml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("halley-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}.toml", fastrand::u64(..)));
+    std::fs::write(&file, toml).unwrap();
+    file
+}
+
+/// `halley serve --config <toml> <flags>`: the settings only a file can hold.
+pub fn start_with_config(toml: &str, flags: &[&str]) -> Server {
+    let file = config_file(toml);
+    let mut args = vec!["--config", file.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Server::start(&args)
+}
+
+/// Asserts that `halley serve` refuses to start with `toml`; its stderr.
+pub fn refused_config(toml: &str) -> String {
+    let file = config_file(toml);
+    let output = Command::new(env!("CARGO_BIN_EXE_halley"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "started with {toml:?}: {stderr}");
+    stderr
+}
+
+/// `/meta/subscribe` to `subscription` as message `id`: the reply.
+pub async fn subscribe_raw(
+    browser: &Client,
+    client_id: &str,
+    id: &str,
+    subscription: &str,
+) -> Value {
+    send_one(
+        browser,
+        client_id,
+        id,
+        "/meta/subscribe",
+        json!({ "subscription": subscription }),
+    )
+    .await
+}
+
 /// The URL in a `listening on http://...` line (ANSI colours tolerated).
 pub fn listening_url(line: &str) -> Option<String> {
     let start = line.find("listening on ")? + "listening on ".len();
