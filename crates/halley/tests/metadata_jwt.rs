@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    exchange, refused_config, reply_with_id, send_one, start_with_config, subscribe_raw, within,
-    Server,
+    handshake_with, handshake_with_token, publish_raw, refused_config, send_one, start_with_config,
+    subscribe_raw, within, Server,
 };
 use halley_client::Client;
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -65,21 +65,6 @@ fn ada_claims() -> Value {
            "subscribe": ["/chat/**"], "publish": ["/chat/1"]})
 }
 
-/// A handshake with `ext`: the reply.
-async fn handshake_with(browser: &Client, ext: Value) -> Value {
-    let replies = exchange(
-        browser,
-        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
-                 "supportedConnectionTypes": ["long-polling"], "ext": ext}]),
-    )
-    .await;
-    reply_with_id(&replies, "hs").clone()
-}
-
-async fn handshake_with_token(browser: &Client, token: &str) -> Value {
-    handshake_with(browser, json!({"authentication": {"token": token}})).await
-}
-
 fn assert_denied(reply: &Value, error: &str, reason_part: &str) {
     assert_eq!(reply["successful"], false, "{reply}");
     assert_eq!(reply["error"], error, "{reply}");
@@ -118,18 +103,11 @@ async fn a_valid_hs256_token_handshakes_and_its_claims_decide_subscribe_and_publ
     .await;
     assert_denied(&mixed, "403::subscribe_denied", "/secret");
 
-    let published = send_one(&browser, &client_id, "p1", "/chat/1", json!({"data": "hi"})).await;
+    let published = publish_raw(&browser, &client_id, "p1", "/chat/1", json!("hi")).await;
     assert_eq!(published["successful"], true, "{published}");
-    let refused = send_one(&browser, &client_id, "p2", "/chat/2", json!({"data": "hi"})).await;
+    let refused = publish_raw(&browser, &client_id, "p2", "/chat/2", json!("hi")).await;
     assert_denied(&refused, "403::publish_denied", "/chat/2");
-    let service = send_one(
-        &browser,
-        &client_id,
-        "p3",
-        "/service/echo",
-        json!({"data": "hi"}),
-    )
-    .await;
+    let service = publish_raw(&browser, &client_id, "p3", "/service/echo", json!("hi")).await;
     assert_denied(&service, "403::publish_denied", "/service/echo");
 }
 
@@ -262,14 +240,7 @@ async fn anonymous_sessions_get_only_the_anonymous_patterns() {
     assert_eq!(ok["successful"], true, "{ok}");
     let denied = subscribe_raw(&browser, client_id, "s2", "/chat/1").await;
     assert_denied(&denied, "403::subscribe_denied", "anonymous");
-    let publish = send_one(
-        &browser,
-        client_id,
-        "p1",
-        "/public/news",
-        json!({"data": 1}),
-    )
-    .await;
+    let publish = publish_raw(&browser, client_id, "p1", "/public/news", json!(1)).await;
     assert_denied(&publish, "403::publish_denied", "anonymous");
 }
 
@@ -341,14 +312,7 @@ async fn a_tokens_limits_become_the_sessions_limits() {
     let id = reply["clientId"].as_str().unwrap().to_owned();
     let mut errors = Vec::new();
     for i in 0..4 {
-        let reply = send_one(
-            &browser,
-            &id,
-            &format!("p{i}"),
-            "/chat/1",
-            json!({"data": i}),
-        )
-        .await;
+        let reply = publish_raw(&browser, &id, &format!("p{i}"), "/chat/1", json!(i)).await;
         errors.push(reply["error"].as_str().unwrap_or("ok").to_owned());
     }
     assert_eq!(errors[..2], ["ok", "ok"], "a burst of 2 passes: {errors:?}");

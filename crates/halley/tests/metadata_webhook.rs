@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{exchange, reply_with_id, send_one, start_with_config, subscribe_raw, Server};
-use halley_client::Client;
+use common::{handshake_with_token, publish_raw, start_with_config, subscribe_raw, Server};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -144,17 +143,6 @@ fn rules(question: &Value) -> Answer {
     })
 }
 
-async fn handshake_with_token(browser: &Client, token: &str) -> Value {
-    let replies = exchange(
-        browser,
-        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
-                 "supportedConnectionTypes": ["long-polling"],
-                 "ext": {"authentication": {"token": token}}}]),
-    )
-    .await;
-    reply_with_id(&replies, "hs").clone()
-}
-
 fn reason(reply: &Value) -> &str {
     reply["ext"]["halley"]["reason"]
         .as_str()
@@ -179,16 +167,9 @@ async fn the_backend_allows_and_denies_handshake_subscribe_and_publish() {
     let no = subscribe_raw(&browser, id, "s2", "/admin").await;
     assert_eq!(no["error"], "403::subscribe_denied", "{no}");
     assert_eq!(reason(&no), "no access to /admin");
-    let published = send_one(
-        &browser,
-        id,
-        "p1",
-        "/chat/1",
-        json!({"data": {"text": "hi"}}),
-    )
-    .await;
+    let published = publish_raw(&browser, id, "p1", "/chat/1", json!({"text": "hi"})).await;
     assert_eq!(published["successful"], true, "{published}");
-    let refused = send_one(&browser, id, "p2", "/chat/2", json!({"data": 1})).await;
+    let refused = publish_raw(&browser, id, "p2", "/chat/2", json!(1)).await;
     assert_eq!(refused["error"], "403::publish_denied", "{refused}");
     assert!(
         reason(&refused).contains("/chat/2"),
@@ -219,14 +200,7 @@ async fn answers_are_cached_per_user_and_channel() {
         .unwrap()
         .to_owned();
     for i in 0..20 {
-        let reply = send_one(
-            &browser,
-            &id,
-            &format!("p{i}"),
-            "/chat/1",
-            json!({"data": i}),
-        )
-        .await;
+        let reply = publish_raw(&browser, &id, &format!("p{i}"), "/chat/1", json!(i)).await;
         assert_eq!(reply["successful"], true);
     }
     assert_eq!(
@@ -240,11 +214,11 @@ async fn answers_are_cached_per_user_and_channel() {
         .as_str()
         .unwrap()
         .to_owned();
-    send_one(&other, &id2, "p", "/chat/1", json!({"data": 0})).await;
+    publish_raw(&other, &id2, "p", "/chat/1", json!(0)).await;
     assert_eq!(backend.asked("handshake"), 1);
     assert_eq!(backend.asked("publish"), 1);
     // Another channel is another question.
-    send_one(&browser, &id, "p2", "/chat/2", json!({"data": 0})).await;
+    publish_raw(&browser, &id, "p2", "/chat/2", json!(0)).await;
     assert_eq!(backend.asked("publish"), 2);
 }
 
@@ -258,14 +232,7 @@ async fn without_a_cache_every_message_is_asked() {
         .unwrap()
         .to_owned();
     for i in 0..3 {
-        send_one(
-            &browser,
-            &id,
-            &format!("p{i}"),
-            "/chat/1",
-            json!({"data": i}),
-        )
-        .await;
+        publish_raw(&browser, &id, &format!("p{i}"), "/chat/1", json!(i)).await;
     }
     assert_eq!(backend.asked("publish"), 3);
 }

@@ -59,6 +59,34 @@ pub fn refused_config(toml: &str) -> String {
     stderr
 }
 
+/// A long-polling handshake carrying `ext`: its reply (successful or not).
+pub async fn handshake_with(browser: &Client, ext: Value) -> Value {
+    let replies = exchange(
+        browser,
+        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                 "supportedConnectionTypes": ["long-polling"], "ext": ext}]),
+    )
+    .await;
+    reply_with_id(&replies, "hs").clone()
+}
+
+/// A handshake presenting `token` in `ext.authentication.token`, where the
+/// Metadata Adapters look for credentials: its reply.
+pub async fn handshake_with_token(browser: &Client, token: &str) -> Value {
+    handshake_with(browser, json!({"authentication": {"token": token}})).await
+}
+
+/// A publish of `data` on `channel` as message `id`: the reply.
+pub async fn publish_raw(
+    browser: &Client,
+    client_id: &str,
+    id: &str,
+    channel: &str,
+    data: Value,
+) -> Value {
+    send_one(browser, client_id, id, channel, json!({ "data": data })).await
+}
+
 /// `/meta/subscribe` to `subscription` as message `id`: the reply.
 pub async fn subscribe_raw(
     browser: &Client,
