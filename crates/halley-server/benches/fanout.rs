@@ -22,8 +22,11 @@ fn setup(subscribers: usize) -> (Arc<Engine>, Vec<Arc<Session>>) {
     let engine = Engine::new(Config::default());
     let sessions: Vec<_> = (0..subscribers)
         .map(|_| {
-            let session = engine.sessions().create(None, false);
-            engine.subscriptions().subscribe("/chat/room", &session);
+            let session = engine.node().sessions().create(None, false);
+            engine
+                .node()
+                .subscriptions()
+                .subscribe("/chat/room", &session);
             session
         })
         .collect();
@@ -43,9 +46,11 @@ fn publish_and_take(bencher: divan::Bencher, subscribers: usize) {
     bencher
         .counter(divan::counter::ItemsCount::new(subscribers))
         .bench_local(|| {
-            let delivered = engine.publish(&channel, &data, None, None);
+            let delivered = engine.node().publish(&channel, &data, None, None);
+            // One clock read per flush round, as a transport's poll does.
+            let now = tokio::time::Instant::now();
             for session in &sessions {
-                divan::black_box(session.take_deliveries());
+                divan::black_box(session.take_deliveries(now));
             }
             delivered
         });
@@ -60,11 +65,12 @@ fn publish_only(bencher: divan::Bencher, subscribers: usize) {
     bencher
         .counter(divan::counter::ItemsCount::new(subscribers))
         .with_inputs(|| {
+            let now = tokio::time::Instant::now();
             for session in &sessions {
-                session.take_deliveries();
+                session.take_deliveries(now);
             }
         })
-        .bench_local_values(|()| engine.publish(&channel, &data, None, None));
+        .bench_local_values(|()| engine.node().publish(&channel, &data, None, None));
 }
 
 /// The publish alone on a channel capped by a `[[qos]]` merge rule (10/s),
@@ -90,13 +96,16 @@ fn publish_merged(bencher: divan::Bencher, subscribers: usize) {
     let _entered = runtime.enter();
     let engine = Engine::new(config);
     for _ in 0..subscribers {
-        let session = engine.sessions().create(None, false);
-        engine.subscriptions().subscribe("/chat/room", &session);
+        let session = engine.node().sessions().create(None, false);
+        engine
+            .node()
+            .subscriptions()
+            .subscribe("/chat/room", &session);
     }
     let channel = ChannelName::parse("/chat/room").unwrap();
     let data = payload();
-    engine.publish(&channel, &data, None, None);
+    engine.node().publish(&channel, &data, None, None);
     bencher
         .counter(divan::counter::ItemsCount::new(subscribers))
-        .bench_local(|| engine.publish(&channel, &data, None, None));
+        .bench_local(|| engine.node().publish(&channel, &data, None, None));
 }

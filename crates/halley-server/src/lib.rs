@@ -23,7 +23,7 @@
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! let server = halley_server::Server::bind(halley_server::Config::default()).await?;
-//! server.engine().services().register("/service/ping", |_req| async {
+//! server.node().services().register("/service/ping", |_req| async {
 //!     Ok(serde_json::json!("pong"))
 //! });
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
@@ -31,12 +31,16 @@
 //! ```
 
 pub mod adapter;
+pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod engine;
+pub mod exchange;
 pub mod ext;
 pub mod history;
 pub mod meta;
 pub mod metadata;
+pub mod node;
 pub mod publish;
 pub mod qos;
 pub mod rules;
@@ -48,4 +52,5 @@ pub mod transport;
 
 pub use config::Config;
 pub use engine::Engine;
+pub use node::Node;
 pub use server::Server;

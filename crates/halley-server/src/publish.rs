@@ -1,22 +1,21 @@
 //! A client's publish on a broadcast channel: validate, fan out, acknowledge.
 //!
 //! A Metadata Adapter, when installed, may refuse it (`403::publish_denied`).
-//! The reply (`successful: true`) goes to the publisher; the delivery goes to
-//! every subscriber, the publisher included when it is subscribed.
+//! The reply (`successful: true`) goes to the publisher; the delivery goes,
+//! through the node's broker, to every subscriber, the publisher included
+//! when it is subscribed.
 
 use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
+use tokio::time::Instant;
 
-use crate::engine::{Engine, Exchange};
+use crate::node::Node;
+use crate::state::session::Session;
 
-pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
+pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     let channel_str = message.channel.clone().unwrap_or_default();
-    let session = match engine.resolve_session(&message, exchange) {
-        Ok(session) => session,
-        Err(reply) => return *reply,
-    };
     let reply = Reply::to(channel_str.clone(), message.id.clone());
     // Over its publish rate: refused, not delivered; the session goes on.
-    if !crate::qos::allow_publish(engine, &session) {
+    if !crate::qos::allow_publish(node.config().max_publish_rate, session, Instant::now()) {
         return reply.failure(BayeuxError::PUBLISH_RATE_EXCEEDED);
     }
     let channel = match ChannelName::parse(&channel_str) {
@@ -25,7 +24,7 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
     };
     match channel.kind() {
         ChannelKind::Broadcast => {}
-        // Routed elsewhere by the engine; refused here for safety.
+        // Routed elsewhere by the dispatcher; refused here for safety.
         ChannelKind::Meta | ChannelKind::Service => {
             return reply.failure(BayeuxError::PUBLISH_DENIED)
         }
@@ -33,15 +32,15 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
     let Some(data) = message.data.as_deref() else {
         return reply.failure(BayeuxError::DATA_MISSING);
     };
-    if let Some(metadata) = engine.metadata_adapter() {
-        if let Err(denial) = metadata.publish(&session, &channel, data).await {
+    if let Some(metadata) = node.metadata_adapter() {
+        if let Err(denial) = metadata.publish(session, &channel, data).await {
             tracing::debug!(client_id = session.client_id(), %channel, reason = %denial.reason, "publish denied");
             let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);
             crate::metadata::explain(&mut reply, &denial);
             return reply;
         }
     }
-    engine.publish(
+    node.publish(
         &channel,
         data,
         message.id.as_deref(),

@@ -16,40 +16,31 @@
 //!   token bucket with a burst of one second's worth; a publish over it is
 //!   refused with `429::publish_rate_exceeded` and not delivered.
 //!
-//! The publish path pays for this only when it is used: [`crate::engine`]
-//! looks up the channel's rule once per publish, and reads each
-//! subscriber's grant (no lock) only when the channel has a rule or some
-//! live session has a frequency of its own
-//! ([`Session::any_frequency_grant`]); only a limited subscriber goes
-//! through the session's [`crate::state::throttle::Throttle`].
+//! The publish path pays for this only when it is used: the node's fan-out
+//! ([`crate::node`]) looks up the channel's rule once per publish, and reads
+//! each subscriber's grant (no lock) only when the channel has a rule or
+//! some live session has a frequency of its own
+//! ([`crate::state::sessions::Sessions::any_frequency_grant`]); only a
+//! limited subscriber goes through the session's
+//! [`crate::state::throttle::Throttle`].
 //!
-//! Held updates are released by one task per session, alive only while the
-//! session holds updates, and ending when the session closes; released
-//! updates enter the outbox as any delivery, so long-polling, WebSocket and
-//! the ack extension carry them unchanged.
+//! This file holds the decisions (which limit applies, which throttle slot
+//! an update goes to, whether a publish is within its rate); the node owns
+//! the one task per session that releases held updates, alive only while
+//! the session holds updates. Released updates enter the outbox as any
+//! delivery, so long-polling, WebSocket and the ack extension carry them
+//! unchanged.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use halley_protocol::ChannelName;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::engine::Engine;
-use crate::state::listeners::SessionEnd;
+pub use crate::rules::QosRule;
 use crate::state::session::Session;
-use crate::state::throttle::{Limit, Mode, Offered, Release};
-
-/// A `[[qos]]` rule, parsed once (see [`crate::config::ChannelQos`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct QosRule {
-    pub max_frequency: f64,
-    pub mode: Mode,
-    /// Merge only: the top-level field of `data` to conflate by.
-    pub key: Option<Box<str>>,
-}
+use crate::state::throttle::{Limit, Mode, Release};
 
 /// The limit on `session`'s deliveries of a channel whose rule is `rule`:
 /// the lower of the rule's and the grant's frequency, in the rule's mode
@@ -76,14 +67,10 @@ pub fn frequency_limit(rule: Option<&QosRule>, session: &Session) -> Option<Limi
 /// out once for all of them.
 pub struct ThrottledPublish {
     /// The throttle slot: the channel, or the channel and the key's value.
-    slot: String,
-    release: Release,
+    pub slot: String,
+    pub release: Release,
     /// When the publish happened (one clock read for all subscribers).
-    now: Instant,
-    /// Where release tasks are spawned; `None` without a runtime (an
-    /// embedder publishing from a plain thread): deliveries then go
-    /// unthrottled rather than be held forever.
-    runtime: Option<tokio::runtime::Handle>,
+    pub now: Instant,
 }
 
 impl ThrottledPublish {
@@ -92,6 +79,7 @@ impl ThrottledPublish {
         data: &RawValue,
         rule: Option<&QosRule>,
         release: Release,
+        now: Instant,
     ) -> Self {
         let key = rule
             .filter(|rule| rule.mode == Mode::Merge)
@@ -102,12 +90,7 @@ impl ThrottledPublish {
             Some(value) => format!("{channel}\0{value}"),
             None => channel.as_str().to_owned(),
         };
-        ThrottledPublish {
-            slot,
-            release,
-            now: Instant::now(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
-        }
+        ThrottledPublish { slot, release, now }
     }
 }
 
@@ -123,89 +106,12 @@ fn key_value(data: &RawValue, key: &str) -> Option<String> {
     fields.get(key).map(|v| v.get().to_owned())
 }
 
-/// Delivers `delivery` to a limited `session`: now, or later by the
-/// session's release task. Returns `false` when the session must end
-/// (overflow under the `disconnect` policy), as `Session::enqueue` does.
-pub fn offer(
-    engine: &Engine,
-    session: &Arc<Session>,
-    publish: &ThrottledPublish,
-    limit: Limit,
-    delivery: Bytes,
-) -> bool {
-    let release = publish.release;
-    let Some(runtime) = &publish.runtime else {
-        return enqueue(engine, session, delivery, release);
-    };
-    match session.offer_throttled(&publish.slot, delivery.clone(), limit, release, publish.now) {
-        Offered::Now => enqueue(engine, session, delivery, release),
-        Offered::Held { start_timer } => {
-            if start_timer {
-                runtime.spawn(release_held(engine.weak(), session.clone()));
-            }
-            true
-        }
-        Offered::Dropped => true,
-        Offered::Overflow => false,
-    }
-}
-
-fn enqueue(engine: &Engine, session: &Session, delivery: Bytes, release: Release) -> bool {
-    let lazy_deadline = release
-        .lazy_timeout_ms
-        .map(|timeout| engine.sessions().now_ms() + timeout);
-    session.enqueue_lazily(delivery, release.policy, lazy_deadline)
-}
-
-/// A session's release task: queues held updates as their turn comes, and
-/// ends when nothing is held, when the session closes, or at shutdown.
-async fn release_held(engine: Weak<Engine>, session: Arc<Session>) {
-    // Spawned from the engine's own publish: it is alive here. Kept for as
-    // long as this task, which is bounded by the above.
-    let Some(engine) = engine.upgrade() else {
-        return;
-    };
-    loop {
-        let (released, next) = session.release_throttled(Instant::now());
-        for (delivery, release) in released {
-            if !enqueue(&engine, &session, delivery, release) {
-                tracing::info!(
-                    client_id = session.client_id(),
-                    "outbox overflow: disconnecting the session"
-                );
-                engine.remove_session(&session, SessionEnd::Overflowed);
-                return;
-            }
-        }
-        let Some(next) = next else {
-            return;
-        };
-        // Registered before the check, so a close in between is not missed.
-        // Other wake-ups (new deliveries) only cost a look at the throttle.
-        let woken = session.wake().notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if session.is_closed() || engine.shutdown().is_started() {
-            session.clear_throttled();
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = &mut woken => {}
-            _ = engine.shutdown().wait() => {}
-        }
-    }
-}
-
-/// Counts a publish of `session` against its publish rate; `false` when
-/// over it (the caller refuses the publish).
-pub fn allow_publish(engine: &Engine, session: &Session) -> bool {
-    match session
-        .limits()
-        .max_publish_rate
-        .or(engine.config().max_publish_rate)
-    {
+/// Counts a publish of `session` against its publish rate (the grant's, or
+/// else `default_rate`, the server's `max-publish-rate`); `false` when over
+/// it (the caller refuses the publish).
+pub fn allow_publish(default_rate: Option<f64>, session: &Session, now: Instant) -> bool {
+    match session.limits().max_publish_rate.or(default_rate) {
         None => true,
-        Some(per_second) => session.try_publish(per_second, Instant::now()),
+        Some(per_second) => session.try_publish(per_second, now),
     }
 }

@@ -7,8 +7,18 @@ use halley_protocol::{ChannelName, ChannelPattern};
 
 use crate::config::Config;
 use crate::history::Retention;
-use crate::qos::QosRule;
 use crate::state::outbox::OverflowPolicy;
+use crate::state::throttle::Mode;
+
+/// A `[[qos]]` rule, parsed once (see [`crate::config::ChannelQos`] and
+/// [`crate::qos`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QosRule {
+    pub max_frequency: f64,
+    pub mode: Mode,
+    /// Merge only: the top-level field of `data` to conflate by.
+    pub key: Option<Box<str>>,
+}
 
 pub struct ChannelRules {
     default_overflow: OverflowPolicy,

@@ -48,14 +48,15 @@ impl Server {
         let metadata = config.metadata_adapter().map_err(invalid)?;
         let listener = listen(config.listen)?;
         let engine = Engine::new(config);
+        let node = engine.node();
         if let Some(metadata) = metadata {
-            engine.set_metadata_adapter(metadata).map_err(invalid)?;
+            node.set_metadata_adapter(metadata).map_err(invalid)?;
         }
         // Registered now, so the adapters own their channels before the
         // first client arrives; their `listen` sockets are bound now too.
         let mut remote_links = Vec::new();
-        for remote in &engine.config().remote_adapter {
-            remote_links.push(adapter::remote::bind(&engine, remote).await?);
+        for remote in &node.config().remote_adapter {
+            remote_links.push(adapter::remote::bind(node, remote).await?);
         }
         Ok(Server {
             engine,
@@ -68,9 +69,14 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The engine, e.g. to register service handlers before serving.
+    /// The engine, e.g. to register service handlers on its node before serving.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The node the engine serves (its state, services, adapters, broker).
+    pub fn node(&self) -> &Arc<crate::node::Node> {
+        self.engine.node()
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -81,16 +87,17 @@ impl Server {
             remote_links,
         } = self;
         let addr = listener.local_addr()?;
-        tracing::info!("listening on http://{addr}{}", engine.config().path);
+        let node = engine.node().clone();
+        tracing::info!("listening on http://{addr}{}", node.config().path);
 
         let sweeper = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.run_sweeper().await }
+            let node = node.clone();
+            async move { node.run_sweeper().await }
         });
         // Each ends on the shutdown signal.
         let remote_links: Vec<_> = remote_links
             .into_iter()
-            .map(|link| tokio::spawn(link.run(engine.clone())))
+            .map(|link| tokio::spawn(link.run(node.clone())))
             .collect();
         // Connections and WebSocket tasks (which outlive their upgraded
         // HTTP connection) are tracked so shutdown can wait for them.
@@ -116,7 +123,7 @@ impl Server {
                 let tasks = tasks.clone();
                 move |request| transport::route(engine.clone(), tasks.clone(), request)
             });
-            let engine = engine.clone();
+            let node = node.clone();
             tasks.spawn(async move {
                 let connection = http1::Builder::new()
                     .keep_alive(true)
@@ -125,7 +132,7 @@ impl Server {
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
-                    _ = engine.shutdown().wait() => {
+                    _ = node.shutdown().wait() => {
                         // Finish the response in flight (held connects are
                         // being answered), then close.
                         connection.as_mut().graceful_shutdown();
@@ -140,7 +147,7 @@ impl Server {
 
         tracing::info!("shutting down: answering held connects");
         drop(listener);
-        engine.shutdown().trigger();
+        node.shutdown().trigger();
         tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
             .await

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use halley_protocol::{decode_batch, BodyWriter, ChannelName};
 use halley_server::adapter::{DataAdapter, Publisher};
-use halley_server::engine::{Engine, Origin};
+use halley_server::engine::Engine;
+use halley_server::exchange::Origin;
 use halley_server::state::session::ConnectionType;
-use halley_server::transport::write_exchange;
+use halley_server::transport::drive_http;
 use halley_server::Config;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -47,7 +48,7 @@ impl Client {
             .handle_batch(decode_batch(&body).unwrap(), origin)
             .await;
         let mut body = BodyWriter::new();
-        if let Some(id) = write_exchange(&self.engine, exchange, &mut body).await {
+        if let Some(id) = drive_http(&self.engine, exchange, &mut body).await {
             self.browser = Some(id);
         }
         let messages = serde_json::from_slice::<Vec<Value>>(&body.finish(b"")).unwrap();
@@ -126,6 +127,7 @@ fn engine_with_recorder(config: Config) -> (Arc<Engine>, Arc<Recorder>) {
     let engine = Engine::new(config);
     let recorder = Arc::new(Recorder::default());
     engine
+        .node()
         .data_adapters()
         .register("/stocks/*", recorder.clone())
         .unwrap();
@@ -183,6 +185,7 @@ async fn an_adapter_registered_late_hears_of_the_channels_already_listened_to() 
     ada.subscribe("/news").await;
     let recorder = Arc::new(Recorder::default());
     engine
+        .node()
         .data_adapters()
         .register("/stocks/*", recorder.clone())
         .unwrap();
@@ -201,6 +204,7 @@ async fn an_adapter_registered_late_hears_of_the_channels_already_listened_to() 
     ada.subscribe("/stocks/MSFT").await;
     let second = Arc::new(Recorder::default());
     engine
+        .node()
         .data_adapters()
         .register("/stocks/**", second.clone())
         .unwrap();
@@ -253,24 +257,24 @@ async fn an_expired_session_ends_the_feed() {
     });
     let sweeper = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_sweeper().await }
+        async move { engine.node().run_sweeper().await }
     });
     let mut ada = Client::connected(&engine).await;
     ada.subscribe("/stocks/AAPL").await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(engine.sessions().len(), 0, "expired");
+    assert_eq!(engine.node().sessions().len(), 0, "expired");
     assert_eq!(
         recorder.calls(),
         ["first /stocks/AAPL", "last /stocks/AAPL"]
     );
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     sweeper.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_snapshot_goes_to_the_new_subscriber_only_then_publishes_to_all() {
     let (engine, _recorder) = engine_with_recorder(Config::default());
-    let publisher = Publisher::new(&engine);
+    let publisher = Publisher::new(engine.node());
     let mut ada = Client::connected(&engine).await;
     let mut bob = Client::connected(&engine).await;
     ada.subscribe("/stocks/AAPL").await;
@@ -310,8 +314,9 @@ impl DataAdapter for Greeter {
 #[tokio::test(start_paused = true)]
 async fn a_callback_may_publish() {
     let engine = Engine::new(Config::default());
-    let greeter = Arc::new(Greeter(Mutex::new(Some(Publisher::new(&engine)))));
+    let greeter = Arc::new(Greeter(Mutex::new(Some(Publisher::new(engine.node())))));
     engine
+        .node()
         .data_adapters()
         .register("/greet/**", greeter)
         .unwrap();
@@ -325,13 +330,19 @@ fn meta_and_service_patterns_are_refused() {
     let engine = Engine::new(Config::default());
     let adapter = Arc::new(Recorder::default());
     assert!(engine
+        .node()
         .data_adapters()
         .register("/meta/*", adapter.clone())
         .is_err());
     assert!(engine
+        .node()
         .data_adapters()
         .register("/service/**", adapter.clone())
         .is_err());
-    assert!(engine.data_adapters().register("nope", adapter).is_err());
-    assert!(engine.data_adapters().is_empty());
+    assert!(engine
+        .node()
+        .data_adapters()
+        .register("nope", adapter)
+        .is_err());
+    assert!(engine.node().data_adapters().is_empty());
 }

@@ -112,32 +112,32 @@ async fn a_silent_session_expires_after_interval_plus_max_interval() {
     });
     let sweeper = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_sweeper().await }
+        async move { engine.node().run_sweeper().await }
     });
     let mut client = Client::new(&engine);
     client.handshake().await;
     client.subscribe("/a").await;
     tokio::time::sleep(Duration::from_millis(4_800)).await;
     assert_eq!(
-        engine.sessions().len(),
+        engine.node().sessions().len(),
         1,
         "still alive before interval + maxInterval"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        engine.sessions().len(),
+        engine.node().sessions().len(),
         0,
         "expired after interval + maxInterval"
     );
     assert_eq!(
-        engine.subscriptions().pattern_count(),
+        engine.node().subscriptions().pattern_count(),
         0,
         "its subscriptions are gone"
     );
     let replies = client.connect().await;
     assert_eq!(replies[0]["error"], "402::session_unknown");
     assert_eq!(replies[0]["advice"]["reconnect"], "handshake");
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     sweeper.await.unwrap();
 }
 
@@ -151,14 +151,14 @@ async fn a_session_holding_a_connect_does_not_expire() {
     });
     let sweeper = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_sweeper().await }
+        async move { engine.node().run_sweeper().await }
     });
     let mut client = Client::new(&engine);
     client.handshake().await;
     let replies = client.connect().await; // held for the whole minute
     assert_eq!(replies[0]["successful"], true);
-    assert_eq!(engine.sessions().len(), 1);
-    engine.shutdown().trigger();
+    assert_eq!(engine.node().sessions().len(), 1);
+    engine.node().shutdown().trigger();
     sweeper.await.unwrap();
 }
 
@@ -181,7 +181,7 @@ async fn a_newer_connect_ends_the_held_one() {
     let (replies, waited) = held.await.unwrap();
     assert_eq!(waited, Duration::from_millis(300));
     assert_eq!(replies[0]["successful"], true);
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     let replies = newer.await.unwrap();
     assert_eq!(
         replies[0]["advice"]["reconnect"], "retry",
@@ -196,7 +196,7 @@ async fn shutdown_answers_held_connects_with_retry() {
     client.handshake().await;
     let held = tokio::spawn(async move { client.connect().await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     let replies = held.await.unwrap();
     assert_eq!(replies[0]["successful"], true);
     assert_eq!(replies[0]["advice"]["reconnect"], "retry");
@@ -220,6 +220,7 @@ async fn a_slow_session_costs_a_bounded_queue() {
         .collect();
     publisher.send(Value::Array(batch)).await;
     let session = engine
+        .node()
         .sessions()
         .get(slow.client_id.as_deref().unwrap())
         .unwrap();
@@ -295,7 +296,11 @@ async fn ack_extension_numbers_batches_and_resends_what_was_not_acknowledged() {
     assert_eq!(again.last().unwrap()["ext"]["ack"], 3);
 
     // Acknowledging 3 empties the unacknowledged store: nothing comes back.
-    let session = engine.sessions().get(id.as_deref().unwrap()).unwrap();
+    let session = engine
+        .node()
+        .sessions()
+        .get(id.as_deref().unwrap())
+        .unwrap();
     let held = tokio::spawn(async move {
         client
             .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","ext":{"ack":3}}]))
@@ -303,7 +308,7 @@ async fn ack_extension_numbers_batches_and_resends_what_was_not_acknowledged() {
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(!session.has_deliveries());
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     let last = held.await.unwrap();
     assert_eq!(last.len(), 1, "{last:?}");
 }
@@ -373,6 +378,7 @@ async fn overflow_policies_are_chosen_per_channel() {
         .await;
     assert!(
         engine
+            .node()
             .sessions()
             .get(strict.client_id.as_deref().unwrap())
             .is_none(),

@@ -90,9 +90,9 @@ fn engine_with(rules: &Arc<Rules>) -> Arc<Engine> {
         ..Config::default()
     };
     let engine = Engine::new(config);
-    engine.set_metadata_adapter(rules.clone()).unwrap();
+    engine.node().set_metadata_adapter(rules.clone()).unwrap();
     assert!(
-        engine.set_metadata_adapter(rules.clone()).is_err(),
+        engine.node().set_metadata_adapter(rules.clone()).is_err(),
         "installed once"
     );
     engine
@@ -143,7 +143,7 @@ async fn the_adapter_decides_and_names_users() {
 
     let ada = handshake(&engine, &mut browser, Some("ada")).await;
     let id = ada["clientId"].as_str().unwrap().to_owned();
-    let session = engine.sessions().get(&id).unwrap();
+    let session = engine.node().sessions().get(&id).unwrap();
     assert_eq!(session.user(), Some("ada"));
     assert_eq!(rules.opened.load(Ordering::SeqCst), 1);
 
@@ -173,7 +173,7 @@ async fn the_adapter_decides_and_names_users() {
     // The cap: ada holds her one session.
     let again = handshake(&engine, &mut browser, Some("ada")).await;
     assert_eq!(again["error"], "403::handshake_denied");
-    assert_eq!(engine.user_sessions().count("ada"), 1);
+    assert_eq!(engine.node().user_sessions().count("ada"), 1);
 
     // An anonymous session may not publish.
     let anon = handshake(&engine, &mut browser, None).await;
@@ -199,7 +199,11 @@ async fn the_adapter_decides_and_names_users() {
         1,
         "told of the disconnect"
     );
-    assert_eq!(engine.user_sessions().count("ada"), 0, "her place is free");
+    assert_eq!(
+        engine.node().user_sessions().count("ada"),
+        0,
+        "her place is free"
+    );
     assert_eq!(
         handshake(&engine, &mut browser, Some("ada")).await["successful"],
         true
@@ -212,7 +216,7 @@ async fn expiry_closes_the_session_for_the_adapter_and_frees_the_cap() {
     let engine = engine_with(&rules);
     let sweeper = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_sweeper().await }
+        async move { engine.node().run_sweeper().await }
     });
     let mut browser = None;
     assert_eq!(
@@ -221,6 +225,6 @@ async fn expiry_closes_the_session_for_the_adapter_and_frees_the_cap() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(rules.expired.load(Ordering::SeqCst), 1);
-    assert_eq!(engine.user_sessions().count("ada"), 0);
+    assert_eq!(engine.node().user_sessions().count("ada"), 0);
     sweeper.abort();
 }

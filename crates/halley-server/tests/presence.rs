@@ -206,7 +206,7 @@ async fn an_expired_member_leaves_with_reason_expired() {
     });
     let sweeper = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_sweeper().await }
+        async move { engine.node().run_sweeper().await }
     });
     let mut ada = Client::handshake(&engine).await;
     let mut bob = Client::handshake(&engine).await;
@@ -223,8 +223,8 @@ async fn an_expired_member_leaves_with_reason_expired() {
             assert_eq!(event["data"]["event"], "leave");
             assert_eq!(event["data"]["member"]["name"], "bob");
             assert_eq!(event["data"]["reason"], "expired");
-            assert_eq!(engine.sessions().len(), 1, "only ada is left");
-            engine.shutdown().trigger();
+            assert_eq!(engine.node().sessions().len(), 1, "only ada is left");
+            engine.node().shutdown().trigger();
             sweeper.await.unwrap();
             return;
         }

@@ -71,12 +71,15 @@ impl Client {
     }
 
     fn set_limits(&self, limits: SessionLimits) {
-        let session = self.engine.sessions().get(&self.client_id).unwrap();
-        assert!(session.set_grant(Grant {
-            user: None,
-            limits,
-            attachment: None
-        }));
+        let session = self.engine.node().sessions().get(&self.client_id).unwrap();
+        assert!(self.engine.node().sessions().set_grant(
+            &session,
+            Grant {
+                user: None,
+                limits,
+                attachment: None
+            }
+        ));
     }
 
     /// Polls until a delivery on `/done` comes; returns the deliveries
@@ -107,7 +110,9 @@ fn qos(pattern: &str, max_frequency: f64, mode: Mode, key: Option<&str>) -> Chan
 
 fn publish(engine: &Engine, channel: &str, data: Value) {
     let channel = ChannelName::parse(channel).unwrap();
-    engine.publish(&channel, &to_raw_value(&data).unwrap(), None, None);
+    engine
+        .node()
+        .publish(&channel, &to_raw_value(&data).unwrap(), None, None);
 }
 
 /// Publishes on `/done` after `settle`, which ends a [`Client::collect`].
@@ -317,7 +322,7 @@ async fn held_updates_end_with_their_session() {
     for n in 0..5 {
         publish(&engine, "/slow", json!(n));
     }
-    let session = engine.sessions().get(&subscriber.client_id).unwrap();
+    let session = engine.node().sessions().get(&subscriber.client_id).unwrap();
     assert_eq!(session.throttled(), 4, "one sent, four held");
     let id = subscriber.client_id.clone();
     subscriber
@@ -337,7 +342,7 @@ async fn shutdown_ends_the_release_tasks() {
     });
     let mut subscriber = Client::handshake(&engine, false).await;
     subscriber.subscribe("/slow").await;
-    let session = engine.sessions().get(&subscriber.client_id).unwrap();
+    let session = engine.node().sessions().get(&subscriber.client_id).unwrap();
     let before = Arc::strong_count(&session);
     publish(&engine, "/slow", json!(1));
     publish(&engine, "/slow", json!(2));
@@ -347,7 +352,7 @@ async fn shutdown_ends_the_release_tasks() {
         before + 1,
         "a task holds updates"
     );
-    engine.shutdown().trigger();
+    engine.node().shutdown().trigger();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(Arc::strong_count(&session), before, "the task ended");
 }

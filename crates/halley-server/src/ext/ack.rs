@@ -6,36 +6,44 @@
 //! - Every `/meta/connect` reply carries `ext: {"ack": N}`: the number of the
 //!   batch of deliveries in that same response.
 //! - Every `/meta/connect` request carries `ext: {"ack": N}`: the last batch
-//!   the client received. Later batches are re-sent, in order, in the reply.
+//!   the client received. Later batches are re-sent, in order, in the reply
+//!   ([`received`], read by `/meta/connect`).
 //! - While ack is on, deliveries travel only in connect replies (never
 //!   piggybacked on other replies, never pushed alone on a WebSocket), so
-//!   that every delivery belongs to exactly one numbered batch.
+//!   that every delivery belongs to exactly one numbered batch: the
+//!   connection state machine ([`crate::connection`]) sees to that.
 
 use serde_json::Value;
 
-use halley_protocol::Reply;
+use halley_protocol::{meta, Reply};
 
-use crate::state::session::Session;
+use super::{Context, Extension, ReplyExt};
 
-/// At handshake: turns acks on when the client asks; returns whether it did.
-pub fn negotiate(session: &Session, requested: Option<&Value>, reply: &mut Reply) -> bool {
-    if requested == Some(&Value::Bool(true)) {
-        session.enable_ack();
-        super::add_to_reply(reply, "ack", Value::Bool(true));
-        true
-    } else {
-        false
+/// The extension in the pipeline: agrees at handshake, numbers connect replies.
+pub struct Ack;
+
+impl Extension for Ack {
+    fn outgoing(&self, reply: &mut Reply, context: &Context<'_>, ext: &mut ReplyExt) {
+        match reply.channel.as_str() {
+            meta::HANDSHAKE if reply.successful == Some(true) => {
+                if let Some(session) = context.session {
+                    if context.ext.ack == Some(Value::Bool(true)) {
+                        session.enable_ack();
+                        ext.insert("ack", Value::Bool(true));
+                    }
+                }
+            }
+            meta::CONNECT => {
+                if let Some(batch) = context.ack_batch {
+                    ext.insert("ack", Value::from(batch));
+                }
+            }
+            _ => {}
+        }
     }
 }
 
 /// On a connect request: the last batch the client received, if it says.
 pub fn received(ext_ack: Option<&Value>) -> Option<u64> {
     ext_ack.and_then(Value::as_u64)
-}
-
-/// On a connect reply: says which batch it carries.
-pub fn mark_batch(reply: &mut Reply, batch: Option<u64>) {
-    if let Some(batch) = batch {
-        super::add_to_reply(reply, "ack", Value::from(batch));
-    }
 }

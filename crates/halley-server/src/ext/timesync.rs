@@ -7,11 +7,16 @@
 //! and `a = tc + o + l - ts`, the accuracy of the client's estimates as
 //! CometD defines it (0 when its lag and offset are exact). From those the
 //! client computes lag `(now - tc - p) / 2` and offset `ts - tc - lag`.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//!
+//! The times are the node's wall clock ([`crate::state::clock::Clock`]),
+//! given to the hook in its [`Context`].
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use halley_protocol::Reply;
+
+use super::{Context, Extension, ReplyExt};
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Request {
@@ -22,39 +27,29 @@ pub struct Request {
     pub o: i64,
 }
 
-/// A timesync request with the server's arrival time.
-#[derive(Debug, Clone, Copy)]
-pub struct Received {
-    request: Request,
-    ts: i64,
-}
+/// The extension in the pipeline: answers every reply whose request asked.
+pub struct TimeSync;
 
-/// Milliseconds since the Unix epoch (the clocks being compared are wall clocks).
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-impl Received {
-    pub fn now(request: Request) -> Self {
-        Received {
-            request,
-            ts: now_ms(),
+impl Extension for TimeSync {
+    fn outgoing(&self, _: &mut Reply, context: &Context<'_>, ext: &mut ReplyExt) {
+        if let Some(request) = context.ext.timesync {
+            ext.insert(
+                "timesync",
+                answer(request, context.received_ms, context.now_ms),
+            );
         }
     }
+}
 
-    /// The reply's `ext.timesync`, computed at the moment the reply is made.
-    pub fn reply(&self) -> Value {
-        let p = (now_ms() - self.ts).max(0);
-        json!({
-            "tc": self.request.tc,
-            "ts": self.ts,
-            "p": p,
-            "a": self.request.tc + self.request.o + self.request.l - self.ts,
-        })
-    }
+/// The reply's `ext.timesync` for a request that arrived at `ts` and is
+/// answered at `now` (wall clock, ms).
+pub fn answer(request: Request, ts: i64, now: i64) -> Value {
+    json!({
+        "tc": request.tc,
+        "ts": ts,
+        "p": (now - ts).max(0),
+        "a": request.tc + request.o + request.l - ts,
+    })
 }
 
 #[cfg(test)]
@@ -63,13 +58,14 @@ mod tests {
 
     #[test]
     fn reply_lets_the_client_compute_lag_and_offset() {
-        let tc = now_ms() - 40; // the client's clock: 40 ms behind, or 40 ms of lag
-        let received = Received::now(Request { tc, l: 5, o: 0 });
-        let reply = received.reply();
+        let ts = 1_000_000;
+        let tc = ts - 40; // the client's clock: 40 ms behind, or 40 ms of lag
+        let reply = answer(Request { tc, l: 5, o: 0 }, ts, ts + 25);
         assert_eq!(reply["tc"], tc);
-        let ts = reply["ts"].as_i64().unwrap();
-        assert!(ts >= tc + 40);
+        assert_eq!(reply["ts"], ts);
+        assert_eq!(reply["p"], 25, "held for 25 ms");
         assert_eq!(reply["a"].as_i64().unwrap(), tc + 5 - ts);
-        assert!(reply["p"].as_i64().unwrap() >= 0);
+        let early = answer(Request { tc, l: 0, o: 0 }, ts, ts - 3);
+        assert_eq!(early["p"], 0, "never negative");
     }
 }

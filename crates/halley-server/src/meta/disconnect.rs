@@ -1,17 +1,22 @@
 //! `/meta/disconnect`: the session ends now, with its subscriptions; a
 //! connect it still holds is answered with `reconnect: none`.
 
+use std::sync::Arc;
+
 use halley_protocol::{Message, Reply};
 
-use crate::engine::{Engine, Exchange};
+use crate::exchange::Exchange;
+use crate::node::Node;
 use crate::state::listeners::SessionEnd;
+use crate::state::session::Session;
 
-pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
-    let session = match engine.resolve_session(&message, exchange) {
-        Ok(session) => session,
-        Err(reply) => return *reply,
-    };
-    engine.remove_session(&session, SessionEnd::Disconnected);
+pub fn handle(
+    node: &Node,
+    message: Message,
+    session: Arc<Session>,
+    exchange: &mut Exchange,
+) -> Reply {
+    node.remove_session(&session, SessionEnd::Disconnected);
     tracing::debug!(client_id = session.client_id(), "disconnect");
     // Queued deliveries die with the session: do not piggyback them.
     if exchange

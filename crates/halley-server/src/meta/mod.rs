@@ -1,6 +1,9 @@
 //! One file per meta channel, each with the same shape: a `handle` function
-//! that takes the engine, the message and the exchange in progress, and
-//! returns the reply (the connect also returns what it needs to be held).
+//! that takes the node, the message and the session it speaks for (the
+//! dispatcher has resolved it; the handshake creates one), and returns the
+//! reply (the connect returns what the connection state machine needs to
+//! answer it later). Handlers import the core ([`crate::node`],
+//! [`crate::exchange`]) and the state below it, never the dispatcher.
 
 pub mod connect;
 pub mod disconnect;

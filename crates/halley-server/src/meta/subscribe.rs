@@ -4,15 +4,20 @@
 //! A channel with history may be replayed from a last-seen id
 //! (`ext.replay`, here or at handshake; see [`crate::history`]).
 
+use std::sync::Arc;
+
 use halley_protocol::{Message, Reply};
 
-use crate::engine::{Engine, Exchange};
+use crate::ext::InboundExt;
+use crate::node::Node;
+use crate::state::session::Session;
 
-pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
-    let session = match engine.resolve_session(&message, exchange) {
-        Ok(session) => session,
-        Err(reply) => return *reply,
-    };
+pub async fn handle(
+    node: &Node,
+    message: Message,
+    session: &Arc<Session>,
+    ext: &InboundExt,
+) -> Reply {
     let mut reply = Reply::to(halley_protocol::meta::SUBSCRIBE, message.id);
     let patterns = match super::validate_subscription(message.subscription.as_ref()) {
         Ok(patterns) => patterns,
@@ -21,9 +26,9 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
             return reply.failure(error);
         }
     };
-    if let Some(metadata) = engine.metadata_adapter() {
+    if let Some(metadata) = node.metadata_adapter() {
         for pattern in &patterns {
-            if let Err(denial) = metadata.subscribe(&session, pattern).await {
+            if let Err(denial) = metadata.subscribe(session, pattern).await {
                 tracing::debug!(client_id = session.client_id(), %pattern, reason = %denial.reason, "subscribe denied");
                 reply.subscription = message.subscription;
                 let mut reply = reply.failure(halley_protocol::BayeuxError::SUBSCRIBE_DENIED);
@@ -32,7 +37,6 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
             }
         }
     }
-    let ext = crate::ext::InboundExt::parse(message.ext.as_deref());
     let mut gap = false;
     for pattern in &patterns {
         let requested = ext
@@ -40,11 +44,12 @@ pub async fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) 
             .find(|(channel, _)| *channel == pattern.as_str())
             .map(|(_, from)| from)
             .or_else(|| session.replay_request(pattern.as_str()));
-        gap |= engine.subscribe(pattern, &session, requested);
+        gap |= node.subscribe(pattern, session, requested);
     }
     reply.subscription = message.subscription;
     let mut reply = reply.success();
     if gap {
+        // The replay reached further back than what is retained.
         crate::ext::add_to_reply(&mut reply, "replay", serde_json::json!({"gap": true}));
     }
     reply

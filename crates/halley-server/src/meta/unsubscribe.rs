@@ -3,13 +3,10 @@
 
 use halley_protocol::{Message, Reply};
 
-use crate::engine::{Engine, Exchange};
+use crate::node::Node;
+use crate::state::session::Session;
 
-pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Reply {
-    let session = match engine.resolve_session(&message, exchange) {
-        Ok(session) => session,
-        Err(reply) => return *reply,
-    };
+pub fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     let mut reply = Reply::to(halley_protocol::meta::UNSUBSCRIBE, message.id);
     let patterns = match super::validate_subscription(message.subscription.as_ref()) {
         Ok(patterns) => patterns,
@@ -19,7 +16,7 @@ pub fn handle(engine: &Engine, message: Message, exchange: &mut Exchange) -> Rep
         }
     };
     for pattern in &patterns {
-        engine.unsubscribe(pattern.as_str(), &session);
+        node.unsubscribe(pattern.as_str(), session);
     }
     reply.subscription = message.subscription;
     reply.success()

@@ -1,7 +1,7 @@
 //! `/service/echo`: answers the sender with the data it sent. The smallest
 //! possible service, and a round-trip probe for clients and monitoring.
 
-use super::{ServiceError, ServiceRequest, Services};
+use crate::node::services::{ServiceError, ServiceRequest, Services};
 
 pub const CHANNEL: &str = "/service/echo";
 

@@ -53,8 +53,8 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ServiceError, ServiceRequest};
-use crate::engine::Engine;
+use crate::node::services::{ServiceError, ServiceRequest};
+use crate::node::Node;
 use crate::state::listeners::{SessionEnd, SessionListener};
 use crate::state::session::Session;
 use crate::state::sessions::new_random_id;
@@ -67,15 +67,14 @@ const MAX_ROOM_BYTES: usize = 64;
 const MAX_NAME_CHARS: usize = 40;
 const MAX_ROOMS_PER_SESSION: usize = 16;
 
-/// Registers the service on `engine` and subscribes it to session ends.
-pub fn register(engine: &Arc<Engine>) {
+/// Registers the service on `node` and subscribes it to session ends.
+pub fn register(node: &Arc<Node>) {
     let presence = Arc::new(Presence {
-        engine: Arc::downgrade(engine),
+        node: Arc::downgrade(node),
         rooms: Mutex::new(Rooms::default()),
     });
-    engine.session_listeners().add(presence.clone());
-    engine
-        .services()
+    node.session_listeners().add(presence.clone());
+    node.services()
         .register(CHANNEL, move |request: ServiceRequest| {
             let presence = presence.clone();
             async move { presence.handle(&request) }
@@ -99,8 +98,8 @@ impl Request {
 }
 
 pub struct Presence {
-    /// Weak: the engine owns this service (through its registry).
-    engine: Weak<Engine>,
+    /// Weak: the node owns this service (through its registry).
+    node: Weak<Node>,
     rooms: Mutex<Rooms>,
 }
 
@@ -122,8 +121,8 @@ impl Presence {
                 bad("request_invalid")
             }
         })?;
-        let Some(engine) = self.engine.upgrade() else {
-            return Err(ServiceError::Failed("engine gone".into()));
+        let Some(node) = self.node.upgrade() else {
+            return Err(ServiceError::Failed("node gone".into()));
         };
         let room = parsed.room();
         let channel = events_channel(room).ok_or_else(|| bad("room_invalid"))?;
@@ -136,7 +135,7 @@ impl Presence {
                 let left = rooms.leave(&request.client_id, room);
                 if let Some((id, name)) = &left {
                     let event = rooms.event(room, "leave", id, name, Some("left"));
-                    publish(&engine, &channel, &event);
+                    publish(&node, &channel, &event);
                 }
                 Ok(json!({ "room": room, "left": left.is_some() }))
             }
@@ -145,7 +144,7 @@ impl Presence {
                 // A session that ended while this request was on its way must
                 // not leave a member behind: its listener call has passed (or
                 // waits for this lock and will remove it).
-                let alive = engine
+                let alive = node
                     .sessions()
                     .get(&request.client_id)
                     .is_some_and(|s| !s.is_closed());
@@ -156,11 +155,7 @@ impl Presence {
                     .join(&request.client_id, room, name)
                     .ok_or_else(|| bad("too_many_rooms"))?;
                 if changed {
-                    publish(
-                        &engine,
-                        &channel,
-                        &rooms.event(room, "join", &id, name, None),
-                    );
+                    publish(&node, &channel, &rooms.event(room, "join", &id, name, None));
                 }
                 Ok(json!({ "room": room, "you": id, "members": rooms.list(room) }))
             }
@@ -170,7 +165,7 @@ impl Presence {
 
 impl SessionListener for Presence {
     fn session_ended(&self, session: &Session, why: SessionEnd) {
-        let Some(engine) = self.engine.upgrade() else {
+        let Some(node) = self.node.upgrade() else {
             return;
         };
         let mut rooms = self.rooms.lock();
@@ -183,7 +178,7 @@ impl SessionListener for Presence {
             };
             if let Some(channel) = events_channel(&room) {
                 let event = rooms.event(&room, "leave", &id, &name, Some(why.as_str()));
-                publish(&engine, &channel, &event);
+                publish(&node, &channel, &event);
             }
         }
     }
@@ -284,9 +279,9 @@ fn valid_name(name: &str) -> Option<&str> {
 }
 
 /// Broadcasts a membership change on the room's events channel.
-fn publish(engine: &Engine, channel: &ChannelName, event: &Value) {
+fn publish(node: &Node, channel: &ChannelName, event: &Value) {
     if let Ok(raw) = serde_json::value::to_raw_value(event) {
-        engine.publish(channel, &raw, None, None);
+        node.publish(channel, &raw, None, None);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The server's state, knowing nothing of handlers or transports.
 //!
+//! - [`clock`]: the one clock a node reads (monotonic, and the wall clock from it);
 //! - [`outbox`]: a session's bounded queue of encoded deliveries;
 //! - [`grant`]: who a session speaks for and its per-user limits;
 //! - [`session`]: one Bayeux session (clientId, browser, outbox, liveness);
@@ -11,6 +12,7 @@
 //! - [`unacked`]: deliveries sent but not acknowledged yet (ack extension);
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry).
 
+pub mod clock;
 pub mod grant;
 pub mod listeners;
 pub mod outbox;

@@ -25,11 +25,6 @@ use super::throttle::{Limit, Offered, Release, Throttle};
 use super::token_bucket::TokenBucket;
 use super::unacked::UnackedBatches;
 
-/// Live sessions in this process whose grant limits their frequency (QoS).
-/// While there are none, which is the common case, a publish on a channel
-/// without a `[[qos]]` rule skips every per-subscriber QoS check.
-static FREQUENCY_GRANTS: AtomicUsize = AtomicUsize::new(0);
-
 /// Server-internal, dense session number (cheaper to hash than the clientId).
 pub type SessionKey = u64;
 
@@ -162,20 +157,18 @@ impl Session {
     }
 
     /// Sets who the session speaks for and its limits (once, at handshake;
-    /// a second call is ignored and returns `false`).
-    pub fn set_grant(&self, grant: Grant) -> bool {
-        let limits_frequency = grant.limits.max_frequency.is_some();
-        let set = self.grant.set(Box::new(grant)).is_ok();
-        if set && limits_frequency {
-            FREQUENCY_GRANTS.fetch_add(1, Ordering::Relaxed);
-        }
-        set
+    /// a second call is ignored and returns `false`). Through
+    /// [`super::sessions::Sessions::set_grant`], which counts the grants
+    /// that limit frequency.
+    pub(crate) fn set_grant(&self, grant: Grant) -> bool {
+        self.grant.set(Box::new(grant)).is_ok()
     }
 
-    /// Whether any live session's grant limits its frequency (a hint for the
-    /// publish path: see `FREQUENCY_GRANTS`).
-    pub fn any_frequency_grant() -> bool {
-        FREQUENCY_GRANTS.load(Ordering::Relaxed) > 0
+    /// Whether the session's grant limits its deliveries' frequency (QoS).
+    pub fn limits_frequency(&self) -> bool {
+        self.grant
+            .get()
+            .is_some_and(|grant| grant.limits.max_frequency.is_some())
     }
 
     /// The session's grant: anonymous with default limits until set.
@@ -294,9 +287,9 @@ impl Session {
     /// Takes the queued deliveries, oldest first: all of them, or as many as
     /// the session's bandwidth allows now (the rest wait, see
     /// [`Session::bandwidth_ready_at`]).
-    pub fn take_deliveries(&self) -> VecDeque<Bytes> {
+    pub fn take_deliveries(&self, now: Instant) -> VecDeque<Bytes> {
         let mut outbox = self.outbox.lock();
-        self.take_within_bandwidth(&mut outbox)
+        self.take_within_bandwidth(&mut outbox, now)
     }
 
     /// The bandwidth is applied where deliveries leave the outbox for the
@@ -304,11 +297,10 @@ impl Session {
     /// a client receives per second, and what waits stays under the
     /// outbox's limits and overflow policy. The bucket may go into debt for
     /// a delivery larger than the budget, so no delivery is stuck forever.
-    fn take_within_bandwidth(&self, outbox: &mut Outbox) -> VecDeque<Bytes> {
+    fn take_within_bandwidth(&self, outbox: &mut Outbox, now: Instant) -> VecDeque<Bytes> {
         let Some(rate) = self.max_bandwidth() else {
             return outbox.drain();
         };
-        let now = Instant::now();
         let mut bucket = self.bandwidth.lock();
         if bucket.is_none() {
             *bucket = TokenBucket::new(rate as f64, rate as f64, now).map(Box::new);
@@ -320,24 +312,25 @@ impl Session {
     }
 
     /// Whether the bandwidth lets a delivery leave now.
-    fn bandwidth_ready(&self) -> bool {
+    fn bandwidth_ready(&self, now: Instant) -> bool {
         if self.max_bandwidth().is_none() {
             return true;
         }
         self.bandwidth
             .lock()
             .as_mut()
-            .is_none_or(|bucket| bucket.is_ready(Instant::now()))
+            .is_none_or(|bucket| bucket.is_ready(now))
     }
 
     /// When queued deliveries held back by the bandwidth may leave (`None`:
     /// nothing is held back by it). Whoever waits to write wakes then.
-    pub fn bandwidth_ready_at(&self) -> Option<Instant> {
+    pub fn bandwidth_ready_at(&self, now: Instant) -> Option<Instant> {
         self.max_bandwidth()?;
-        let ready = self.bandwidth.lock().as_mut().and_then(|bucket| {
-            let now = Instant::now();
-            (!bucket.is_ready(now)).then(|| bucket.ready_at())
-        })?;
+        let ready = self
+            .bandwidth
+            .lock()
+            .as_mut()
+            .and_then(|bucket| (!bucket.is_ready(now)).then(|| bucket.ready_at()))?;
         (!self.outbox.lock().is_empty()).then_some(ready)
     }
 
@@ -426,11 +419,11 @@ impl Session {
 
     /// The deliveries a reply other than a connect reply may carry: all of
     /// them, or none with the ack extension (they wait for a connect reply).
-    pub fn take_piggyback(&self) -> VecDeque<Bytes> {
+    pub fn take_piggyback(&self, now: Instant) -> VecDeque<Bytes> {
         if self.ack_enabled() {
             VecDeque::new()
         } else {
-            self.take_deliveries()
+            self.take_deliveries(now)
         }
     }
 
@@ -440,11 +433,15 @@ impl Session {
     /// latest gets nothing: its client has moved on and may never read the
     /// reply. The check and the take are one step under the same lock as
     /// [`Session::begin_connect`], so no newer connect can slip in between.
-    pub fn take_for_connect_reply(&self, generation: u64) -> (VecDeque<Bytes>, Option<u64>) {
+    pub fn take_for_connect_reply(
+        &self,
+        generation: u64,
+        now: Instant,
+    ) -> (VecDeque<Bytes>, Option<u64>) {
         let mut unacked = self.unacked.lock();
         let deliveries = if self.is_current_connect(generation) {
             let mut outbox = self.outbox.lock();
-            self.take_within_bandwidth(&mut outbox)
+            self.take_within_bandwidth(&mut outbox, now)
         } else {
             VecDeque::new()
         };
@@ -470,8 +467,8 @@ impl Session {
 
     /// Whether queued deliveries must be written now (see [`Outbox::is_due`])
     /// and the session's bandwidth lets them leave.
-    pub fn has_due_deliveries(&self, now_ms: u64) -> bool {
-        self.outbox.lock().is_due(now_ms) && self.bandwidth_ready()
+    pub fn has_due_deliveries(&self, now_ms: u64, now: Instant) -> bool {
+        self.outbox.lock().is_due(now_ms) && self.bandwidth_ready(now)
     }
 
     /// When queued lazy deliveries fall due, if only lazy ones wait.
@@ -594,18 +591,6 @@ impl Session {
 
     pub fn take_subscriptions(&self) -> Vec<Box<str>> {
         self.subscriptions.lock().drain().collect()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if self
-            .grant
-            .get()
-            .is_some_and(|grant| grant.limits.max_frequency.is_some())
-        {
-            FREQUENCY_GRANTS.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 

@@ -11,24 +11,33 @@
 //! counts those held polls.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use rand::RngCore;
 use tokio::time::Instant;
 
+use super::clock::Clock;
+use super::grant::Grant;
 use super::outbox::OutboxLimits;
 use super::session::{Session, SessionKey};
 
 pub struct Sessions {
     by_client_id: DashMap<Box<str>, Arc<Session>>,
     next_key: AtomicU64,
-    epoch: Instant,
+    clock: Clock,
     limits: OutboxLimits,
     /// Bytes per second of deliveries per session, unless its grant says otherwise.
     max_bandwidth: Option<u64>,
     browsers: Arc<BrowserPolls>,
+    /// Registered sessions whose grant limits their frequency (QoS). While
+    /// there are none, which is the common case, a publish on a channel
+    /// without a `[[qos]]` rule skips every per-subscriber QoS check.
+    frequency_grants: AtomicUsize,
+    /// Numbers WebSockets (from 1; 0 is HTTP), so a session knows which one
+    /// its latest connect came on.
+    next_socket_id: AtomicU64,
 }
 
 impl Sessions {
@@ -36,10 +45,12 @@ impl Sessions {
         Sessions {
             by_client_id: DashMap::new(),
             next_key: AtomicU64::new(1),
-            epoch: Instant::now(),
+            clock: Clock::start(),
             limits,
             max_bandwidth: None,
             browsers: Arc::new(BrowserPolls::default()),
+            frequency_grants: AtomicUsize::new(0),
+            next_socket_id: AtomicU64::new(1),
         }
     }
 
@@ -53,23 +64,33 @@ impl Sessions {
     /// whoever waits to write them: when lazy ones fall due, or when the
     /// bandwidth lets them leave, whichever is later. `None`: at once (or
     /// at the next wake-up, when nothing is queued).
-    pub fn deliveries_wait_until(&self, session: &Session) -> Option<Instant> {
+    pub fn deliveries_wait_until(&self, session: &Session, now: Instant) -> Option<Instant> {
         let lazy = session.lazy_deadline_ms().map(|ms| self.instant_at(ms));
-        match (lazy, session.bandwidth_ready_at()) {
+        match (lazy, session.bandwidth_ready_at(now)) {
             (Some(lazy), Some(bandwidth)) => Some(lazy.max(bandwidth)),
             (lazy, bandwidth) => lazy.or(bandwidth),
         }
     }
 
+    /// A number for a new WebSocket, never 0 and never reused.
+    pub fn new_socket_id(&self) -> u64 {
+        self.next_socket_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The node's clock (see [`Clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Milliseconds since the registry was created: the clock sessions age by.
     /// It is tokio's clock, so tests can pause and advance it.
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
 
     /// The instant `ms` milliseconds after the registry's epoch.
     pub fn instant_at(&self, ms: u64) -> Instant {
-        self.epoch + std::time::Duration::from_millis(ms)
+        self.clock.instant_at(ms)
     }
 
     /// Creates and registers a new session with a fresh clientId, bound to
@@ -97,7 +118,27 @@ impl Sessions {
 
     /// Unregisters a session; the caller cleans up its subscriptions.
     pub fn remove(&self, client_id: &str) -> Option<Arc<Session>> {
-        self.by_client_id.remove(client_id).map(|(_, s)| s)
+        let (_, session) = self.by_client_id.remove(client_id)?;
+        if session.limits_frequency() {
+            self.frequency_grants.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(session)
+    }
+
+    /// Sets who `session` speaks for and its limits (once, at handshake; a
+    /// second call is ignored and returns `false`).
+    pub fn set_grant(&self, session: &Session, grant: Grant) -> bool {
+        let set = session.set_grant(grant);
+        if set && session.limits_frequency() {
+            self.frequency_grants.fetch_add(1, Ordering::Relaxed);
+        }
+        set
+    }
+
+    /// Whether any registered session's grant limits its frequency (a hint
+    /// for the publish path, read once per publish).
+    pub fn any_frequency_grant(&self) -> bool {
+        self.frequency_grants.load(Ordering::Relaxed) > 0
     }
 
     pub fn len(&self) -> usize {

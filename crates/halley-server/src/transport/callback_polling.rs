@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use halley_protocol::BayeuxError;
 
 use super::{bayeux_error, browser_id, decode_request, plain, respond, Body};
-use crate::engine::{Engine, Origin};
+use crate::engine::Engine;
+use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
 pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
@@ -38,7 +39,7 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     let Some(message) = message else {
         return plain(StatusCode::BAD_REQUEST, "missing message parameter\n");
     };
-    let max = engine.config().max_request_bytes;
+    let max = engine.node().config().max_request_bytes;
     if message.len() > max {
         return bayeux_error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,11 +7,12 @@ use hyper::body::Incoming;
 use halley_protocol::BayeuxError;
 
 use super::{bayeux_error, browser_id, decode_request, respond, Body};
-use crate::engine::{Engine, Origin};
+use crate::engine::Engine;
+use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
 pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
-    let max = engine.config().max_request_bytes;
+    let max = engine.node().config().max_request_bytes;
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)

@@ -6,9 +6,11 @@
 //! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`;
 //! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key.
 //!
-//! Both Bayeux transports end in [`respond`], which writes one body in the
-//! order Bayeux wants: handshake replies, queued deliveries, other replies,
-//! and the `/meta/connect` reply last (after holding it if it may be held).
+//! The transports are shells: they read bytes, hand messages to the
+//! dispatcher ([`Engine::handle_batch`]), and write what the connection
+//! state machine ([`crate::connection`]) says, when it says. Both HTTP
+//! transports end in [`respond`], which drives the machine of one request
+//! ([`drive_http`]) and writes its body as one response.
 
 pub mod callback_polling;
 pub mod long_polling;
@@ -25,9 +27,12 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE}
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, Exchange};
+use crate::connection::{Connection, Status};
+use crate::engine::Engine;
+use crate::exchange::Exchange;
 
 /// The cookie naming a browser, as CometD calls it.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
@@ -41,7 +46,7 @@ pub async fn route(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
-    let bayeux = engine.config().path.as_str();
+    let bayeux = engine.node().config().path.as_str();
     let on_bayeux_path = path == bayeux
         || (path.starts_with(bayeux) && path.as_bytes().get(bayeux.len()) == Some(&b'/'));
     // Before the Bayeux path, which could be `/api`.
@@ -53,7 +58,7 @@ pub async fn route(
                 websocket::handle(&engine, request, &sockets)
             }
             Method::POST => long_polling::handle(&engine, request).await,
-            Method::GET if engine.config().callback_polling => {
+            Method::GET if engine.node().config().callback_polling => {
                 callback_polling::handle(&engine, request).await
             }
             _ => plain(
@@ -95,7 +100,7 @@ pub async fn respond(
     content_type: &'static str,
 ) -> Response<Body> {
     let mut body = BodyWriter::with_prefix(prefix);
-    let new_browser_id = write_exchange(engine, exchange, &mut body).await;
+    let new_browser_id = drive_http(engine, exchange, &mut body).await;
     let mut response = Response::new(Full::new(body.finish(suffix)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -109,50 +114,38 @@ pub async fn respond(
     response
 }
 
-/// Puts an HTTP exchange's messages into `body` in the order Bayeux wants:
-/// handshake replies, queued deliveries, other replies, and the
-/// `/meta/connect` reply last, after holding it if it may be held. Returns
-/// the browser id to set as a cookie, if the exchange issued one.
-pub async fn write_exchange(
+/// Drives the connection state machine of one HTTP request to the end:
+/// writes into `body` what it says, waiting (for the session's wake-up, the
+/// time it asks for, or shutdown) while it holds a `/meta/connect`.
+/// Returns the browser id to set as a cookie, if the exchange issued one.
+pub async fn drive_http(
     engine: &Engine,
-    mut exchange: Exchange,
+    exchange: Exchange,
     body: &mut BodyWriter,
 ) -> Option<String> {
-    let mut connect_reply = match exchange.connect.take() {
-        Some(pending) => {
-            if exchange.session.is_none() {
-                exchange.session = Some(pending.session().clone());
-            }
-            let holdable = exchange.batch_len == 1;
-            Some(
-                engine
-                    .complete_connect(pending, holdable, exchange.browser_id())
-                    .await,
-            )
+    let node = engine.node();
+    let new_browser_id = exchange.new_browser_id.clone();
+    let mut connection = Connection::http(node.clone());
+    let mut status = connection.on_exchange(exchange, Instant::now(), body);
+    while let Status::Waiting { .. } = status {
+        let Some(session) = connection.session().cloned() else {
+            break;
+        };
+        // Register interest before looking, so a push in between is not missed.
+        let notified = session.wake().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        status = connection.poll(Instant::now(), body);
+        let Status::Waiting { until } = status else {
+            break;
+        };
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {}
+            _ = node.shutdown().wait() => {}
         }
-        None => None,
-    };
-    let deliveries = match exchange.session.as_ref().filter(|s| !s.is_closed()) {
-        // With the ack extension only a connect reply carries deliveries.
-        Some(session) => match connect_reply.as_mut() {
-            Some((reply, generation)) => {
-                engine.deliveries_for_connect_reply(session, reply, *generation)
-            }
-            None => session.take_piggyback(),
-        },
-        None => Default::default(),
-    };
-    let connect_reply = connect_reply.map(|(reply, _)| reply);
-    for reply in &exchange.handshake_replies {
-        body.push_reply(reply);
     }
-    for delivery in &deliveries {
-        body.push_encoded(delivery);
-    }
-    for reply in exchange.replies.iter().chain(&connect_reply) {
-        body.push_reply(reply);
-    }
-    exchange.new_browser_id
+    new_browser_id
 }
 
 /// Decodes a request's messages, or the HTTP error to answer with:
@@ -168,7 +161,7 @@ pub fn decode_request(
             &error.to_string(),
         ))
     })?;
-    let max = engine.config().max_batch_messages;
+    let max = engine.node().config().max_batch_messages;
     if batch.len() > max {
         return Err(Box::new(bayeux_error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -54,7 +54,7 @@ struct Publish {
 }
 
 pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Response<Body> {
-    let keys = &engine.config().api_keys;
+    let keys = &engine.node().config().api_keys;
     if keys.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
@@ -75,7 +75,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
-    let max = engine.config().max_request_bytes;
+    let max = engine.node().config().max_request_bytes;
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,11 +95,11 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "request body unreadable"),
     };
-    let messages = match parse(&body, engine.config().max_batch_messages) {
+    let messages = match parse(&body, engine.node().config().max_batch_messages) {
         Ok(messages) => messages,
         Err((status, message)) => return error(status, &message),
     };
-    let publisher = Publisher::new(engine);
+    let publisher = Publisher::new(engine.node());
     let results: Vec<serde_json::Value> = messages
         .iter()
         .map(|(channel, data)| {

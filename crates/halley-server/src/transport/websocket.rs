@@ -29,7 +29,6 @@
 //! client that reconnects in time with the same clientId keeps its
 //! subscriptions and receives what was queued meanwhile.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,9 +50,9 @@ use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSo
 use halley_protocol::{decode_batch, BayeuxError, BodyWriter};
 
 use super::{browser_id, plain, Body};
-use crate::engine::{Engine, Origin};
-use crate::meta::connect::{ConnectEnd, PendingConnect};
-use crate::state::session::Session;
+use crate::connection::{Connection, Status};
+use crate::engine::Engine;
+use crate::exchange::Origin;
 
 /// A frame the client does not read within this time closes the socket: a
 /// stuck peer must not hold its task (and the session's deliveries) forever.
@@ -75,7 +74,7 @@ pub fn handle(
     mut request: Request<Incoming>,
     sockets: &TaskTracker,
 ) -> Response<Body> {
-    if !engine.config().websocket {
+    if !engine.node().config().websocket {
         return plain(
             StatusCode::BAD_REQUEST,
             "the websocket transport is disabled on this server\n",
@@ -114,14 +113,14 @@ pub fn handle(
     let browser = browser_id(&request);
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
-    let opened_ms = engine.sessions().now_ms();
+    let opened_ms = engine.node().sessions().now_ms();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let engine = engine.clone();
     sockets.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let limits =
-                    Limits::default().max_payload_len(Some(engine.config().max_request_bytes));
+                let limits = Limits::default()
+                    .max_payload_len(Some(engine.node().config().max_request_bytes));
                 let ws = ServerBuilder::new()
                     .limits(limits)
                     .serve(TokioIo::new(upgraded));
@@ -150,21 +149,17 @@ enum Closed {
     Error,
 }
 
-/// Numbers sockets, so a session knows which one its latest connect came on.
-static NEXT_SOCKET_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The state of one socket.
+/// The state of one socket: its connection state machine, and what only a
+/// socket has (its cookie, its liveness).
 struct Socket {
     id: u64,
-    /// When the socket opened, on the sessions' clock.
+    /// When the socket opened, on the node's clock.
     opened_ms: u64,
     engine: Arc<Engine>,
     /// The cookie of the upgrade request: every batch on this socket speaks for it.
     browser_id: Option<String>,
-    /// The session this socket serves (set by its handshake or first connect).
-    session: Option<Arc<Session>>,
-    /// The connect being held, with its deadline.
-    held: Option<(PendingConnect, Instant)>,
+    /// What to write and when (see [`crate::connection`]).
+    connection: Connection,
     last_heard: Instant,
     ping_sent: bool,
     closing: bool,
@@ -172,13 +167,14 @@ struct Socket {
 
 impl Socket {
     fn new(engine: Arc<Engine>, browser_id: Option<String>, opened_ms: u64) -> Self {
+        let node = engine.node().clone();
+        let id = node.sessions().new_socket_id();
         Socket {
-            id: NEXT_SOCKET_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             opened_ms,
             engine,
             browser_id,
-            session: None,
-            held: None,
+            connection: Connection::websocket(node, id),
             last_heard: Instant::now(),
             ping_sent: false,
             closing: false,
@@ -189,76 +185,53 @@ impl Socket {
         let end = self.serve(&mut ws).await;
         tracing::debug!(
             ?end,
-            client_id = self.session.as_ref().map(|s| s.client_id()),
+            client_id = self.connection.session().map(|s| s.client_id()),
             "websocket closed"
         );
-        self.attach(None);
+        // Dropping the connection detaches its session: its expiry clock starts.
     }
 
     /// Waits on the socket, the session's wake-ups and the timers, and
-    /// writes what is due. Handling a frame and answering a held connect are
-    /// boxed: this future is what an idle socket's task keeps allocated, so
-    /// it is kept to the waiting state (~1 KB rather than ~4 KB per client).
+    /// writes what the connection state machine says is due. Handling a
+    /// frame is boxed: this future is what an idle socket's task keeps
+    /// allocated, so it is kept to the waiting state.
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         ws: &mut WebSocketStream<S>,
     ) -> Closed {
-        let engine = self.engine.clone();
-        let idle = engine.config().websocket_idle_timeout();
+        let node = self.engine.node().clone();
+        let idle = node.config().websocket_idle_timeout();
         let mut errors = 0;
         loop {
-            let session = self.session.clone();
+            let session = self.connection.session().cloned();
             // Register for wake-ups before looking at the outbox (no lost wake-up).
             let notified = session.as_ref().map(|s| s.wake().notified());
             tokio::pin!(notified);
             if let Some(notified) = notified.as_mut().as_pin_mut() {
                 notified.enable();
             }
+            let mut until = None;
             if !self.closing {
-                let owned = session.as_ref().filter(|s| s.owner_socket() == self.id);
-                let now_ms = engine.sessions().now_ms();
-                if let Some(session) = owned.filter(|s| s.has_due_deliveries(now_ms)) {
-                    if !session.ack_enabled() {
-                        let mut body = BodyWriter::new();
-                        for delivery in session.take_deliveries() {
-                            body.push_encoded(&delivery);
-                        }
-                        if send(ws, body.finish(b"")).await.is_err() {
-                            return Closed::Error;
-                        }
-                        continue;
-                    }
-                    // With the ack extension deliveries travel only in a
-                    // (numbered) connect reply: answer the held one now.
-                    if self.held.is_some() {
-                        if Box::pin(self.answer_held(ws, ConnectEnd::Deliveries))
-                            .await
-                            .is_err()
-                        {
-                            return Closed::Error;
-                        }
-                        continue;
-                    }
+                let mut body = BodyWriter::new();
+                if let Status::Waiting { until: next } =
+                    self.connection.poll(Instant::now(), &mut body)
+                {
+                    until = next;
                 }
-                if let Some(end) = self.held.as_ref().and_then(|(p, _)| p.must_end(&engine)) {
-                    if Box::pin(self.answer_held(ws, end)).await.is_err() {
+                if !body.is_empty() {
+                    if send(ws, body.finish(b"")).await.is_err() {
                         return Closed::Error;
                     }
                     continue;
                 }
             }
 
-            let held_deadline = self.held.as_ref().map(|(_, deadline)| *deadline);
-            // Lazy deliveries wait, but not past their deadline; deliveries
-            // over the session's bandwidth wait until it lets them leave.
-            let lazy_due = session
-                .as_ref()
-                .filter(|s| s.owner_socket() == self.id)
-                .and_then(|s| engine.sessions().deliveries_wait_until(s));
             let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
             tokio::select! {
-                _ = engine.shutdown().wait(), if !self.closing => {
-                    if self.held.is_some() && Box::pin(self.answer_held(ws, ConnectEnd::Shutdown)).await.is_err() {
+                _ = node.shutdown().wait(), if !self.closing => {
+                    let mut body = BodyWriter::new();
+                    self.connection.shutdown(Instant::now(), &mut body);
+                    if !body.is_empty() && send(ws, body.finish(b"")).await.is_err() {
                         return Closed::Error;
                     }
                     self.close(ws, CloseCode::GOING_AWAY, "server shutting down").await;
@@ -287,7 +260,7 @@ impl Socket {
                         }
                         if let Some(text) = message.as_text() {
                             let text = text.to_owned();
-                            // Boxed, as `answer_held`: see `Socket::serve`.
+                            // Boxed: see `Socket::serve`.
                             if Box::pin(self.handle_text(ws, &text)).await.is_err() {
                                 return Closed::Error;
                             }
@@ -299,12 +272,7 @@ impl Socket {
                     }
                 },
                 _ = async { notified.as_mut().as_pin_mut().expect("guarded").await }, if notified.is_some() => {}
-                _ = tokio::time::sleep_until(lazy_due.unwrap_or(idle_deadline)), if lazy_due.is_some() && !self.closing => {}
-                _ = tokio::time::sleep_until(held_deadline.unwrap_or(idle_deadline)), if held_deadline.is_some() && !self.closing => {
-                    if Box::pin(self.answer_held(ws, ConnectEnd::Timeout)).await.is_err() {
-                        return Closed::Error;
-                    }
-                }
+                _ = tokio::time::sleep_until(until.unwrap_or(idle_deadline)), if until.is_some() && !self.closing => {}
                 _ = tokio::time::sleep_until(idle_deadline) => {
                     if self.closing {
                         return Closed::Error; // the peer never answered our close
@@ -323,13 +291,14 @@ impl Socket {
         }
     }
 
-    /// Handles one text frame: a batch of messages.
+    /// Handles one text frame: a batch of messages, answered as the
+    /// connection state machine writes it.
     async fn handle_text<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         ws: &mut WebSocketStream<S>,
         text: &str,
     ) -> Result<(), ()> {
-        let config = self.engine.config();
+        let config = self.engine.node().config();
         let batch = match decode_batch(text.as_bytes()) {
             Ok(batch) => batch,
             Err(error) => {
@@ -348,118 +317,14 @@ impl Socket {
             return send(ws, error_frame(BayeuxError::BATCH_TOO_LARGE, &detail)).await;
         }
         let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone());
-        let mut exchange = self.engine.handle_batch(batch, origin).await;
-        let session = exchange
-            .session
-            .clone()
-            .or_else(|| exchange.connect.as_ref().map(|c| c.session().clone()));
-        if let Some(session) = session.filter(|s| !s.is_closed()) {
-            self.attach(Some(session));
-        }
-
-        let mut connect_reply = None;
-        let mut superseded = None;
-        if let Some(pending) = exchange.connect.take() {
-            if pending.hold_for().is_zero() || self.engine.shutdown().is_started() {
-                let generation = pending.generation();
-                connect_reply = Some((pending.immediate_reply(&self.engine), generation));
-            } else {
-                let deadline = Instant::now() + pending.hold_for();
-                if let Some((older, _)) = self.held.replace((pending, deadline)) {
-                    let generation = older.generation();
-                    let mut reply = older.answer(&self.engine, ConnectEnd::Superseded);
-                    if let Some(session) = &self.session {
-                        // Numbers the reply (with acks); it carries nothing.
-                        self.engine
-                            .deliveries_for_connect_reply(session, &mut reply, generation);
-                    }
-                    superseded = Some(reply);
-                }
-            }
-        }
-        // Deliveries ride along only on the socket of the session's latest
-        // connect (and, with the ack extension, only with a connect reply).
-        let deliveries = match self
-            .session
-            .as_ref()
-            .filter(|s| s.owner_socket() == self.id)
-        {
-            Some(session) => match connect_reply.as_mut() {
-                Some((reply, generation)) => {
-                    self.engine
-                        .deliveries_for_connect_reply(session, reply, *generation)
-                }
-                None => session.take_piggyback(),
-            },
-            None => Default::default(),
-        };
-
+        let exchange = self.engine.handle_batch(batch, origin).await;
         let mut body = BodyWriter::new();
-        for reply in &exchange.handshake_replies {
-            body.push_reply(reply);
-        }
-        for delivery in &deliveries {
-            body.push_encoded(delivery);
-        }
-        for reply in exchange
-            .replies
-            .iter()
-            .chain(&superseded)
-            .chain(connect_reply.as_ref().map(|(reply, _)| reply))
-        {
-            body.push_reply(reply);
-        }
+        self.connection
+            .on_exchange(exchange, Instant::now(), &mut body);
         if body.is_empty() {
             return Ok(());
         }
         send(ws, body.finish(b"")).await
-    }
-
-    async fn answer_held<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        end: ConnectEnd,
-    ) -> Result<(), ()> {
-        let Some((pending, _)) = self.held.take() else {
-            return Ok(());
-        };
-        let generation = pending.generation();
-        let mut reply = pending.answer(&self.engine, end);
-        // A superseded connect (a newer one came, on this socket or another)
-        // gets no deliveries: the generation check sees to it.
-        let deliveries = match self.session.as_ref() {
-            Some(session) => self
-                .engine
-                .deliveries_for_connect_reply(session, &mut reply, generation),
-            None => Default::default(),
-        };
-        let mut body = BodyWriter::new();
-        for delivery in &deliveries {
-            body.push_encoded(delivery);
-        }
-        body.push_reply(&reply);
-        send(ws, body.finish(b"")).await
-    }
-
-    /// Makes `session` the one this socket serves. While a socket serves a
-    /// session, the session counts as holding and does not expire; when the
-    /// socket goes, the session's expiry clock starts.
-    fn attach(&mut self, session: Option<Arc<Session>>) {
-        let same = match (&self.session, &session) {
-            (Some(a), Some(b)) => a.key() == b.key(),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            return;
-        }
-        if let Some(old) = self.session.take() {
-            old.stop_holding(self.engine.sessions().now_ms());
-        }
-        if let Some(new) = &session {
-            new.start_holding();
-        }
-        self.session = session;
     }
 
     async fn close<S: AsyncRead + AsyncWrite + Unpin>(

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use halley_protocol::{decode_batch, BodyWriter};
-use halley_server::engine::{Engine, Origin};
+use halley_server::engine::Engine;
+use halley_server::exchange::Origin;
 use halley_server::state::session::ConnectionType;
-use halley_server::transport::write_exchange;
+use halley_server::transport::drive_http;
 use serde_json::Value;
 
 /// Sends `batch` as a long-polling request from the browser whose cookie is
@@ -22,7 +23,7 @@ pub async fn exchange(
         .handle_batch(decode_batch(&body).unwrap(), origin)
         .await;
     let mut body = BodyWriter::new();
-    if let Some(id) = write_exchange(engine, exchange, &mut body).await {
+    if let Some(id) = drive_http(engine, exchange, &mut body).await {
         *browser = Some(id);
     }
     match serde_json::from_slice(&body.finish(b"")).unwrap() {

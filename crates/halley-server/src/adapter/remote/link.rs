@@ -10,7 +10,7 @@
 //!
 //! On every connection both sides send `hello` first. Halley then sends
 //! `subscribe` for every listened channel, and afterwards whatever the
-//! engine notices. Halley writes a `ping` after `ping-interval-ms` without
+//! node notices. Halley writes a `ping` after `ping-interval-ms` without
 //! writing, answers `ping` with `pong`, and closes a link that stays silent
 //! for three intervals, so a dead peer is noticed even without a TCP error.
 
@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::protocol::{self, FromAdapter, LineError, ToAdapter, MAX_LINE_BYTES};
 use super::Shared;
 use crate::config::RemoteAdapterConfig;
-use crate::engine::Engine;
+use crate::node::Node;
 
 /// The first wait before dialing again after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -91,32 +91,32 @@ impl Link {
         }
     }
 
-    /// Keeps the link up until the engine shuts down.
-    pub async fn run(self, engine: Arc<Engine>) {
+    /// Keeps the link up until the node shuts down.
+    pub async fn run(self, node: Arc<Node>) {
         match self.endpoint {
-            Endpoint::Connect(address) => dial(address, self.shared, engine).await,
-            Endpoint::Listen(listener) => accept(listener, self.shared, engine).await,
+            Endpoint::Connect(address) => dial(address, self.shared, node).await,
+            Endpoint::Listen(listener) => accept(listener, self.shared, node).await,
         }
     }
 }
 
 /// Dials `address` until shutdown: after a failure, waits (doubling from
 /// [`MIN_BACKOFF`] to [`MAX_BACKOFF`]); after a link that was up, dials at once.
-async fn dial(address: String, shared: Arc<Shared>, engine: Arc<Engine>) {
+async fn dial(address: String, shared: Arc<Shared>, node: Arc<Node>) {
     let mut backoff = MIN_BACKOFF;
     let mut failures = 0u32;
     loop {
         // `select!` picks at random among ready branches: without this, a
         // reachable adapter could win a race against a shutdown under way.
-        if engine.shutdown().is_started() {
+        if node.shutdown().is_started() {
             return;
         }
         let attempt = tokio::select! {
             attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)) => attempt,
-            _ = engine.shutdown().wait() => return,
+            _ = node.shutdown().wait() => return,
         };
         let was_up = match attempt {
-            Ok(Ok(stream)) => serve(stream, &shared, &engine).await,
+            Ok(Ok(stream)) => serve(stream, &shared, &node).await,
             Ok(Err(error)) => {
                 failures += 1;
                 // Once per outage at warn: a feed that is down retries forever.
@@ -140,7 +140,7 @@ async fn dial(address: String, shared: Arc<Shared>, engine: Arc<Engine>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = engine.shutdown().wait() => return,
+            _ = node.shutdown().wait() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -153,7 +153,7 @@ async fn dial(address: String, shared: Arc<Shared>, engine: Arc<Engine>) {
 pub const MAX_LISTEN_CONNECTIONS: usize = 8;
 
 /// Accepts adapter connections until shutdown, each served on its own task.
-async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>) {
+async fn accept(listener: TcpListener, shared: Arc<Shared>, node: Arc<Node>) {
     let tasks = TaskTracker::new();
     let mut refused_logged = false;
     loop {
@@ -166,7 +166,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>)
                     continue;
                 }
             },
-            _ = engine.shutdown().wait() => break,
+            _ = node.shutdown().wait() => break,
         };
         if tasks.len() >= MAX_LISTEN_CONNECTIONS {
             // Logged once per burst, not per connection.
@@ -178,9 +178,9 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>)
             continue;
         }
         refused_logged = false;
-        let (shared, engine) = (shared.clone(), engine.clone());
+        let (shared, node) = (shared.clone(), node.clone());
         tasks.spawn(async move {
-            serve(stream, &shared, &engine).await;
+            serve(stream, &shared, &node).await;
         });
     }
     tasks.close();
@@ -189,7 +189,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, engine: Arc<Engine>)
 
 /// Serves one connection until it ends (or shutdown). Returns whether it
 /// became the link (its hello was accepted).
-async fn serve(stream: TcpStream, shared: &Arc<Shared>, engine: &Arc<Engine>) -> bool {
+async fn serve(stream: TcpStream, shared: &Arc<Shared>, node: &Arc<Node>) -> bool {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -206,7 +206,7 @@ async fn serve(stream: TcpStream, shared: &Arc<Shared>, engine: &Arc<Engine>) ->
     );
     let greeted = tokio::select! {
         greeted = greet(&mut write, &mut lines, hello.encode(), silence) => greeted,
-        _ = engine.shutdown().wait() => return false,
+        _ = node.shutdown().wait() => return false,
     };
     let remote_name = match greeted {
         Ok(remote_name) => remote_name,
@@ -226,9 +226,9 @@ async fn serve(stream: TcpStream, shared: &Arc<Shared>, engine: &Arc<Engine>) ->
     let mut close = registration.close;
     let ended = tokio::select! {
         ended = write_lines(&mut write, registration.outgoing, registration.resync, shared.ping_interval) => ended,
-        ended = read_lines(&mut lines, shared, engine, registration.replies, silence) => ended,
+        ended = read_lines(&mut lines, shared, node, registration.replies, silence) => ended,
         reason = close.wait_for(Option::is_some) => Ended::quietly(reason.ok().and_then(|r| *r).unwrap_or("closed")),
-        _ = engine.shutdown().wait() => Ended::quietly("shutting down"),
+        _ = node.shutdown().wait() => Ended::quietly("shutting down"),
     };
     shared.link_down(generation);
     tracing::info!(adapter = %name, %peer, reason = %ended.reason, "remote adapter link down");
@@ -348,7 +348,7 @@ async fn write_lines(
 async fn read_lines(
     lines: &mut Lines,
     shared: &Shared,
-    engine: &Engine,
+    node: &Node,
     replies: mpsc::Sender<String>,
     silence: Duration,
 ) -> Ended {
@@ -362,10 +362,10 @@ async fn read_lines(
         };
         let refused = match protocol::decode(&line) {
             Ok(FromAdapter::Publish { channel, data }) => {
-                shared.publish(engine, &channel, data).err()
+                shared.publish(node, &channel, data).err()
             }
             Ok(FromAdapter::Snapshot { channel, data }) => {
-                shared.snapshot(engine, &channel, data).err()
+                shared.snapshot(node, &channel, data).err()
             }
             Ok(FromAdapter::Ping) => {
                 if replies.try_send(ToAdapter::Pong.encode()).is_err() {

@@ -8,11 +8,11 @@
 //!   forever) or accepting (`listen`, a new connection replaces the old),
 //!   the hello, keep-alive, the bounded outgoing queue;
 //! - this file: [`RemoteAdapter`], the in-process [`DataAdapter`] that
-//!   stands for the remote one. The engine's first/last subscriber calls
+//!   stands for the remote one. The node's first/last subscriber calls
 //!   become `subscribe`/`unsubscribe` lines; the adapter's `publish` and
-//!   `snapshot` lines become publishes through the engine.
+//!   `snapshot` lines become publishes through the node.
 //!
-//! What Halley keeps: the set of listened channels (the engine's, as last
+//! What Halley keeps: the set of listened channels (the node's, as last
 //! told to this adapter) and, for each, the last `snapshot-length` messages
 //! the adapter published (or its last `snapshot`), handed to every new
 //! subscriber by [`DataAdapter::snapshot`] and forgotten when the channel
@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::adapter::DataAdapter;
 use crate::config::RemoteAdapterConfig;
-use crate::engine::Engine;
+use crate::node::Node;
 
 pub use link::Link;
 use protocol::ToAdapter;
@@ -50,11 +50,11 @@ pub struct RemoteAdapter {
     shared: Arc<Shared>,
 }
 
-/// Registers the remote adapter `config` describes with `engine` (it owns
+/// Registers the remote adapter `config` describes with `node` (it owns
 /// its channels from now on) and prepares its link: for `listen`, the
 /// socket is bound here, so a taken port fails at start-up. The link runs
 /// when [`Link::run`] is awaited.
-pub async fn bind(engine: &Arc<Engine>, config: &RemoteAdapterConfig) -> std::io::Result<Link> {
+pub async fn bind(node: &Arc<Node>, config: &RemoteAdapterConfig) -> std::io::Result<Link> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let mut patterns = Vec::new();
     for pattern in &config.channels {
@@ -75,8 +75,7 @@ pub async fn bind(engine: &Arc<Engine>, config: &RemoteAdapterConfig) -> std::io
         shared: shared.clone(),
     });
     for pattern in &config.channels {
-        engine
-            .data_adapters()
+        node.data_adapters()
             .register(pattern, adapter.clone())
             .map_err(invalid)?;
     }
@@ -110,7 +109,7 @@ impl DataAdapter for RemoteAdapter {
     }
 }
 
-/// What the adapter (engine side) and its link (network side) share.
+/// What the adapter (node side) and its link (network side) share.
 pub(crate) struct Shared {
     pub(crate) name: String,
     /// The configured patterns, as sent in the hello.
@@ -227,12 +226,12 @@ impl Shared {
     /// live, never twice or not at all.
     pub(crate) fn publish(
         &self,
-        engine: &Engine,
+        node: &Node,
         channel: &ChannelName,
         data: Box<RawValue>,
     ) -> Result<usize, String> {
         self.owns(channel)?;
-        Ok(engine.data_adapters().in_turn(engine, channel, || {
+        Ok(node.data_adapters().in_turn(channel, || {
             if self.snapshot_length > 0 {
                 let mut state = self.state.lock();
                 if let Some(kept) = state.listened.get_mut(channel.as_str()) {
@@ -242,7 +241,7 @@ impl Shared {
                     kept.push_back(data.clone());
                 }
             }
-            engine.publish(channel, &data, None, None)
+            node.publish(channel, &data, None, None).local()
         }))
     }
 
@@ -252,12 +251,12 @@ impl Shared {
     /// answers a `subscribe` that is not current any more.
     pub(crate) fn snapshot(
         &self,
-        engine: &Engine,
+        node: &Node,
         channel: &ChannelName,
         data: Vec<Box<RawValue>>,
     ) -> Result<usize, String> {
         self.owns(channel)?;
-        Ok(engine.data_adapters().in_turn(engine, channel, || {
+        Ok(node.data_adapters().in_turn(channel, || {
             {
                 let mut state = self.state.lock();
                 let Some(kept) = state.listened.get_mut(channel.as_str()) else {
@@ -267,7 +266,7 @@ impl Shared {
                 *kept = data.iter().skip(skip).cloned().collect();
             }
             data.iter()
-                .map(|d| engine.publish(channel, d, None, None))
+                .map(|d| node.publish(channel, d, None, None).local())
                 .sum()
         }))
     }

@@ -1,8 +1,8 @@
 //! The Data Adapter: server-side code that feeds a set of channels.
 //!
-//! Registered with `engine.data_adapters().register(pattern, adapter)`, an
+//! Registered with `node.data_adapters().register(pattern, adapter)`, an
 //! adapter *owns* the channels its pattern matches (`/stocks/*` owns
-//! `/stocks/AAPL`). For each owned channel the engine calls:
+//! `/stocks/AAPL`). For each owned channel the node calls:
 //!
 //! - [`DataAdapter::first_subscriber`] when the channel goes from no
 //!   subscriber to one: start the feed;
@@ -17,8 +17,8 @@
 //! subscriber (a monitor, a logger) hears what the feeds publish but does
 //! not start them, and gets no snapshot.
 //!
-//! The adapter publishes with a [`Publisher`], which calls
-//! [`Engine::publish`] (encode once, fan out). Publishes of one adapter,
+//! The adapter publishes with a [`crate::adapter::Publisher`], which calls
+//! [`crate::node::Node::publish`] (encode once, fan out). Publishes of one adapter,
 //! its snapshots and its start/stop calls take turns on one per-adapter
 //! lock, so a new subscriber gets its snapshot before any later message
 //! of that adapter and misses none. Client publishes (and every channel no
@@ -29,13 +29,13 @@
 //! real feed. A callback may publish.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use halley_protocol::{ChannelKind, ChannelName, ChannelPattern};
 use parking_lot::{Mutex, ReentrantMutex, RwLock};
 use serde_json::value::RawValue;
 
-use crate::engine::Engine;
+use crate::state::subscriptions::Subscriptions;
 
 /// Server-side code that feeds the channels of one pattern. Every method
 /// has a default that does nothing, so an adapter implements what it needs.
@@ -59,33 +59,6 @@ pub trait DataAdapter: Send + Sync + 'static {
     }
 }
 
-/// A handle to publish into the engine from server-side code. Holds the
-/// engine weakly: an adapter that keeps it does not keep a stopped engine
-/// alive; publishing then reaches nobody.
-#[derive(Clone)]
-pub struct Publisher {
-    engine: Weak<Engine>,
-}
-
-impl Publisher {
-    pub fn new(engine: &Arc<Engine>) -> Self {
-        Publisher {
-            engine: Arc::downgrade(engine),
-        }
-    }
-
-    /// Publishes `data` on a broadcast `channel`; returns how many sessions
-    /// it was queued for (0 once the engine is gone).
-    pub fn publish(&self, channel: &ChannelName, data: &RawValue) -> usize {
-        let Some(engine) = self.engine.upgrade() else {
-            return 0;
-        };
-        engine.data_adapters().in_turn(&engine, channel, || {
-            engine.publish(channel, data, None, None)
-        })
-    }
-}
-
 /// One registered adapter and its bookkeeping.
 pub(crate) struct Registered {
     pattern: ChannelPattern,
@@ -102,7 +75,7 @@ pub(crate) struct Registered {
 impl Registered {
     /// Reconciles pending edges if no one else holds the turn; whoever
     /// does will reconcile them when it lets go.
-    fn drain(&self, engine: &Engine) {
+    fn drain(&self, subscriptions: &Subscriptions) {
         loop {
             if self.edges.lock().is_empty() {
                 return;
@@ -112,7 +85,7 @@ impl Registered {
             };
             let edges = std::mem::take(&mut *self.edges.lock());
             for channel in edges {
-                self.reconcile(engine, &channel);
+                self.reconcile(subscriptions, &channel);
             }
         }
     }
@@ -120,8 +93,8 @@ impl Registered {
     /// Tells the adapter whether `channel` is listened to, if that changed
     /// since it was last told. Reads the current state, so edges reported
     /// out of order still end in the right call. Called under `turn`.
-    fn reconcile(&self, engine: &Engine, channel: &str) {
-        let listened = engine.subscriptions().has_subscribers(channel);
+    fn reconcile(&self, subscriptions: &Subscriptions, channel: &str) {
+        let listened = subscriptions.has_subscribers(channel);
         let changed = {
             let mut active = self.active.lock();
             if listened {
@@ -144,20 +117,20 @@ impl Registered {
     }
 }
 
-/// The Data Adapters of one engine.
+/// The Data Adapters of one node.
 pub struct DataAdapters {
     registered: RwLock<Vec<Arc<Registered>>>,
-    /// The engine these adapters feed (weak: it owns them), to tell a new
-    /// adapter which of its channels are listened to already.
-    engine: Weak<Engine>,
+    /// The node's subscriptions: who listens decides what the adapters are
+    /// told, and a new adapter hears of its channels listened to already.
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl DataAdapters {
-    /// The adapters of the engine `engine` points to (empty).
-    pub fn new(engine: Weak<Engine>) -> Self {
+    /// No adapters yet, for the node whose subscriptions these are.
+    pub fn new(subscriptions: Arc<Subscriptions>) -> Self {
         DataAdapters {
             registered: RwLock::default(),
-            engine,
+            subscriptions,
         }
     }
 
@@ -182,18 +155,16 @@ impl DataAdapters {
             edges: Mutex::default(),
         });
         self.registered.write().push(registered.clone());
-        if let Some(engine) = self.engine.upgrade() {
-            for channel in engine.subscriptions().subscribed_channels() {
-                // Owned by this adapter (not by one registered before it)?
-                let owned = self
-                    .owner(&channel)
-                    .is_some_and(|owner| Arc::ptr_eq(&owner, &registered));
-                if owned {
-                    registered.edges.lock().push(channel);
-                }
+        for channel in self.subscriptions.subscribed_channels() {
+            // Owned by this adapter (not by one registered before it)?
+            let owned = self
+                .owner(&channel)
+                .is_some_and(|owner| Arc::ptr_eq(&owner, &registered));
+            if owned {
+                registered.edges.lock().push(channel);
             }
-            registered.drain(&engine);
         }
+        registered.drain(&self.subscriptions);
         Ok(())
     }
 
@@ -222,12 +193,7 @@ impl DataAdapters {
 
     /// Runs `f` in the turn of the adapter owning `channel` (if any), then
     /// reconciles the edges reported meanwhile.
-    pub(crate) fn in_turn<R>(
-        &self,
-        engine: &Engine,
-        channel: &ChannelName,
-        f: impl FnOnce() -> R,
-    ) -> R {
+    pub(crate) fn in_turn<R>(&self, channel: &ChannelName, f: impl FnOnce() -> R) -> R {
         let Some(owner) = self.owner(channel.as_str()) else {
             return f();
         };
@@ -235,7 +201,7 @@ impl DataAdapters {
             let _turn = owner.turn.lock();
             f()
         };
-        owner.drain(engine);
+        owner.drain(&self.subscriptions);
         result
     }
 
@@ -243,7 +209,6 @@ impl DataAdapters {
     /// feed and queuing the snapshot for `session` when it was added.
     pub(crate) fn subscribe(
         &self,
-        engine: &Engine,
         owner: &Registered,
         channel: &ChannelName,
         added: impl FnOnce() -> bool,
@@ -252,18 +217,18 @@ impl DataAdapters {
         {
             let _turn = owner.turn.lock();
             if added() {
-                owner.reconcile(engine, channel.as_str());
+                owner.reconcile(&self.subscriptions, channel.as_str());
                 deliver_snapshot(owner.adapter.snapshot(channel));
             }
         }
-        owner.drain(engine);
+        owner.drain(&self.subscriptions);
     }
 
     /// Reports that `subscription` lost its last subscriber.
-    pub(crate) fn emptied(&self, engine: &Engine, subscription: &str) {
+    pub(crate) fn emptied(&self, subscription: &str) {
         if let Some(owner) = self.owner(subscription) {
             owner.edges.lock().push(subscription.into());
-            owner.drain(engine);
+            owner.drain(&self.subscriptions);
         }
     }
 }

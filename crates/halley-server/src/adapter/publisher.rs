@@ -1,0 +1,37 @@
+//! [`Publisher`]: how server-side code (a Data Adapter, a service, an
+//! embedding application) publishes into a node.
+
+use std::sync::{Arc, Weak};
+
+use halley_protocol::ChannelName;
+use serde_json::value::RawValue;
+
+use crate::node::Node;
+
+/// A handle to publish into the node from server-side code. Holds the node
+/// weakly: an adapter that keeps it does not keep a stopped server alive;
+/// publishing then reaches nobody.
+#[derive(Clone)]
+pub struct Publisher {
+    node: Weak<Node>,
+}
+
+impl Publisher {
+    pub fn new(node: &Arc<Node>) -> Self {
+        Publisher {
+            node: Arc::downgrade(node),
+        }
+    }
+
+    /// Publishes `data` on a broadcast `channel`; returns how many sessions
+    /// of this node it was queued for (0 once the node is gone).
+    pub fn publish(&self, channel: &ChannelName, data: &RawValue) -> usize {
+        let Some(node) = self.node.upgrade() else {
+            return 0;
+        };
+        // In the owning adapter's turn: a new subscriber gets its snapshot
+        // before any later message of that adapter.
+        node.data_adapters()
+            .in_turn(channel, || node.publish(channel, data, None, None).local())
+    }
+}

@@ -1,0 +1,306 @@
+//! One request's passage through the node: where it came from
+//! ([`Origin`]), what the handlers made of it ([`Exchange`]), and the
+//! `/meta/connect` it may leave to answer last ([`PendingConnect`]).
+//!
+//! The dispatcher ([`crate::engine`]) fills an exchange; the connection
+//! state machine ([`crate::connection`]) turns it into what a transport
+//! writes. Both sit above this file; the handlers in between take it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use halley_protocol::{meta, Advice, BayeuxError, Message, Reply};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use crate::ext::{Context, InboundExt};
+use crate::node::Node;
+use crate::state::session::{ConnectionType, Session};
+use crate::state::sessions::new_random_id;
+
+/// Where a batch came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub connection_type: ConnectionType,
+    /// The `BAYEUX_BROWSER` cookie sent with the request, if any.
+    pub browser_id: Option<String>,
+    /// Whether the response can set a cookie. An HTTP response can; a
+    /// WebSocket frame cannot.
+    pub can_set_cookie: bool,
+    /// The WebSocket this batch came on (0 for HTTP): a session's deliveries
+    /// go to the socket of its latest `/meta/connect` only.
+    pub socket_id: u64,
+    /// When that socket was opened, on the node's clock.
+    pub socket_opened_ms: Option<u64>,
+}
+
+impl Origin {
+    /// A request over HTTP (long-polling or callback-polling).
+    pub fn http(connection_type: ConnectionType, browser_id: Option<String>) -> Self {
+        Origin {
+            connection_type,
+            browser_id,
+            can_set_cookie: true,
+            socket_id: 0,
+            socket_opened_ms: None,
+        }
+    }
+
+    /// A frame on WebSocket `socket_id`, opened at `opened_ms` with
+    /// `browser_id`'s cookie (if any).
+    pub fn websocket(socket_id: u64, opened_ms: u64, browser_id: Option<String>) -> Self {
+        Origin {
+            connection_type: ConnectionType::WebSocket,
+            browser_id,
+            can_set_cookie: false,
+            socket_id,
+            socket_opened_ms: Some(opened_ms),
+        }
+    }
+}
+
+/// The outcome of one batch, for the connection state machine to write.
+pub struct Exchange {
+    pub origin: Origin,
+    /// Handshake replies: written first.
+    pub handshake_replies: Vec<Reply>,
+    /// Every other reply except the connect's, in request order.
+    pub replies: Vec<Reply>,
+    /// The session whose queued deliveries this response carries.
+    pub session: Option<Arc<Session>>,
+    /// The `/meta/connect` to answer last.
+    pub connect: Option<PendingConnect>,
+    /// A browser id issued by this exchange: the transport sets the cookie.
+    pub new_browser_id: Option<String>,
+    /// Number of messages in the batch (a connect is held only when alone).
+    pub batch_len: usize,
+}
+
+impl Exchange {
+    /// An exchange for a batch of `batch_len` messages, nothing handled yet.
+    pub fn new(origin: Origin, batch_len: usize) -> Self {
+        Exchange {
+            origin,
+            handshake_replies: Vec::new(),
+            replies: Vec::new(),
+            session: None,
+            connect: None,
+            new_browser_id: None,
+            batch_len,
+        }
+    }
+
+    /// The browser this request speaks for: the cookie it sent, or the one just issued.
+    pub fn browser_id(&self) -> Option<&str> {
+        self.origin
+            .browser_id
+            .as_deref()
+            .or(self.new_browser_id.as_deref())
+    }
+
+    /// The browser a new session is bound to: the request's, or a new one
+    /// when the transport can set the cookie, or none.
+    pub fn browser_for_new_session(&mut self) -> Option<String> {
+        if let Some(id) = self.browser_id() {
+            return Some(id.to_owned());
+        }
+        if !self.origin.can_set_cookie {
+            return None;
+        }
+        let id = new_random_id();
+        self.new_browser_id = Some(id.clone());
+        Some(id)
+    }
+
+    /// Finds the session a message speaks for, or the error reply to send.
+    ///
+    /// A clientId is honoured only with the browser cookie it was issued to
+    /// (unless `trust-client-session`), so a leaked clientId alone cannot be
+    /// used to read someone else's messages. One exception keeps Faye working
+    /// over WebSocket: Faye opens its socket while its first handshake is in
+    /// flight, before the cookie exists, and keeps using it. So a socket
+    /// opened *before* a session existed, without any cookie, may use that
+    /// session, if its handshake also came without a cookie (a browser that
+    /// already had one always presents it). A thief's socket, opened after
+    /// the clientId was issued, gets nothing. Any message is a sign of life.
+    pub fn resolve_session(
+        &mut self,
+        node: &Node,
+        message: &Message,
+    ) -> Result<Arc<Session>, Box<Reply>> {
+        let config = node.config();
+        let reply_channel = message.channel.clone().unwrap_or_default();
+        let Some(client_id) = message.client_id.as_deref() else {
+            return Err(Box::new(
+                Reply::to(reply_channel, message.id.clone())
+                    .failure(BayeuxError::CLIENT_ID_MISSING)
+                    .with_advice(Advice::handshake(config.interval as i64)),
+            ));
+        };
+        let origin = &self.origin;
+        let session = node
+            .sessions()
+            .get(client_id)
+            .filter(|s| !s.is_closed())
+            .filter(|s| {
+                config.trust_client_session
+                    || s.browser_id().is_none()
+                    || s.browser_id() == origin.browser_id.as_deref()
+                    || (origin.browser_id.is_none()
+                        && !s.is_bound_strictly()
+                        && origin
+                            .socket_opened_ms
+                            .is_some_and(|opened| opened <= s.created_ms()))
+            });
+        let Some(session) = session else {
+            return Err(Box::new(
+                Reply::to(reply_channel, message.id.clone())
+                    .failure(BayeuxError::SESSION_UNKNOWN)
+                    .with_advice(Advice::handshake(config.interval as i64)),
+            ));
+        };
+        session.touch(node.sessions().now_ms());
+        if message.channel.as_deref() != Some(meta::CONNECT) {
+            session.poke_callback_polling();
+        }
+        if self.session.is_none() {
+            self.session = Some(session.clone());
+        }
+        Ok(session)
+    }
+}
+
+/// A `/meta/connect` that has been registered but not answered yet.
+pub struct PendingConnect {
+    session: Arc<Session>,
+    id: Option<Box<RawValue>>,
+    generation: u64,
+    /// How long it may be held: zero for a first connect or when the client asked.
+    hold_for: Duration,
+    /// The request's `ext`, for the extensions' outgoing hooks (boxed, and
+    /// only when present: a held connect waits in every idle client's task).
+    ext: Option<Box<InboundExt>>,
+    /// When the request arrived, wall clock (timesync's `ts`).
+    received_ms: i64,
+}
+
+/// Why a connect was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectEnd {
+    /// Not held (first connect, in a batch, client asked, something queued).
+    Immediate,
+    /// A delivery was queued (long-polling; WebSocket with the ack extension).
+    Deliveries,
+    /// `timeout` passed.
+    Timeout,
+    /// A newer connect for the session arrived. Its reply carries no
+    /// deliveries (the generation check of `take_for_connect_reply`): the
+    /// client has moved on and may never read it.
+    Superseded,
+    /// The session was disconnected or expired: `reconnect: none`.
+    Closed,
+    /// The server is stopping: `reconnect: retry`.
+    Shutdown,
+    /// Another session of the browser holds the poll: `multiple-clients`.
+    MultipleClients,
+}
+
+impl PendingConnect {
+    /// A connect of `session`, numbered `generation` by
+    /// [`Session::begin_connect`], that may be held for `hold_for`.
+    pub fn new(
+        session: Arc<Session>,
+        id: Option<Box<RawValue>>,
+        generation: u64,
+        hold_for: Duration,
+        ext: InboundExt,
+        received_ms: i64,
+    ) -> Self {
+        PendingConnect {
+            session,
+            id,
+            generation,
+            hold_for,
+            ext: (!ext.is_empty()).then(|| Box::new(ext)),
+            received_ms,
+        }
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// This connect's number: its reply carries deliveries only while it is
+    /// the session's latest (see [`Session::take_for_connect_reply`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The longest this connect may be held (zero: answer at once).
+    pub fn hold_for(&self) -> Duration {
+        self.hold_for
+    }
+
+    /// Whether the session's end, a newer connect or shutdown means this
+    /// connect must be answered now.
+    pub fn must_end(&self, node: &Node) -> Option<ConnectEnd> {
+        if self.session.is_closed() {
+            Some(ConnectEnd::Closed)
+        } else if !self.session.is_current_connect(self.generation) {
+            Some(ConnectEnd::Superseded)
+        } else if node.shutdown().is_started() {
+            Some(ConnectEnd::Shutdown)
+        } else {
+            None
+        }
+    }
+
+    /// Answers the connect for `end`: the reply, and the deliveries that
+    /// ride with it (none for a closed session, nor for a superseded
+    /// connect; with the ack extension they are numbered as one batch,
+    /// which the ack extension's hook writes into the reply). Answering is
+    /// a sign of life: the session's expiry clock restarts here.
+    pub fn answer(self, node: &Node, end: ConnectEnd, now: Instant) -> (Reply, VecDeque<Bytes>) {
+        let session = &self.session;
+        session.touch(node.sessions().now_ms());
+        let config = node.config();
+        let advice = match end {
+            // A session ended for overflowing its outbox may come back
+            // (with replay it loses nothing); one that disconnected may not.
+            ConnectEnd::Closed if session.overflowed() => Advice::handshake(config.interval as i64),
+            ConnectEnd::Closed => Advice::none(),
+            ConnectEnd::Shutdown => Advice::retry(0, config.timeout as i64),
+            ConnectEnd::MultipleClients => {
+                let mut advice =
+                    Advice::retry(config.multi_session_interval as i64, config.timeout as i64);
+                advice.multiple_clients = Some(true);
+                advice
+            }
+            ConnectEnd::Immediate
+            | ConnectEnd::Deliveries
+            | ConnectEnd::Timeout
+            | ConnectEnd::Superseded => {
+                Advice::retry(config.interval as i64, config.timeout as i64)
+            }
+        };
+        let mut reply = Reply::to(meta::CONNECT, self.id)
+            .success()
+            .with_advice(advice);
+        let (deliveries, ack_batch) = if session.is_closed() {
+            (VecDeque::new(), None)
+        } else {
+            session.take_for_connect_reply(self.generation, now)
+        };
+        let context = Context {
+            session: Some(session),
+            ext: self.ext.as_deref().unwrap_or(&InboundExt::EMPTY),
+            received_ms: self.received_ms,
+            now_ms: node.sessions().clock().wall_ms(),
+            ack_batch,
+        };
+        node.extensions().outgoing(&mut reply, &context);
+        (reply, deliveries)
+    }
+}
