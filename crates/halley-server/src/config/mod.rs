@@ -333,3 +333,47 @@ fn webhook_adapter(config: &WebhookConfig) -> Result<Arc<dyn MetadataAdapter>, S
 fn webhook_adapter(_: &WebhookConfig) -> Result<Arc<dyn MetadataAdapter>, String> {
     Err(NO_WEBHOOK.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in builds without the feature: `cargo test -p halley-server
+    /// --lib --no-default-features`.
+    #[cfg(not(feature = "jwt"))]
+    #[test]
+    fn jwt_is_refused_without_the_feature() {
+        let config = Config {
+            jwt: Some(JwtConfig::default()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("built without the jwt feature"), "{error}");
+        let error = config.metadata_adapter().err().unwrap();
+        assert!(error.contains("built without the jwt feature"), "{error}");
+    }
+
+    #[cfg(not(feature = "webhook"))]
+    #[test]
+    fn webhook_is_refused_without_the_feature() {
+        let config = Config {
+            webhook: Some(WebhookConfig::default()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("built without the webhook feature"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn both_adapters_are_refused() {
+        let config = Config {
+            jwt: Some(JwtConfig::default()),
+            webhook: Some(WebhookConfig::default()),
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("choose one"));
+    }
+}

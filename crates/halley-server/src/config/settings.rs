@@ -340,7 +340,8 @@ impl Setting {
     /// Its default, as `--help` shows it.
     pub fn default_text(&self) -> String {
         match (self.default)() {
-            Some(shown) if self.shape == Shape::List && shown.text.is_empty() => self.unset.into(),
+            // An empty list or string (webhook url) means unset too.
+            Some(shown) if shown.text.is_empty() => self.unset.into(),
             Some(shown) => shown.text,
             None => self.unset.into(),
         }
@@ -523,10 +524,11 @@ settings! {
         /// before it is closed; a ping is sent after half of it.
         websocket_idle_timeout: u64 = 60_000, "MS";
         /// Keys that may use the HTTP publish API (POST /api/publish, sent
-        /// as `Authorization: Bearer <key>`); none: the API is off.
+        /// as `Authorization: Bearer <key>`); `halley publish` reads the
+        /// same HALLEY_API_KEYS. `api-key` is accepted too, as flag and key.
         #[serde(alias = "api-key")]
         api_keys: Vec<String> = Vec::new(), "KEY", secret = true, aliases = &["api-key"],
-            unset = "none: the API is off";
+            unset = "none, the API is off";
         /// Most sessions one authenticated user may hold at once (users come
         /// from the [jwt] or [webhook] Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";
@@ -570,7 +572,7 @@ table_settings!(jwt_settings, jwt: JwtConfig {
 });
 
 table_settings!(webhook_settings, webhook: WebhookConfig {
-    /// Where questions are POSTed (http:// only).
+    /// Where questions are POSTed (http:// only; required).
     url, "URL";
     /// Milliseconds to wait for the backend's answer.
     timeout_ms, "MS";
@@ -634,7 +636,8 @@ mod tests {
             ("callback-polling", "true"),
             ("max-lazy-timeout", "5000"),
             ("max-bandwidth", "unlimited"),
-            ("api-keys", "none: the API is off"),
+            ("api-keys", "none, the API is off"),
+            ("webhook-url", "none"),
             ("webhook-timeout-ms", "2000"),
             ("webhook-actions", "handshake, subscribe, publish"),
             ("jwt-allow-anonymous", "false"),
