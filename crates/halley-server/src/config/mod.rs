@@ -6,7 +6,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | the array-of-table settings (`[[qos]]`, ...), [`Config::validate`], the Metadata Adapter a config asks for |
-//! | [`settings`] | the one declaration of every scalar setting: the [`Config`] struct, its defaults, help and [`Setting`] descriptors |
+//! | [`settings`](mod@settings) | the one declaration of every scalar setting: the [`Config`] struct, its defaults, help and [`Setting`] descriptors |
 
 use std::net::SocketAddr;
 use std::sync::Arc;

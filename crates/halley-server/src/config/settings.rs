@@ -1,6 +1,6 @@
 //! The scalar settings, each declared once.
 //!
-//! [`settings!`] below is the one table of Halley's top-level settings: an
+//! `settings!` below is the one table of Halley's top-level settings: an
 //! entry's doc comment is its help, its type and default are those of the
 //! [`Config`] field it declares, and the macro also makes its [`Setting`]
 //! descriptor. From the descriptors the `halley` binary builds its flags,
@@ -8,7 +8,7 @@
 //! `halley serve --print-config`; TOML goes through serde, with the same
 //! kebab-case names. The fields of the `[jwt]` and `[webhook]` tables keep
 //! their types and defaults in [`JwtConfig`] and [`WebhookConfig`];
-//! [`table_settings!`] declares their descriptors. Array-of-table settings
+//! `table_settings!` declares their descriptors. Array-of-table settings
 //! (`[[overflow]]`, `[[history]]`, `[[lazy]]`, `[[qos]]`,
 //! `[[remote-adapter]]`) are serde structs, set in the file only.
 //!
@@ -495,16 +495,16 @@ settings! {
         /// Most messages accepted in one request (more: HTTP 413).
         max_batch_messages: usize = 1_000, "N";
         /// Most deliveries queued for one session; a delivery beyond it is
-        /// handled by the overflow policy (overflow-policy, [[overflow]]).
+        /// handled by the overflow policy (overflow-policy, `[[overflow]]`).
         max_queue: usize = 10_000, "N";
         /// Most bytes of deliveries queued for one session; beyond it the
         /// overflow policy applies, as for max-queue.
         max_queue_bytes: usize = 16 * 1024 * 1024, "BYTES";
         /// What a full session outbox does with a new delivery: drop-oldest,
-        /// drop-newest or disconnect, unless an [[overflow]] table of the
+        /// drop-newest or disconnect, unless an `[[overflow]]` table of the
         /// file says otherwise for its channel.
         overflow_policy: OverflowPolicy = OverflowPolicy::DropOldest, "POLICY";
-        /// Milliseconds a lazy message may wait at most, unless its [[lazy]] rule says otherwise.
+        /// Milliseconds a lazy message may wait at most, unless its `[[lazy]]` rule says otherwise.
         max_lazy_timeout: u64 = 5_000, "MS";
         /// Bytes of deliveries per second per session, beyond which they
         /// wait; a session's grant may set its own.
@@ -530,7 +530,7 @@ settings! {
         api_keys: Vec<String> = Vec::new(), "KEY", secret = true, aliases = &["api-key"],
             unset = "none, the API is off";
         /// Most sessions one authenticated user may hold at once (users come
-        /// from the [jwt] or [webhook] Metadata Adapter).
+        /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";
     }
     tables {
