@@ -13,9 +13,16 @@ pub struct PublishArgs {
     /// The server's base URL (the API is at <URL>/api/publish)
     #[arg(long, env = "HALLEY_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// An API key the server accepts (its api-keys setting)
-    #[arg(long, env = "HALLEY_API_KEY", hide_env_values = true)]
-    api_key: String,
+    /// An API key the server accepts (one of its api-keys). HALLEY_API_KEYS is the variable
+    /// `halley serve` reads its keys from; given a comma-separated list, publish uses the first
+    #[arg(
+        long,
+        env = "HALLEY_API_KEYS",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    api_key: Vec<String>,
     /// The channel to publish on, e.g. /stocks/AAPL
     #[arg(long)]
     channel: String,
@@ -25,6 +32,14 @@ pub struct PublishArgs {
 }
 
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let Some(api_key) = args.api_key.first() else {
+        // The variable used to be HALLEY_API_KEY here while `serve` read
+        // HALLEY_API_KEYS; say so rather than only "missing key".
+        if std::env::var_os("HALLEY_API_KEY").is_some() {
+            bail!("HALLEY_API_KEY is now HALLEY_API_KEYS (the variable halley serve reads)");
+        }
+        bail!("no API key: give --api-key KEY or set HALLEY_API_KEYS");
+    };
     let data: Box<RawValue> = serde_json::from_str(&args.data)
         .with_context(|| format!("--data is not JSON: {}", args.data))?;
     let body = serde_json::to_string(&serde_json::json!({
@@ -39,7 +54,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let (status, answer) = runtime.block_on(async {
         let response = reqwest::Client::new()
             .post(&url)
-            .bearer_auth(&args.api_key)
+            .bearer_auth(api_key)
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -1,158 +1,349 @@
-//! `halley serve`: settings from a TOML file, `HALLEY_*` variables and flags
-//! (each over the one before), then the server until SIGINT/SIGTERM.
+//! `halley serve`: settings from their defaults, a TOML file, `HALLEY_*`
+//! variables and flags (each over the one before), then the server until
+//! SIGINT/SIGTERM; or, with `--print-config`, the merged settings as TOML.
+//!
+//! The flags are not declared here: they are built from halley-server's
+//! descriptors ([`halley_server::config::settings`]), where each setting is
+//! declared once with its type, default and help. clap reads flags and
+//! variables; `ArgMatches::value_source` tells which one gave a value, so
+//! errors and `--print-config` can name it.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use clap::Args;
+use anyhow::{anyhow, Context};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use halley_server::config::{settings, Setting, Shape};
 use halley_server::{Config, Server};
 
-/// Every setting is also a TOML key of the same name (`max-interval = 10000`)
-/// and an environment variable (`HALLEY_MAX_INTERVAL`). Flags win over the
-/// environment, which wins over the file.
-///
-/// Rate-limited channels exist only in the file, as `[[qos]]` tables:
-/// `pattern`, `max-frequency` (updates per second per channel per session),
-/// `mode` (`merge`, the default, or `distinct`) and, for merge, `key` (a
-/// top-level field of `data` to conflate by). See `docs/adapters.md`.
-#[derive(Args, Debug, Default)]
-pub struct ServeArgs {
-    /// TOML file with settings (keys are the flag names without `--`)
-    #[arg(long, env = "HALLEY_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "HALLEY_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Bayeux endpoint; every path under it is the same endpoint [default: /cometd]
-    #[arg(long, env = "HALLEY_PATH", value_name = "PATH")]
-    path: Option<String>,
-    /// Milliseconds a /meta/connect is held when nothing is queued [default: 20000]
-    #[arg(long, env = "HALLEY_TIMEOUT", value_name = "MS")]
-    timeout: Option<u64>,
-    /// Milliseconds clients wait between a connect reply and the next connect [default: 0]
-    #[arg(long, env = "HALLEY_INTERVAL", value_name = "MS")]
-    interval: Option<u64>,
-    /// Milliseconds a session survives without a connect before it expires [default: 10000]
-    #[arg(long, env = "HALLEY_MAX_INTERVAL", value_name = "MS")]
-    max_interval: Option<u64>,
-    /// Sessions of one browser that may hold a long poll at once; negative: unlimited [default: 1]
-    #[arg(
-        long,
-        env = "HALLEY_MAX_SESSIONS_PER_BROWSER",
-        value_name = "N",
-        allow_negative_numbers = true
-    )]
-    max_sessions_per_browser: Option<i64>,
-    /// Poll interval advised to a browser's extra sessions (multiple-clients), ms [default: 2000]
-    #[arg(long, env = "HALLEY_MULTI_SESSION_INTERVAL", value_name = "MS")]
-    multi_session_interval: Option<u64>,
-    /// Largest request body accepted in bytes; larger gets HTTP 413 [default: 1048576]
-    #[arg(long, env = "HALLEY_MAX_REQUEST_BYTES", value_name = "BYTES")]
-    max_request_bytes: Option<usize>,
-    /// Most messages in one request; more gets HTTP 413 [default: 1000]
-    #[arg(long, env = "HALLEY_MAX_BATCH_MESSAGES", value_name = "N")]
-    max_batch_messages: Option<usize>,
-    /// Most deliveries queued per session; beyond it the oldest are dropped [default: 10000]
-    #[arg(long, env = "HALLEY_MAX_QUEUE", value_name = "N")]
-    max_queue: Option<usize>,
-    /// Most bytes of deliveries queued per session; beyond it the oldest are dropped [default: 16777216]
-    #[arg(long, env = "HALLEY_MAX_QUEUE_BYTES", value_name = "BYTES")]
-    max_queue_bytes: Option<usize>,
-    /// What a full session outbox does with a new delivery: drop-oldest, drop-newest or disconnect
-    /// (per-channel rules: `[[overflow]]` tables in the TOML file) [default: drop-oldest]
-    #[arg(long, env = "HALLEY_OVERFLOW_POLICY", value_name = "POLICY")]
-    overflow_policy: Option<halley_server::state::outbox::OverflowPolicy>,
-    /// Bytes of deliveries per second per session; beyond it they wait [default: unlimited]
-    #[arg(long, env = "HALLEY_MAX_BANDWIDTH", value_name = "BYTES")]
-    max_bandwidth: Option<u64>,
-    /// Publishes per second per session (bursts of as many); beyond it 429::publish_rate_exceeded [default: unlimited]
-    #[arg(long, env = "HALLEY_MAX_PUBLISH_RATE", value_name = "N")]
-    max_publish_rate: Option<f64>,
-    /// Milliseconds between sweeps for expired sessions [default: 1000]
-    #[arg(long, env = "HALLEY_SWEEP_PERIOD", value_name = "MS")]
-    sweep_period: Option<u64>,
-    /// Accept a clientId without the BAYEUX_BROWSER cookie it was issued with [default: false]
-    #[arg(long, env = "HALLEY_TRUST_CLIENT_SESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    trust_client_session: Option<bool>,
-    /// Offer callback-polling (JSONP) [default: true]
-    #[arg(long, env = "HALLEY_CALLBACK_POLLING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    callback_polling: Option<bool>,
-    /// Offer WebSocket on the Bayeux path; `--websocket false` leaves long-polling [default: true]
-    #[arg(long, env = "HALLEY_WEBSOCKET", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    websocket: Option<bool>,
-    /// Milliseconds a WebSocket may stay silent before it is closed (pinged at half) [default: 60000]
-    #[arg(long, env = "HALLEY_WEBSOCKET_IDLE_TIMEOUT", value_name = "MS")]
-    websocket_idle_timeout: Option<u64>,
-    /// A key that may use the HTTP publish API (POST /api/publish); repeat for several.
-    /// HALLEY_API_KEYS takes a comma-separated list. None: the API is disabled
-    #[arg(
-        long = "api-key",
-        env = "HALLEY_API_KEYS",
-        value_name = "KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_keys: Vec<String>,
-    /// Most sessions one authenticated user may hold at once (users come from the
-    /// `[jwt]` or `[webhook]` Metadata Adapter) [default: no cap]
-    #[arg(long, env = "HALLEY_MAX_SESSIONS_PER_USER", value_name = "N")]
-    max_sessions_per_user: Option<usize>,
+/// The settings that exist only in the file, as arrays of tables.
+const FILE_ONLY_TABLES: [&str; 5] = ["overflow", "history", "lazy", "qos", "remote-adapter"];
+
+const AFTER_HELP: &str = "\
+Each setting is a flag, an environment variable HALLEY_<NAME> (the flag name in upper snake \
+case: --max-interval is HALLEY_MAX_INTERVAL) and a key of the TOML file (max-interval = 10000; \
+--jwt-hs256-secret is hs256-secret in a [jwt] table, --webhook-url is url in [webhook]). \
+Precedence: defaults < file < environment < flags. --print-config shows the result and where \
+each value came from.
+
+Per-channel rules exist only in the file, as arrays of tables: [[overflow]] (pattern, policy), \
+[[history]] (pattern, max-messages, max-age-ms), [[lazy]] (pattern, max-lazy-timeout), [[qos]] \
+(pattern, max-frequency, mode, key) and [[remote-adapter]] (name, channels, connect or listen, \
+ping-interval-ms, snapshot-length). See README.md and docs/adapters.md.";
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
 }
 
-impl ServeArgs {
-    /// The file's settings (or the defaults), with flags and environment over them.
-    pub fn into_config(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<Config>(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
-            }
-            None => Config::default(),
-        };
-        macro_rules! over {
-            ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
+impl Origin {
+    /// For errors: "the environment variable HALLEY_TIMEOUT".
+    fn describe(&self, setting: &Setting) -> String {
+        match self {
+            Origin::Default => "its default".into(),
+            Origin::File(path) => format!(
+                "the config file {}, key {}",
+                path.display(),
+                setting.toml_path()
+            ),
+            Origin::Env(var) => format!("the environment variable {var}"),
+            Origin::Flag(name) => format!("the flag --{name}"),
         }
-        over!(
-            listen,
-            path,
-            timeout,
-            interval,
-            max_interval,
-            max_sessions_per_browser,
-            multi_session_interval,
-            max_request_bytes,
-            max_batch_messages,
-            max_queue,
-            max_queue_bytes,
-            overflow_policy,
-            sweep_period,
-            trust_client_session,
-            callback_polling,
-            websocket,
-            websocket_idle_timeout
-        );
-        if !self.api_keys.is_empty() {
-            config.api_keys = self.api_keys;
-        }
-        if self.max_sessions_per_user.is_some() {
-            config.max_sessions_per_user = self.max_sessions_per_user;
-        }
-        if self.max_bandwidth.is_some() {
-            config.max_bandwidth = self.max_bandwidth;
-        }
-        if self.max_publish_rate.is_some() {
-            config.max_publish_rate = self.max_publish_rate;
-        }
-        config.validate().map_err(anyhow::Error::msg)?;
-        Ok(config)
     }
 }
 
+/// The comments of `--print-config`: `default`, `env HALLEY_TIMEOUT`.
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::Flag(name) => write!(f, "flag --{name}"),
+        }
+    }
+}
+
+/// The values a flag or variable gave one setting.
+#[derive(Debug, Clone)]
+struct Given {
+    setting: &'static Setting,
+    values: Vec<String>,
+    origin: Origin,
+}
+
+/// What `halley serve` was given; [`ServeArgs::load`] merges it.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    config: Option<PathBuf>,
+    print_config: bool,
+    /// The settings set by a flag or a variable, in declaration order.
+    given: Vec<Given>,
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        let cmd = cmd
+            .after_help(AFTER_HELP)
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .env("HALLEY_CONFIG")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("TOML file with settings (keys are the flag names without --)"),
+            )
+            .arg(
+                Arg::new("print-config")
+                    .long("print-config")
+                    .action(ArgAction::SetTrue)
+                    .help(
+                        "Print the merged settings as TOML, each with where it came from, \
+                         and exit without serving (secrets are masked)",
+                    ),
+            );
+        settings()
+            .iter()
+            .fold(cmd, |cmd, setting| cmd.arg(flag(setting)))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The flag (and variable) of one setting, with its real default in the help.
+fn flag(setting: &'static Setting) -> Arg {
+    let arg = Arg::new(setting.name.as_str())
+        .long(setting.name.as_str())
+        .env(setting.env.as_str())
+        .value_name(setting.value_name)
+        .help(format!(
+            "{} [default: {}]",
+            setting.help,
+            setting.default_text()
+        ))
+        .hide_env_values(setting.secret)
+        .visible_aliases(setting.aliases.iter().copied());
+    let arg = match setting.shape {
+        Shape::One => arg.action(ArgAction::Set).allow_negative_numbers(true),
+        Shape::Switch => arg
+            .action(ArgAction::Set)
+            .num_args(0..=1)
+            .default_missing_value("true"),
+        Shape::List => arg.action(ArgAction::Append).value_delimiter(','),
+    };
+    match setting.table {
+        Some("jwt") => {
+            arg.help_heading("JWT Metadata Adapter, TOML [jwt] (any of these turns it on)")
+        }
+        Some("webhook") => {
+            arg.help_heading("Webhook Metadata Adapter, TOML [webhook] (any of these turns it on)")
+        }
+        _ => arg,
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = Vec::new();
+        for setting in settings() {
+            let origin = match matches.value_source(&setting.name) {
+                Some(ValueSource::CommandLine) => Origin::Flag(&setting.name),
+                Some(ValueSource::EnvVariable) => Origin::Env(&setting.env),
+                _ => continue,
+            };
+            let values = matches
+                .get_many::<String>(&setting.name)
+                .map(|values| values.cloned().collect())
+                .unwrap_or_default();
+            given.push(Given {
+                setting,
+                values,
+                origin,
+            });
+        }
+        Ok(ServeArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            print_config: matches.get_flag("print-config"),
+            given,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// The merged settings and where each came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// By setting name; absent: the default.
+    origins: HashMap<&'static str, Origin>,
+    /// The file and its array-of-table settings, for `--print-config`.
+    file: Option<(PathBuf, toml::Table)>,
+}
+
+impl Loaded {
+    pub fn origin(&self, name: &str) -> &Origin {
+        self.origins.get(name).unwrap_or(&Origin::Default)
+    }
+}
+
+impl ServeArgs {
+    /// The merged settings alone (the tests' shorthand for [`Self::load`]).
+    #[cfg(test)]
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        Ok(self.load()?.config)
+    }
+
+    /// Defaults < file < environment < flags, validated; errors name where
+    /// the faulty value came from.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let mut origins = HashMap::new();
+        let (mut config, file) = match &self.config {
+            Some(path) => {
+                let (config, raw) = read_file(path)?;
+                for setting in settings() {
+                    if in_file(&raw, setting) {
+                        origins.insert(setting.name.as_str(), Origin::File(path.clone()));
+                    }
+                }
+                let tables = raw
+                    .into_iter()
+                    .filter(|(key, _)| FILE_ONLY_TABLES.contains(&key.as_str()))
+                    .collect();
+                (config, Some((path.clone(), tables)))
+            }
+            None => (Config::default(), None),
+        };
+        // Variables first, then flags: a flag wins over a variable of the
+        // same setting (clap gives only one of them per setting anyway).
+        let by_rank = |given: &&Given| matches!(given.origin, Origin::Flag(_));
+        let (flags, vars): (Vec<&Given>, Vec<&Given>) = self.given.iter().partition(by_rank);
+        for given in vars.into_iter().chain(flags) {
+            let setting = given.setting;
+            setting
+                .apply(&mut config, &given.values)
+                .map_err(|e| anyhow!("{}: {e}", given.origin.describe(setting)))?;
+            origins.insert(setting.name.as_str(), given.origin.clone());
+        }
+        let loaded = Loaded {
+            config,
+            origins,
+            file,
+        };
+        loaded.config.validate().map_err(|e| {
+            // Validation speaks of settings by name; say where the value came from.
+            let culprit = settings()
+                .iter()
+                .filter(|s| e.starts_with(&format!("{} ", s.name)))
+                .max_by_key(|s| s.name.len());
+            match culprit.map(|s| (s, loaded.origin(&s.name))) {
+                Some((_, Origin::Default)) | None => anyhow!(e),
+                Some((setting, origin)) => anyhow!("{e} (from {})", origin.describe(setting)),
+            }
+        })?;
+        Ok(loaded)
+    }
+}
+
+/// The file as [`Config`] and as a raw table (to know which keys it sets).
+fn read_file(path: &Path) -> anyhow::Result<(Config, toml::Table)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    // toml's errors quote the offending line, key and value included.
+    let config = toml::from_str::<Config>(&text)
+        .with_context(|| format!("config file {}", path.display()))?;
+    let raw = text
+        .parse::<toml::Table>()
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok((config, raw))
+}
+
+fn in_file(raw: &toml::Table, setting: &Setting) -> bool {
+    let table = match setting.table {
+        Some(name) => match raw.get(name) {
+            Some(toml::Value::Table(table)) => table,
+            _ => return false,
+        },
+        None => raw,
+    };
+    let aliases = setting.aliases.iter().copied();
+    std::iter::once(setting.key.as_str())
+        .chain(aliases)
+        .any(|key| table.contains_key(key))
+}
+
+/// `--print-config`: TOML that `--config` reads back, each scalar with its
+/// origin in a comment and secrets masked.
+pub fn print_config(loaded: &Loaded) -> String {
+    use std::fmt::Write;
+    let config = &loaded.config;
+    let mut out = String::from(
+        "# halley serve --print-config: the merged settings (load them with --config).\n\
+         # Each comment says where the value came from; secrets are masked.\n",
+    );
+    let section = |out: &mut String, table: Option<&str>| {
+        for setting in settings().iter().filter(|s| s.table == table) {
+            let origin = loaded.origin(&setting.name);
+            let _ = match setting.value(config, true) {
+                Some(shown) => writeln!(out, "{} = {} # {origin}", setting.key, shown.toml),
+                None => writeln!(
+                    out,
+                    "# {} is unset ({}) # {origin}",
+                    setting.key, setting.unset
+                ),
+            };
+        }
+    };
+    section(&mut out, None);
+    for (table, set) in [
+        ("jwt", config.jwt.is_some()),
+        ("webhook", config.webhook.is_some()),
+    ] {
+        if set {
+            let _ = writeln!(out, "\n[{table}]");
+            section(&mut out, Some(table));
+        } else {
+            let _ = writeln!(out, "\n# [{table}] is not set");
+        }
+    }
+    match &loaded.file {
+        Some((path, tables)) if !tables.is_empty() => {
+            let _ = writeln!(
+                out,
+                "\n# Per-channel rules, from the file {}",
+                path.display()
+            );
+            out.push_str(&toml::to_string(tables).expect("a TOML table serializes"));
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\n# No per-channel rules ([[{}]]: file only)",
+                FILE_ONLY_TABLES.join("]], [[")
+            );
+        }
+    }
+    out
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+    let loaded = args.load()?;
+    if args.print_config {
+        print!("{}", print_config(&loaded));
+        return Ok(());
+    }
+    let config = loaded.config;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -192,7 +383,24 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{Args, FromArgMatches};
     use halley_server::state::throttle::Mode;
+
+    /// `halley serve ARGS...` as the binary parses it (flags; the tests
+    /// that need variables run the binary, in tests/config.rs).
+    fn parse(args: &[&str]) -> ServeArgs {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let matches = cmd
+            .try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap();
+        ServeArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    fn with_file(file: &Path, args: &[&str]) -> ServeArgs {
+        let mut all = vec!["--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        parse(&all)
+    }
 
     #[test]
     fn file_then_flags() {
@@ -205,11 +413,7 @@ mod tests {
              [[overflow]]\npattern = \"/prices/**\"\npolicy = \"drop-newest\"\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            timeout: Some(7000),
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &["--timeout", "7000"]);
         let config = args.into_config().unwrap();
         assert_eq!(config.timeout, 7000, "flag over file");
         assert_eq!(config.max_interval, 3000, "file over default");
@@ -229,26 +433,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("halley.toml");
         std::fs::write(&file, "api-keys = [\"from-file\"]\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file.clone()),
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &[]);
         assert_eq!(args.into_config().unwrap().api_keys, ["from-file"]);
-        let args = ServeArgs {
-            config: Some(file),
-            api_keys: vec!["a".into(), "b".into()],
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &["--api-keys", "a", "--api-key", "b"]);
         assert_eq!(
             args.into_config().unwrap().api_keys,
             ["a", "b"],
             "flags win"
         );
-        let args = ServeArgs {
-            api_keys: vec![" ".into()],
-            ..ServeArgs::default()
-        };
+        let args = parse(&["--api-keys", " "]);
         assert!(args.into_config().is_err(), "an empty key is refused");
+        // The README's spelling, `api-key`, is accepted in the file too.
+        std::fs::write(&file, "api-key = [\"k\"]\n").unwrap();
+        assert_eq!(with_file(&file, &[]).into_config().unwrap().api_keys, ["k"]);
     }
 
     #[test]
@@ -263,11 +460,7 @@ mod tests {
              [[qos]]\npattern = \"/orders\"\nmax-frequency = 0.5\nmode = \"distinct\"\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            max_publish_rate: Some(5.0),
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &["--max-publish-rate", "5"]);
         let config = args.into_config().unwrap();
         assert_eq!(config.max_bandwidth, Some(10_000));
         assert_eq!(config.max_publish_rate, Some(5.0), "flag over file");
@@ -301,19 +494,16 @@ mod tests {
             ("pattern = \"/a\"", "no frequency"),
         ] {
             std::fs::write(&file, format!("[[qos]]\n{toml}\n")).unwrap();
-            let args = ServeArgs {
-                config: Some(file.clone()),
-                ..ServeArgs::default()
-            };
+            let args = with_file(&file, &[]);
             assert!(args.into_config().is_err(), "{why}");
         }
-        for (bandwidth, rate) in [(Some(0), None), (None, Some(0.0)), (None, Some(-1.0))] {
-            let args = ServeArgs {
-                max_bandwidth: bandwidth,
-                max_publish_rate: rate,
-                ..ServeArgs::default()
-            };
-            assert!(args.into_config().is_err(), "{bandwidth:?} {rate:?}");
+        for flags in [
+            ["--max-bandwidth", "0"],
+            ["--max-publish-rate", "0"],
+            ["--max-publish-rate", "-1"],
+        ] {
+            let args = parse(&flags);
+            assert!(args.into_config().is_err(), "{flags:?}");
         }
     }
 
@@ -330,10 +520,7 @@ mod tests {
              listen = \"127.0.0.1:7002\"\nping-interval-ms = 1000\nsnapshot-length = 10\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &[]);
         let config = args.into_config().unwrap();
         let [prices, news] = &config.remote_adapter[..] else {
             panic!("two tables: {:?}", config.remote_adapter);
@@ -354,15 +541,155 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("halley.toml");
         std::fs::write(&file, "timeout_ms = 5000\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..ServeArgs::default()
-        };
+        let args = with_file(&file, &[]);
         assert!(args.into_config().is_err());
-        let args = ServeArgs {
-            path: Some("cometd".into()),
-            ..ServeArgs::default()
-        };
+        let args = parse(&["--path", "cometd"]);
         assert!(args.into_config().is_err());
+    }
+
+    #[test]
+    fn help_shows_each_real_default_and_variable() {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let defaults = Config::default();
+        for setting in settings() {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(setting.name.as_str()))
+                .unwrap_or_else(|| panic!("--{} is a flag", setting.name));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(setting.env.as_str())
+            );
+            let help = arg.get_help().unwrap().to_string();
+            let default = match setting.value(&defaults, false) {
+                Some(shown) if !shown.text.is_empty() && setting.table.is_none() => shown.text,
+                _ => setting.default_text(),
+            };
+            assert!(
+                help.ends_with(&format!("[default: {default}]")),
+                "--{}: {help}",
+                setting.name
+            );
+        }
+        let help = cmd.clone().render_long_help().to_string();
+        assert!(help.contains("[env: HALLEY_TIMEOUT=]"), "{help}");
+        assert!(help.contains("exist only in the file"), "{help}");
+        let overflow = help.split("--max-queue ").nth(1).unwrap();
+        assert!(
+            !overflow[..200].contains("oldest are dropped"),
+            "the policy decides what is dropped: {overflow}"
+        );
+    }
+
+    #[test]
+    fn precedence_and_origins_default_file_flag() {
+        let dir = std::env::temp_dir().join(format!("halley-config-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(
+            &file,
+            "timeout = 5000\nmax-interval = 3000\n[jwt]\nhs256-secret = \"s\"\n",
+        )
+        .unwrap();
+        let loaded = with_file(&file, &["--timeout", "7000", "--jwt-issuer", "me"])
+            .load()
+            .unwrap();
+        assert_eq!(loaded.config.timeout, 7000);
+        assert_eq!(loaded.origin("timeout"), &Origin::Flag("timeout"));
+        assert_eq!(loaded.config.max_interval, 3000);
+        assert_eq!(loaded.origin("max-interval"), &Origin::File(file.clone()));
+        assert_eq!(loaded.config.interval, 0);
+        assert_eq!(loaded.origin("interval"), &Origin::Default);
+        let jwt = loaded.config.jwt.as_ref().unwrap();
+        assert_eq!(jwt.hs256_secret.as_deref(), Some("s"), "file, kept");
+        assert_eq!(
+            jwt.issuer.as_deref(),
+            Some("me"),
+            "flag, added to the file's table"
+        );
+        assert_eq!(loaded.origin("jwt-hs256-secret"), &Origin::File(file));
+    }
+
+    #[test]
+    fn errors_name_their_source() {
+        let error = parse(&["--timeout", "xyz"]).load().unwrap_err().to_string();
+        assert!(
+            error.contains("the flag --timeout") && error.contains("xyz"),
+            "{error}"
+        );
+        let error = parse(&["--path", "cometd"]).load().unwrap_err().to_string();
+        assert!(error.contains("(from the flag --path)"), "{error}");
+        let dir = std::env::temp_dir().join(format!("halley-config-errors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "timeout = \"soon\"\n").unwrap();
+        let error = format!("{:#}", with_file(&file, &[]).load().unwrap_err());
+        assert!(
+            error.contains("bad.toml") && error.contains("timeout"),
+            "{error}"
+        );
+        std::fs::write(&file, "max-batch-messages = 0\n").unwrap();
+        let error = with_file(&file, &[]).load().unwrap_err().to_string();
+        assert!(
+            error.contains("bad.toml, key max-batch-messages"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn print_config_round_trips_and_masks_secrets() {
+        let dir = std::env::temp_dir().join(format!("halley-config-print-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("halley.toml");
+        std::fs::write(
+            &file,
+            "max-interval = 3000\nmax-publish-rate = 2.5\n\
+             [webhook]\nurl = \"http://auth.internal/check\"\nactions = [\"subscribe\"]\n\
+             [[qos]]\npattern = \"/stocks/*\"\nmax-frequency = 10\nkey = \"symbol\"\n\
+             [[overflow]]\npattern = \"/chat/**\"\npolicy = \"disconnect\"\n",
+        )
+        .unwrap();
+        let first = with_file(&file, &["--timeout", "7000", "--path", "/b \"x\""])
+            .load()
+            .unwrap();
+        let printed = print_config(&first);
+        assert!(
+            printed.contains("timeout = 7000 # flag --timeout\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("max-interval = 3000 # file {}\n", file.display())),
+            "{printed}"
+        );
+        assert!(printed.contains("interval = 0 # default\n"), "{printed}");
+        assert!(
+            printed.contains("# max-bandwidth is unset (unlimited) # default\n"),
+            "{printed}"
+        );
+        let again = dir.join("printed.toml");
+        std::fs::write(&again, &printed).unwrap();
+        let second = with_file(&again, &[]).load().unwrap();
+        assert_eq!(
+            format!("{:?}", second.config),
+            format!("{:?}", first.config),
+            "--print-config reads back as the same settings:\n{printed}"
+        );
+
+        let secret = parse(&["--api-keys", "k1,k2", "--jwt-hs256-secret", "hush"])
+            .load()
+            .unwrap();
+        let printed = print_config(&secret);
+        assert!(
+            !printed.contains("k1") && !printed.contains("hush"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("api-keys = [\"********\", \"********\"] # flag --api-keys\n"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("\n[jwt]\nhs256-secret = \"********\""),
+            "{printed}"
+        );
     }
 }

@@ -20,17 +20,26 @@
 //! it ends (a client re-handshaking presents a fresh one).
 
 use std::path::PathBuf;
+#[cfg(feature = "jwt")]
 use std::sync::Arc;
 
+#[cfg(feature = "jwt")]
 use halley_protocol::{ChannelName, ChannelPattern};
+#[cfg(feature = "jwt")]
 use jsonwebtoken::errors::ErrorKind;
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+#[cfg(feature = "jwt")]
 use serde_json::value::RawValue;
 
+#[cfg(feature = "jwt")]
 use super::permissions::ChannelPermissions;
+#[cfg(feature = "jwt")]
 use super::{ready, Denial, HandshakeRequest, MetadataAdapter, Verdict};
+#[cfg(feature = "jwt")]
 use crate::state::grant::{Grant, SessionLimits};
+#[cfg(feature = "jwt")]
 use crate::state::session::Session;
 
 /// TOML `[jwt]`.
@@ -55,6 +64,7 @@ pub struct JwtConfig {
     pub anonymous_publish: Vec<String>,
 }
 
+#[cfg(feature = "jwt")]
 /// The claims Halley reads; others are ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -67,6 +77,7 @@ struct Claims {
     limits: SessionLimits,
 }
 
+#[cfg(feature = "jwt")]
 pub struct JwtAdapter {
     hs256: Option<DecodingKey>,
     rs256: Option<DecodingKey>,
@@ -78,6 +89,7 @@ pub struct JwtAdapter {
     anonymous: Option<Arc<ChannelPermissions>>,
 }
 
+#[cfg(feature = "jwt")]
 impl JwtAdapter {
     /// Reads the keys and patterns of `config`; the error names what is wrong.
     pub fn from_config(config: &JwtConfig) -> Result<Self, String> {
@@ -161,6 +173,7 @@ impl JwtAdapter {
     }
 }
 
+#[cfg(feature = "jwt")]
 /// The reason shown for a rejected token.
 fn token_error(kind: &ErrorKind) -> String {
     match kind {
@@ -175,11 +188,13 @@ fn token_error(kind: &ErrorKind) -> String {
     }
 }
 
+#[cfg(feature = "jwt")]
 /// The permissions a session was granted (none: it may do nothing).
 fn permissions(session: &Session) -> Option<&ChannelPermissions> {
     session.grant().attachment::<ChannelPermissions>()
 }
 
+#[cfg(feature = "jwt")]
 impl MetadataAdapter for JwtAdapter {
     fn handshake<'a>(&'a self, request: HandshakeRequest<'a>) -> Verdict<'a, Grant> {
         let Some(authentication) = request.authentication() else {
@@ -237,6 +252,7 @@ impl MetadataAdapter for JwtAdapter {
     }
 }
 
+#[cfg(feature = "jwt")]
 fn who(session: &Session) -> &'static str {
     if session.user().is_some() {
         "token"

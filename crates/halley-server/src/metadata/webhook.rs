@@ -19,16 +19,24 @@
 //! (denies, "authorization backend unavailable") unless `fail-open`. Such
 //! failures are never cached.
 
+#[cfg(feature = "webhook")]
 use std::sync::Arc;
+#[cfg(feature = "webhook")]
 use std::time::Duration;
 
+#[cfg(feature = "webhook")]
 use halley_protocol::{ChannelName, ChannelPattern};
 use serde::Deserialize;
+#[cfg(feature = "webhook")]
 use serde_json::value::RawValue;
+#[cfg(feature = "webhook")]
 use serde_json::{json, Value};
 
+#[cfg(feature = "webhook")]
 use super::{Denial, HandshakeRequest, MetadataAdapter, Verdict};
+#[cfg(feature = "webhook")]
 use crate::state::grant::{Grant, SessionLimits};
+#[cfg(feature = "webhook")]
 use crate::state::session::Session;
 
 /// TOML `[webhook]`.
@@ -73,6 +81,7 @@ pub enum Action {
     Publish,
 }
 
+#[cfg(feature = "webhook")]
 impl Action {
     fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +92,7 @@ impl Action {
     }
 }
 
+#[cfg(feature = "webhook")]
 /// The backend's answer.
 #[derive(Debug, Clone, Deserialize)]
 struct Answer {
@@ -95,6 +105,7 @@ struct Answer {
     limits: SessionLimits,
 }
 
+#[cfg(feature = "webhook")]
 pub struct WebhookAdapter {
     config: WebhookConfig,
     http: reqwest::Client,
@@ -102,6 +113,7 @@ pub struct WebhookAdapter {
     cache: Option<moka::future::Cache<String, Arc<Answer>>>,
 }
 
+#[cfg(feature = "webhook")]
 impl WebhookAdapter {
     pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url)
@@ -221,6 +233,7 @@ impl WebhookAdapter {
     }
 }
 
+#[cfg(feature = "webhook")]
 impl MetadataAdapter for WebhookAdapter {
     fn handshake<'a>(&'a self, request: HandshakeRequest<'a>) -> Verdict<'a, Grant> {
         Box::pin(async move {

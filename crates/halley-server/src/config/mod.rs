@@ -1,18 +1,28 @@
 //! Server settings, with CometD's defaults where the protocol has one.
 //!
-//! The `halley` binary fills this from a TOML file, `HALLEY_*` environment
-//! variables and flags (in rising priority). Field names in TOML are the
-//! flag names: `max-interval = 10000`.
+//! The `halley` binary fills [`Config`] from its defaults, a TOML file,
+//! `HALLEY_*` environment variables and flags (in rising priority).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the array-of-table settings (`[[qos]]`, ...), [`Config::validate`], the Metadata Adapter a config asks for |
+//! | [`settings`](mod@settings) | the one declaration of every scalar setting: the [`Config`] struct, its defaults, help and [`Setting`] descriptors |
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::metadata::jwt::JwtConfig;
 use crate::metadata::webhook::WebhookConfig;
+use crate::metadata::MetadataAdapter;
 use crate::state::outbox::{OutboxLimits, OverflowPolicy};
 use crate::state::throttle::Mode;
+
+pub mod settings;
+
+pub use settings::{setting, settings, Config, Setting, Shape, Shown};
 
 /// History kept for replay on the channels matching one pattern (TOML:
 /// `[[history]]` tables with `pattern`, `max-messages` and/or `max-age-ms`).
@@ -165,111 +175,6 @@ impl RemoteAdapterConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// The Bayeux endpoint; every path under it is the same endpoint.
-    pub path: String,
-    /// Milliseconds a `/meta/connect` is held when nothing is queued.
-    pub timeout: u64,
-    /// Milliseconds a client waits between a connect reply and its next connect.
-    pub interval: u64,
-    /// Milliseconds a session survives without a connect before it expires.
-    pub max_interval: u64,
-    /// Sessions of one browser that may hold a long poll at once (negative: unlimited).
-    pub max_sessions_per_browser: i64,
-    /// Poll interval advised to the extra sessions of a browser, in milliseconds.
-    pub multi_session_interval: u64,
-    /// Largest request body accepted, in bytes (larger: HTTP 413).
-    pub max_request_bytes: usize,
-    /// Most messages accepted in one batch (more: the batch is refused).
-    pub max_batch_messages: usize,
-    /// Most deliveries queued for one session before the oldest are dropped.
-    pub max_queue: usize,
-    /// Most bytes of deliveries queued for one session before the oldest are dropped.
-    pub max_queue_bytes: usize,
-    /// What a full outbox does with a new delivery, unless `overflow` says
-    /// otherwise for its channel.
-    pub overflow_policy: OverflowPolicy,
-    /// Per-channel overflow policies; the first matching pattern wins.
-    pub overflow: Vec<ChannelOverflow>,
-    /// Channels that keep history for replay (none by default); the first
-    /// matching pattern wins.
-    pub history: Vec<ChannelHistory>,
-    /// Lazy channels (none by default); the first matching pattern wins.
-    pub lazy: Vec<ChannelLazy>,
-    /// Milliseconds a lazy message may wait at most, unless its rule says otherwise.
-    pub max_lazy_timeout: u64,
-    /// Rate-limited channels (none by default); the first matching pattern wins.
-    pub qos: Vec<ChannelQos>,
-    /// Bytes of deliveries per second per session (none by default: unlimited);
-    /// a session's grant may set its own.
-    pub max_bandwidth: Option<u64>,
-    /// Publishes per second per session, with a burst of as many (none by
-    /// default: unlimited); a session's grant may set its own.
-    pub max_publish_rate: Option<f64>,
-    /// Milliseconds between two sweeps for expired sessions.
-    pub sweep_period: u64,
-    /// Accept a clientId without the `BAYEUX_BROWSER` cookie it was issued with.
-    pub trust_client_session: bool,
-    /// Offer callback-polling (JSONP) to clients.
-    pub callback_polling: bool,
-    /// Offer WebSocket to clients (on the Bayeux path).
-    pub websocket: bool,
-    /// Milliseconds a WebSocket may stay silent (no frame, no pong) before it
-    /// is closed; a ping is sent after half of it.
-    pub websocket_idle_timeout: u64,
-    /// Keys that may use the HTTP publish API (`POST /api/publish`, sent as
-    /// `Authorization: Bearer <key>`). None by default: the API is off.
-    pub api_keys: Vec<String>,
-    /// Remote Data Adapters (none by default).
-    pub remote_adapter: Vec<RemoteAdapterConfig>,
-    /// Most sessions one authenticated user may hold at once (none: no cap).
-    pub max_sessions_per_user: Option<usize>,
-    /// The JWT Metadata Adapter (`[jwt]`); exclusive with `webhook`.
-    pub jwt: Option<JwtConfig>,
-    /// The webhook Metadata Adapter (`[webhook]`); exclusive with `jwt`.
-    pub webhook: Option<WebhookConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            path: "/cometd".into(),
-            timeout: 20_000,
-            interval: 0,
-            max_interval: 10_000,
-            max_sessions_per_browser: 1,
-            multi_session_interval: 2_000,
-            max_request_bytes: 1024 * 1024,
-            max_batch_messages: 1_000,
-            max_queue: 10_000,
-            max_queue_bytes: 16 * 1024 * 1024,
-            overflow_policy: OverflowPolicy::DropOldest,
-            overflow: Vec::new(),
-            history: Vec::new(),
-            lazy: Vec::new(),
-            max_lazy_timeout: 5_000,
-            qos: Vec::new(),
-            max_bandwidth: None,
-            max_publish_rate: None,
-            sweep_period: 1_000,
-            trust_client_session: false,
-            callback_polling: true,
-            websocket: true,
-            websocket_idle_timeout: 60_000,
-            api_keys: Vec::new(),
-            remote_adapter: Vec::new(),
-            max_sessions_per_user: None,
-            jwt: None,
-            webhook: None,
-        }
-    }
-}
-
 impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout)
@@ -297,15 +202,10 @@ impl Config {
 
     /// The Metadata Adapter the configuration asks for, if any; the error
     /// names what is wrong (an unreadable key file, a bad URL).
-    pub fn metadata_adapter(
-        &self,
-    ) -> Result<Option<std::sync::Arc<dyn crate::metadata::MetadataAdapter>>, String> {
-        use crate::metadata::{jwt::JwtAdapter, webhook::WebhookAdapter};
+    pub fn metadata_adapter(&self) -> Result<Option<Arc<dyn MetadataAdapter>>, String> {
         Ok(match (&self.jwt, &self.webhook) {
-            (Some(jwt), _) => Some(std::sync::Arc::new(JwtAdapter::from_config(jwt)?)),
-            (None, Some(webhook)) => {
-                Some(std::sync::Arc::new(WebhookAdapter::from_config(webhook)?))
-            }
+            (Some(jwt), _) => Some(jwt_adapter(jwt)?),
+            (None, Some(webhook)) => Some(webhook_adapter(webhook)?),
             (None, None) => None,
         })
     }
@@ -376,6 +276,14 @@ impl Config {
         if self.jwt.is_some() && self.webhook.is_some() {
             return Err("[jwt] and [webhook] are both set: choose one Metadata Adapter".into());
         }
+        // Refused here, before anything binds, rather than only when the
+        // server builds the adapter.
+        if self.jwt.is_some() && !cfg!(feature = "jwt") {
+            return Err(NO_JWT.into());
+        }
+        if self.webhook.is_some() && !cfg!(feature = "webhook") {
+            return Err(NO_WEBHOOK.into());
+        }
         if self.max_sessions_per_user == Some(0) {
             return Err("max-sessions-per-user must be at least 1".into());
         }
@@ -393,5 +301,79 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+const NO_JWT: &str = "[jwt] is set, but this halley was built without the jwt feature";
+const NO_WEBHOOK: &str = "[webhook] is set, but this halley was built without the webhook feature";
+
+// The optional integrations (cargo features `jwt` and `webhook`, on by
+// default): without one, its table still parses, so the error can say why
+// it is refused instead of "unknown field".
+#[cfg(feature = "jwt")]
+fn jwt_adapter(config: &JwtConfig) -> Result<Arc<dyn MetadataAdapter>, String> {
+    Ok(Arc::new(crate::metadata::jwt::JwtAdapter::from_config(
+        config,
+    )?))
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt_adapter(_: &JwtConfig) -> Result<Arc<dyn MetadataAdapter>, String> {
+    Err(NO_JWT.into())
+}
+
+#[cfg(feature = "webhook")]
+fn webhook_adapter(config: &WebhookConfig) -> Result<Arc<dyn MetadataAdapter>, String> {
+    Ok(Arc::new(
+        crate::metadata::webhook::WebhookAdapter::from_config(config)?,
+    ))
+}
+
+#[cfg(not(feature = "webhook"))]
+fn webhook_adapter(_: &WebhookConfig) -> Result<Arc<dyn MetadataAdapter>, String> {
+    Err(NO_WEBHOOK.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in builds without the feature: `cargo test -p halley-server
+    /// --lib --no-default-features`.
+    #[cfg(not(feature = "jwt"))]
+    #[test]
+    fn jwt_is_refused_without_the_feature() {
+        let config = Config {
+            jwt: Some(JwtConfig::default()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("built without the jwt feature"), "{error}");
+        let error = config.metadata_adapter().err().unwrap();
+        assert!(error.contains("built without the jwt feature"), "{error}");
+    }
+
+    #[cfg(not(feature = "webhook"))]
+    #[test]
+    fn webhook_is_refused_without_the_feature() {
+        let config = Config {
+            webhook: Some(WebhookConfig::default()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.contains("built without the webhook feature"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn both_adapters_are_refused() {
+        let config = Config {
+            jwt: Some(JwtConfig::default()),
+            webhook: Some(WebhookConfig::default()),
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("choose one"));
     }
 }
