@@ -312,7 +312,7 @@ async fn shared_cookie_jar_makes_two_clients_one_browser() {
         .await
         .unwrap();
     assert_eq!(response.status, 200);
-    assert_eq!(response.messages()[0]["successful"], true);
+    assert_eq!(response.json().unwrap()[0]["successful"], true);
     // Client `a`'s connect loop runs meanwhile: find b's request by its id.
     let raw = fake
         .seen()

@@ -176,7 +176,7 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
         .unwrap()
         .expect("an HTTP answer, not a dropped connection");
     assert_eq!(response.status, 200, "{}", response.text());
-    let replies = response.messages();
+    let replies = messages_of(&response);
     let reply = reply_with_id(&replies, "held");
     assert_eq!(reply["channel"], "/meta/connect");
     assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");

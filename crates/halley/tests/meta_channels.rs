@@ -25,7 +25,7 @@ async fn handshake_reply_has_every_field_and_a_browser_cookie() {
         content_type.starts_with("application/json"),
         "{content_type}"
     );
-    let messages = response.messages();
+    let messages = messages_of(&response);
     assert_eq!(messages.len(), 1, "{messages:?}");
     let reply = &messages[0];
     assert_eq!(reply["channel"], "/meta/handshake");
@@ -290,7 +290,7 @@ async fn any_path_under_the_endpoint_is_the_endpoint() {
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.text());
-    let replies = response.messages();
+    let replies = messages_of(&response);
     let client_id = reply_with_id(&replies, "h")["clientId"]
         .as_str()
         .unwrap()
@@ -304,6 +304,6 @@ async fn any_path_under_the_endpoint_is_the_endpoint() {
             .await
             .unwrap();
         assert_eq!(response.status, 200, "{suffix}: {}", response.text());
-        assert_eq!(reply_with_id(&response.messages(), "c")["successful"], true);
+        assert_eq!(reply_with_id(&messages_of(&response), "c")["successful"], true);
     }
 }

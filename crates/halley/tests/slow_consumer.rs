@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{exchange, first_connect, handshake, reply_with_id, within, Server};
+use common::{exchange, first_connect, handshake, messages_of, reply_with_id, within, Server};
 use futures_util::{SinkExt, StreamExt};
 use halley_client::{Client, Deliveries};
 use serde::Deserialize;
@@ -290,7 +290,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         .await
         .expect("publish request");
         assert_eq!(response.status, 200, "{}", response.text());
-        let replies = response.messages();
+        let replies = messages_of(&response);
         let acked = replies
             .iter()
             .filter(|m| m["channel"] == "/feed" && m["successful"] == true)

@@ -338,17 +338,25 @@ async fn a_silent_network_is_noticed_and_the_client_moves_to_a_new_socket() {
 }
 
 #[tokio::test]
-async fn an_aborted_socket_fails_waiting_requests_and_reopens() {
-    let server = Server::start(&["--timeout", "2000"]);
-    let (client, mut deliveries) = server.ws_connected_client().await;
+async fn a_cut_socket_fails_the_held_connect_and_reopens() {
+    let server = Server::start(&["--timeout", "30000"]);
+    let proxy = Proxy::start(&server).await;
+    let client = ws_client(&proxy.url);
+    let mut deliveries = client.take_deliveries().unwrap();
+    client.handshake().await.unwrap();
     client.subscribe("/abort").await.unwrap();
     connects(&client, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // a connect is held
     let client_id = client.client_id();
-    client.abort_connection();
-    // The held connect failed with the socket; the loop reopens.
-    eventually(5.0, "the held connect to fail", || {
-        client.stats().connect_failures >= 1
+    // The socket goes under the client, without a close frame. The loop
+    // sends its second connect (held 30 s) right after the first reply; a
+    // cut that comes before it is sent only makes the connect open a new
+    // socket, so cut until one catches the held connect and fails it.
+    eventually(10.0, "a cut to fail the held connect", || {
+        let failed = client.stats().connect_failures >= 1;
+        if !failed {
+            proxy.cut();
+        }
+        failed
     })
     .await;
     let ack = within(5.0, "publish on a new socket", client.publish("/abort", &1))
@@ -364,6 +372,7 @@ async fn an_aborted_socket_fails_waiting_requests_and_reopens() {
     );
     assert_eq!(client.client_id(), client_id);
     assert_eq!(client.stats().rehandshakes, 0);
+    assert!(proxy.accepted() >= 2, "a new socket was opened");
 }
 
 #[tokio::test]

@@ -423,7 +423,20 @@ pub async fn exchange(browser: &Client, body: &Value) -> Vec<Value> {
         response.status,
         response.text()
     );
-    response.messages()
+    messages_of(&response)
+}
+
+/// A response's body as a JSON array of messages; panics with the status
+/// and body when it is not one.
+pub fn messages_of(response: &RawResponse) -> Vec<Value> {
+    match response.json() {
+        Ok(Value::Array(messages)) => messages,
+        _ => panic!(
+            "expected a JSON array body, got HTTP {}: {}",
+            response.status,
+            response.text()
+        ),
+    }
 }
 
 /// A handshake as the CometD JavaScript client sends it; the clientId.
