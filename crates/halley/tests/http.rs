@@ -1,5 +1,6 @@
 //! The HTTP surface around Bayeux: health check, callback-polling (JSONP),
-//! and a graceful stop on SIGTERM.
+//! and a graceful stop on SIGTERM. Also the harness's own test (finding the
+//! `listening on` URL), which lives here so that it runs once.
 
 mod common;
 
@@ -184,4 +185,20 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
     let (status, log) = exit.await.unwrap();
     let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGTERM; log:\n{log}"));
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
+}
+
+/// The harness finds the URL in the server's `listening on` line (here,
+/// not in `common`, so that it runs once rather than in every test binary).
+#[test]
+fn finds_the_listening_url() {
+    assert_eq!(
+        listening_url("2024 INFO halley: listening on http://127.0.0.1:4321/cometd").as_deref(),
+        Some("http://127.0.0.1:4321/cometd")
+    );
+    assert_eq!(
+        listening_url("\u{1b}[32mINFO\u{1b}[0m listening on http://127.0.0.1:1/cometd\u{1b}[0m x")
+            .as_deref(),
+        Some("http://127.0.0.1:1/cometd")
+    );
+    assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
 }

@@ -4,6 +4,8 @@
 //! browser) or through the client's own API.
 //!
 //! Every test file includes this module; not every file uses every helper.
+//! It holds no `#[test]`: one here would run once per test binary (the
+//! harness's own test is in `http.rs`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -563,18 +565,4 @@ pub async fn assert_still_serves(server: &Server, existing: &Client) {
         .unwrap();
     assert_eq!(delivery.channel, "/alive/check");
     assert_eq!(delivery.data_value(), json!({"ok": true}));
-}
-
-#[test]
-fn finds_the_listening_url() {
-    assert_eq!(
-        listening_url("2024 INFO halley: listening on http://127.0.0.1:4321/cometd").as_deref(),
-        Some("http://127.0.0.1:4321/cometd")
-    );
-    assert_eq!(
-        listening_url("\u{1b}[32mINFO\u{1b}[0m listening on http://127.0.0.1:1/cometd\u{1b}[0m x")
-            .as_deref(),
-        Some("http://127.0.0.1:1/cometd")
-    );
-    assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
 }
