@@ -304,6 +304,9 @@ async fn any_path_under_the_endpoint_is_the_endpoint() {
             .await
             .unwrap();
         assert_eq!(response.status, 200, "{suffix}: {}", response.text());
-        assert_eq!(reply_with_id(&messages_of(&response), "c")["successful"], true);
+        assert_eq!(
+            reply_with_id(&messages_of(&response), "c")["successful"],
+            true
+        );
     }
 }

@@ -520,6 +520,38 @@ pub fn deliveries_in(messages: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
+/// Waits until the server holds a long-polling `/meta/connect` of
+/// `browser`'s browser (its `BAYEUX_BROWSER` cookie), as the server itself
+/// shows it: with one held poll per browser (`max-sessions-per-browser = 1`,
+/// the default), another session of the same browser asking to be held
+/// (for 1 ms) is answered with `multiple-clients` advice exactly while a
+/// connect of the browser is held. For tests that must act on a held
+/// connect, not on one still on its way.
+pub async fn held_in_browser(server: &Server, browser: &Client) {
+    let probe = Client::builder(&server.url)
+        .cookie_jar(browser.cookies().clone())
+        .build()
+        .expect("probe client");
+    let client_id = handshake(&probe).await;
+    first_connect(&probe, &client_id).await;
+    within(30.0, "a held connect in the browser", async {
+        for n in 0.. {
+            let id = format!("probe{n}");
+            let replies = exchange(
+                &probe,
+                &json!([{"id": id, "channel": "/meta/connect", "clientId": client_id,
+                         "connectionType": "long-polling", "advice": {"timeout": 1}}]),
+            )
+            .await;
+            if reply_with_id(&replies, &id)["advice"]["multiple-clients"] == true {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// Collects deliveries until one on `sentinel` arrives (included).
 pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<String> {
     let mut channels = Vec::new();
