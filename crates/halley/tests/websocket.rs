@@ -67,37 +67,35 @@ async fn handshake_subscribe_publish_and_receive_on_one_socket() {
 
 #[tokio::test]
 async fn the_connect_is_held_while_deliveries_flow() {
-    let server = Server::start(&["--timeout", "1500"]);
+    // The second connect is held 8 s: deliveries that arrive while the
+    // subscriber has had one connect reply did not wait for the connect.
+    let server = Server::start(&["--timeout", "8000"]);
     let (subscriber, mut deliveries) = server.ws_connected_client().await;
     subscriber.subscribe("/held").await.unwrap();
     connects(&subscriber, 1).await; // the first connect, answered at once
-    tokio::time::sleep(Duration::from_millis(200)).await; // the second one is held now
     let (publisher, _) = server.ws_connected_client().await;
 
     for n in 0..3 {
-        let sent = Instant::now();
         publisher.publish("/held", &json!({"n": n})).await.unwrap();
         let delivery = within(
-            1.0,
+            30.0,
             "a delivery while the connect is held",
             deliveries.recv(),
         )
         .await
         .unwrap();
         assert_eq!(delivery.data_value(), json!({"n": n}));
-        assert!(
-            sent.elapsed() < Duration::from_millis(700),
-            "the delivery waited for the connect: {:?}",
-            sent.elapsed()
+        assert_eq!(
+            subscriber.stats().connects,
+            1,
+            "the delivery came with a connect reply, not on its own"
         );
     }
-    assert_eq!(
-        subscriber.stats().connects,
-        1,
-        "the held connect is not answered by deliveries"
-    );
     // Answered at its timeout, and the loop connects again.
-    connects(&subscriber, 2).await;
+    eventually(30.0, "the held connect's reply", || {
+        subscriber.stats().connects >= 2
+    })
+    .await;
     assert_eq!(subscriber.state(), State::Connected);
 }
 
@@ -172,9 +170,14 @@ async fn service_echo_answers_the_sender_only() {
     );
     assert_eq!(a.unwrap().data_value(), Some(json!("a")));
     assert_eq!(b.unwrap().data_value(), Some(json!("b")));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        deliveries.try_recv().is_none(),
+    // A sentinel published last is the first delivery: the service answers
+    // were replies, not deliveries.
+    client.publish("/sentinel", &0).await.unwrap();
+    let first = within(30.0, "the sentinel", deliveries.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.channel, "/sentinel",
         "a service answer is a reply, not a delivery"
     );
 }
@@ -385,17 +388,16 @@ async fn after_a_server_restart_the_client_rehandshakes_and_resubscribes() {
 
     let address = server.address().to_owned();
     server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let server = Server::start_at(&address, &["--timeout", "1000"]);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !(client.stats().rehandshakes >= 1
         && client.state() == State::Connected
         && client.client_id().as_deref() != Some(old_id.as_str()))
     {
         assert!(
             Instant::now() < deadline,
-            "no re-handshake within 10 s: state {:?}, {:?}; server log:\n{}",
+            "no re-handshake within 30 s: state {:?}, {:?}; server log:\n{}",
             client.state(),
             client.stats(),
             server.log()
@@ -409,7 +411,7 @@ async fn after_a_server_restart_the_client_rehandshakes_and_resubscribes() {
         .publish("/restart", &json!({"after": "restart"}))
         .await
         .unwrap();
-    let delivery = within(5.0, "a delivery after the re-handshake", deliveries.recv())
+    let delivery = within(30.0, "a delivery after the re-handshake", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/restart");
@@ -504,6 +506,9 @@ async fn pings_keep_a_quiet_socket_open() {
     let client = ws_client(&proxy.url);
     client.handshake().await.unwrap();
     connects(&client, 1).await;
+    // The scenario, not synchronisation: a quiet spell of more than three
+    // idle timeouts (the connect is held 3 s), in which nothing may happen;
+    // there is no event to wait for, only the absence of one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(proxy.accepted(), 1, "the socket was not replaced");
     assert_eq!(proxy.open(), 1);
@@ -519,30 +524,42 @@ async fn pings_keep_a_quiet_socket_open() {
 // reading (and echo the server's close frame).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_shutdown_answers_the_held_connect_then_closes_the_socket() {
-    let mut server = Server::start(&["--timeout", "5000"]);
-    let (client, _deliveries) = server.ws_connected_client().await;
+    let mut server = Server::start(&["--timeout", "30000"]);
+    let proxy = Proxy::start(&server).await;
+    let client = ws_client(&proxy.url);
+    within(30.0, "websocket handshake", client.handshake())
+        .await
+        .unwrap();
     connects(&client, 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // the second connect is held
-    let started = Instant::now();
+    // The loop sends its second connect right after the first reply: the
+    // upgrade, the handshake and the first connect were the client's
+    // first three requests on the socket, the second connect its fourth.
+    eventually(30.0, "the second connect to reach the server", || {
+        proxy.requests() >= 4
+    })
+    .await;
     let status = server
-        .terminate(Duration::from_secs(10))
+        .terminate(Duration::from_secs(30))
         .expect("the server exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", server.log());
     // The client echoes the close frame: the socket does not make the
-    // server wait for its shutdown grace period (5 s).
+    // server wait out its shutdown grace period, after which it would say
+    // so (`connections still open after 5s`).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "shutdown took {:?} with a websocket open",
-        started.elapsed()
+        !server.log().contains("still open after"),
+        "shutdown waited for the websocket:\n{}",
+        server.log()
     );
     // The held connect was answered, not failed, before the socket closed:
     // frames are read in order, so once the next connect has failed the
     // held one has been counted.
-    eventually(5.0, "the client to notice the server is gone", || {
+    eventually(30.0, "the client to notice the server is gone", || {
         client.stats().connect_failures >= 1
     })
     .await;
     let stats = client.stats();
-    assert_eq!(stats.connects, 2, "{stats:?}");
+    // The held connect was answered (a connect sent meanwhile may have been
+    // answered too, the server still reading the socket as it stops).
+    assert!(stats.connects >= 2, "{stats:?}");
     assert_eq!(client.state(), State::Connecting);
 }

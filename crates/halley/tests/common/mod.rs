@@ -9,14 +9,17 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use halley_client::{Client, Deliveries, RawResponse, TransportKind};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -288,6 +291,8 @@ pub struct Proxy {
     pub url: String,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    /// Who sent last, and how many times clients started sending.
+    turns: Arc<Turns>,
     refusing: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
     freeze: watch::Sender<u64>,
@@ -303,13 +308,15 @@ impl Proxy {
         let target = server.address().to_owned();
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
+        let turns = Arc::new(Turns::default());
         let refusing = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let (freeze, _) = watch::channel(0u64);
         let task = tokio::spawn({
-            let (accepted, open, refusing, cut, freeze) = (
+            let (accepted, open, turns, refusing, cut, freeze) = (
                 accepted.clone(),
                 open.clone(),
+                turns.clone(),
                 refusing.clone(),
                 cut.clone(),
                 freeze.clone(),
@@ -326,12 +333,22 @@ impl Proxy {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cut = cut.subscribe();
                     let mut freeze = freeze.subscribe();
-                    let (open, target) = (open.clone(), target.clone());
+                    let (open, turns, target) = (open.clone(), turns.clone(), target.clone());
                     tokio::spawn(async move {
                         let Ok(mut upstream) = TcpStream::connect(&target).await else {
                             return;
                         };
                         open.fetch_add(1, Ordering::SeqCst);
+                        let mut downstream = Counting {
+                            inner: &mut downstream,
+                            turns: turns.clone(),
+                            client: true,
+                        };
+                        let mut upstream = Counting {
+                            inner: &mut upstream,
+                            turns,
+                            client: false,
+                        };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
                             _ = cut.changed() => {}
@@ -349,6 +366,7 @@ impl Proxy {
             url,
             accepted,
             open,
+            turns,
             refusing,
             cut,
             freeze,
@@ -380,6 +398,67 @@ impl Proxy {
     /// Connections open through the proxy now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// How many times the client side started sending: the first time, and
+    /// each time after the server had sent something. Through a proxy
+    /// carrying one connection whose client waits for each answer before
+    /// it sends again, the number of requests that have reached the server
+    /// (an upgrade, a handshake and a first connect make 3; the next
+    /// connect, 4).
+    pub fn requests(&self) -> usize {
+        self.turns.client_turns.load(Ordering::SeqCst)
+    }
+}
+
+/// Which side of the proxied connections sent last.
+#[derive(Default)]
+struct Turns {
+    client_last: AtomicBool,
+    client_turns: AtomicUsize,
+}
+
+/// A side of a proxied connection that records in [`Turns`] when it sends
+/// (is read from).
+struct Counting<'a> {
+    inner: &'a mut TcpStream,
+    turns: Arc<Turns>,
+    client: bool,
+}
+
+impl AsyncRead for Counting<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let was_client = self.turns.client_last.swap(self.client, Ordering::SeqCst);
+            if self.client && !was_client {
+                self.turns.client_turns.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counting<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
