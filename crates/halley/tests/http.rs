@@ -172,8 +172,13 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
     assert!(!held.is_finished(), "the connect should be held");
 
     let exit = tokio::task::spawn_blocking(move || {
-        let status = server.terminate(Duration::from_secs(10));
-        (status, server.log())
+        let status = server.terminate(Duration::from_secs(30));
+        let log = if status.is_some() {
+            server.final_log()
+        } else {
+            server.log()
+        };
+        (status, log)
     });
     let response = within(10.0, "the held connect after SIGTERM", held)
         .await
@@ -186,7 +191,7 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
     assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");
 
     let (status, log) = exit.await.unwrap();
-    let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGTERM; log:\n{log}"));
+    let status = status.unwrap_or_else(|| panic!("still running 30 s after SIGTERM; log:\n{log}"));
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
 }
 

@@ -39,7 +39,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{exchange, first_connect, handshake, messages_of, reply_with_id, within, Server};
+use common::{
+    eventually, exchange, first_connect, handshake, messages_of, reply_with_id, within, Server,
+};
 use futures_util::{SinkExt, StreamExt};
 use halley_client::{Client, Deliveries};
 use serde::Deserialize;
@@ -394,6 +396,13 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         }
     }
     if policy == "disconnect" {
+        let overflows = || {
+            server
+                .log()
+                .matches("outbox overflow: disconnecting the session")
+                .count()
+        };
+        eventually(30.0, "two overflows in the log", || overflows() >= 2).await;
         let log = server.log();
         assert_eq!(
             log.matches("outbox overflow: disconnecting the session")

@@ -545,10 +545,10 @@ async fn server_shutdown_answers_the_held_connect_then_closes_the_socket() {
     // The client echoes the close frame: the socket does not make the
     // server wait out its shutdown grace period, after which it would say
     // so (`connections still open after 5s`).
+    let log = server.final_log();
     assert!(
-        !server.log().contains("still open after"),
-        "shutdown waited for the websocket:\n{}",
-        server.log()
+        !log.contains("still open after"),
+        "shutdown waited for the websocket:\n{log}"
     );
     // The held connect was answered, not failed, before the socket closed:
     // frames are read in order, so once the next connect has failed the

@@ -32,6 +32,8 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set once stderr is closed (the process exited) and read to its end.
+    log_complete: Arc<AtomicBool>,
 }
 
 /// Writes `toml` to a fresh file under the temp directory; its path.
@@ -156,8 +158,9 @@ impl Server {
         let mut child = command.spawn().expect("starting the halley binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let log_complete = Arc::new(AtomicBool::new(false));
         let (found, listening) = mpsc::channel();
-        let lines = log.clone();
+        let (lines, complete) = (log.clone(), log_complete.clone());
         std::thread::spawn(move || {
             // Keeps reading until the process closes stderr, so it never
             // blocks on a full pipe.
@@ -168,6 +171,7 @@ impl Server {
                 }
                 lines.lock().unwrap().push(line);
             }
+            complete.store(true, Ordering::SeqCst);
         });
         let url = match listening.recv_timeout(Duration::from_secs(15)) {
             Ok(url) => url,
@@ -186,6 +190,7 @@ impl Server {
             url,
             origin,
             log,
+            log_complete,
         }
     }
 
@@ -204,9 +209,31 @@ impl Server {
         self.child.id()
     }
 
-    /// What the server wrote to stderr so far.
+    /// What the server wrote to stderr so far (read by a thread of its
+    /// own: a line just written may not be here yet; see
+    /// [`Server::logged`] and [`Server::final_log`]).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log holds `text`.
+    pub async fn logged(&self, text: &str) {
+        let what = format!("{text:?} in the server's log");
+        eventually(30.0, &what, || self.log().contains(text)).await
+    }
+
+    /// The whole log of a server that has exited (waits until its stderr
+    /// has been read to the end), for asserting what it did not say.
+    pub fn final_log(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_complete.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr still open: has the server exited?"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log()
     }
 
     /// A client with its own cookie jar (its own browser), not handshaken.
