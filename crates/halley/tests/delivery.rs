@@ -204,7 +204,9 @@ async fn the_publisher_receives_its_own_message() {
         .await
         .unwrap();
     assert_eq!(ack.channel, "/self");
-    let delivery = within(5.0, "own message", deliveries.recv()).await.unwrap();
+    let delivery = within(30.0, "own message", deliveries.recv())
+        .await
+        .unwrap();
     assert_eq!(delivery.channel, "/self");
     assert_eq!(delivery.data_value(), json!({"text": "hi"}));
     assert_eq!(

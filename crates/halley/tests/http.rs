@@ -180,7 +180,7 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
         };
         (status, log)
     });
-    let response = within(10.0, "the held connect after SIGTERM", held)
+    let response = within(30.0, "the held connect after SIGTERM", held)
         .await
         .unwrap()
         .expect("an HTTP answer, not a dropped connection");

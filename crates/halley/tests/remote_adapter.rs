@@ -52,7 +52,7 @@ impl FakeAdapter {
 
     /// Accepts Halley's connection; returns it with Halley's hello, ours sent.
     async fn accept(listener: &TcpListener) -> (FakeAdapter, Value) {
-        let (stream, _) = within(10.0, "Halley dialing the adapter", listener.accept())
+        let (stream, _) = within(30.0, "Halley dialing the adapter", listener.accept())
             .await
             .unwrap();
         let mut adapter = FakeAdapter::new(stream);
@@ -63,7 +63,7 @@ impl FakeAdapter {
 
     /// Dials Halley's `listen` address; returns it with Halley's hello, ours sent.
     async fn dial(port: u16) -> (FakeAdapter, Value) {
-        let stream = within(10.0, "dialing Halley", async {
+        let stream = within(30.0, "dialing Halley", async {
             loop {
                 match TcpStream::connect(("127.0.0.1", port)).await {
                     Ok(stream) => return stream,
@@ -87,7 +87,7 @@ impl FakeAdapter {
 
     /// The next line as JSON, or None when Halley closed the connection.
     async fn raw_next(&mut self) -> Option<Value> {
-        let line = within(10.0, "a line from Halley", self.lines.next_line())
+        let line = within(30.0, "a line from Halley", self.lines.next_line())
             .await
             .ok()??;
         Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}")))
@@ -95,7 +95,7 @@ impl FakeAdapter {
 
     /// The next line that is not a ping (pings are answered), within 10 s.
     async fn next(&mut self) -> Value {
-        within(10.0, "a line from Halley other than a ping", async {
+        within(30.0, "a line from Halley other than a ping", async {
             loop {
                 let line = self.raw_next().await.expect("Halley closed the link");
                 if line["type"] == "ping" {
@@ -139,7 +139,7 @@ fn unsubscribe(channel: &str) -> Value {
 }
 
 async fn delivery(deliveries: &mut Deliveries) -> (String, String) {
-    let d = within(10.0, "a delivery", deliveries.recv()).await.unwrap();
+    let d = within(30.0, "a delivery", deliveries.recv()).await.unwrap();
     (d.channel, d.data.get().to_owned())
 }
 

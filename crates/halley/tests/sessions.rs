@@ -367,7 +367,7 @@ async fn client_api_round_trip() {
     // next publish reply, so compare as a set.
     let mut got = Vec::new();
     for _ in 0..2 {
-        let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+        let d = within(30.0, "delivery", deliveries.recv()).await.unwrap();
         got.push((d.channel.clone(), d.data_value()));
     }
     got.sort_by(|x, y| x.0.cmp(&y.0));
@@ -381,7 +381,7 @@ async fn client_api_round_trip() {
     client.unsubscribe("/api/a").await.unwrap();
     client.publish("/api/a", &json!(3)).await.unwrap();
     client.publish("/api/b", &json!(4)).await.unwrap();
-    let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+    let d = within(30.0, "delivery", deliveries.recv()).await.unwrap();
     assert_eq!((d.channel.as_str(), d.data_value()), ("/api/b", json!(4)));
 
     let err = client.subscribe("/meta/connect").await.unwrap_err();

@@ -117,7 +117,7 @@ impl RawSocket {
     async fn until_reply(&mut self, id: &str) -> (Vec<Value>, Value) {
         let mut deliveries = Vec::new();
         loop {
-            let frame = within(10.0, "a websocket frame", self.ws.next())
+            let frame = within(30.0, "a websocket frame", self.ws.next())
                 .await
                 .expect("socket open")
                 .expect("websocket frame");
@@ -244,7 +244,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
     } else {
         server.connected_client().await
     };
-    within(10.0, "subscribe", healthy.subscribe("/feed"))
+    within(30.0, "subscribe", healthy.subscribe("/feed"))
         .await
         .unwrap();
     let (stalled_lp, stalled_lp_id) = stalled_long_polling(&server).await;
@@ -274,7 +274,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
     let publishing = Instant::now();
     for from in (0..MESSAGES).step_by(BATCH as usize) {
         // At most one batch ahead of the healthy subscriber.
-        within(20.0, "the healthy subscriber to keep up", async {
+        within(30.0, "the healthy subscriber to keep up", async {
             while received.load(Ordering::SeqCst) + BATCH < from {
                 assert!(
                     !broken.load(Ordering::SeqCst),
@@ -285,7 +285,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         })
         .await;
         let response = within(
-            20.0,
+            30.0,
             "a publish batch",
             publisher.raw_post(publish_body(&publisher_id, from, &pad)),
         )
@@ -300,7 +300,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         assert_eq!(acked as u64, BATCH, "every publish acknowledged");
     }
     let publish_time = publishing.elapsed();
-    within(20.0, "the healthy subscriber to get everything", async {
+    within(30.0, "the healthy subscriber to get everything", async {
         while received.load(Ordering::SeqCst) < MESSAGES && !broken.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

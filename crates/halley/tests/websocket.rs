@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// Waits until the connect loop has had `n` successful connects.
 async fn connects(client: &halley_client::Client, n: u64) {
-    eventually(5.0, &format!("{n} successful connect(s)"), || {
+    eventually(30.0, &format!("{n} successful connect(s)"), || {
         client.stats().connects >= n
     })
     .await;
@@ -43,7 +43,7 @@ async fn handshake_subscribe_publish_and_receive_on_one_socket() {
         .await
         .unwrap();
     assert_eq!(ack.channel, "/ws/chat");
-    let delivery = within(5.0, "own delivery", deliveries.recv())
+    let delivery = within(30.0, "own delivery", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/ws/chat");
@@ -58,7 +58,7 @@ async fn handshake_subscribe_publish_and_receive_on_one_socket() {
     client.disconnect().await.unwrap();
     assert_eq!(client.state(), State::Disconnected);
     assert_eq!(client.client_id(), None);
-    eventually(3.0, "the socket to close after disconnect", || {
+    eventually(30.0, "the socket to close after disconnect", || {
         proxy.open() == 0
     })
     .await;
@@ -194,7 +194,7 @@ async fn a_thousand_messages_arrive_in_order() {
         }
         publisher
     });
-    let got = within(20.0, "1000 deliveries", async {
+    let got = within(30.0, "1000 deliveries", async {
         let mut got = Vec::with_capacity(1000);
         while got.len() < 1000 {
             let delivery = deliveries.recv().await.unwrap();
@@ -222,7 +222,7 @@ async fn websocket_publisher_long_polling_subscriber() {
             .await
             .unwrap();
     }
-    let got = within(10.0, "20 deliveries over long-polling", async {
+    let got = within(30.0, "20 deliveries over long-polling", async {
         let mut got = Vec::new();
         while got.len() < 20 {
             got.push(deliveries.recv().await.unwrap().data_value()["n"].clone());
@@ -245,7 +245,7 @@ async fn long_polling_publisher_websocket_subscriber() {
             .await
             .unwrap();
     }
-    let got = within(10.0, "20 deliveries over websocket", async {
+    let got = within(30.0, "20 deliveries over websocket", async {
         let mut got = Vec::new();
         while got.len() < 20 {
             got.push(deliveries.recv().await.unwrap().data_value()["n"].clone());
@@ -270,7 +270,7 @@ async fn a_dropped_socket_comes_back_to_its_session_and_gets_what_was_queued() {
     // The network goes: the socket is cut and new ones are refused.
     proxy.refuse(true);
     proxy.cut();
-    eventually(5.0, "the client to notice the socket is gone", || {
+    eventually(30.0, "the client to notice the socket is gone", || {
         client.stats().connect_failures >= 1
     })
     .await;
@@ -283,7 +283,7 @@ async fn a_dropped_socket_comes_back_to_its_session_and_gets_what_was_queued() {
     }
     proxy.refuse(false);
 
-    let got = within(5.0, "what was queued meanwhile", async {
+    let got = within(30.0, "what was queued meanwhile", async {
         let mut got = Vec::new();
         while got.len() < 5 {
             got.push(deliveries.recv().await.unwrap().data_value()["n"].clone());
@@ -299,7 +299,7 @@ async fn a_dropped_socket_comes_back_to_its_session_and_gets_what_was_queued() {
 
     // And the session works as before on the new socket.
     client.publish("/drop", &json!({"n": 5})).await.unwrap();
-    let delivery = within(5.0, "a delivery after reconnecting", deliveries.recv())
+    let delivery = within(30.0, "a delivery after reconnecting", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.data_value(), json!({"n": 5}));
@@ -326,7 +326,7 @@ async fn a_silent_network_is_noticed_and_the_client_moves_to_a_new_socket() {
     // Packets stop, nothing closes: only the held connect's missing reply
     // (timeout + maxNetworkDelay) tells the client.
     proxy.freeze();
-    eventually(5.0, "a second socket", || proxy.accepted() >= 2).await;
+    eventually(30.0, "a second socket", || proxy.accepted() >= 2).await;
     let after = client.stats().connects;
     connects(&client, after + 1).await;
     assert_eq!(client.client_id(), client_id, "same session");
@@ -334,7 +334,7 @@ async fn a_silent_network_is_noticed_and_the_client_moves_to_a_new_socket() {
 
     let (publisher, _) = server.connected_client().await;
     publisher.publish("/silent", &json!("back")).await.unwrap();
-    let delivery = within(5.0, "a delivery on the new socket", deliveries.recv())
+    let delivery = within(30.0, "a delivery on the new socket", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.data_value(), json!("back"));
@@ -354,7 +354,7 @@ async fn a_cut_socket_fails_the_held_connect_and_reopens() {
     // sends its second connect (held 30 s) right after the first reply; a
     // cut that comes before it is sent only makes the connect open a new
     // socket, so cut until one catches the held connect and fails it.
-    eventually(10.0, "a cut to fail the held connect", || {
+    eventually(30.0, "a cut to fail the held connect", || {
         let failed = client.stats().connect_failures >= 1;
         if !failed {
             proxy.cut();
@@ -362,12 +362,16 @@ async fn a_cut_socket_fails_the_held_connect_and_reopens() {
         failed
     })
     .await;
-    let ack = within(5.0, "publish on a new socket", client.publish("/abort", &1))
-        .await
-        .unwrap();
+    let ack = within(
+        30.0,
+        "publish on a new socket",
+        client.publish("/abort", &1),
+    )
+    .await
+    .unwrap();
     assert_eq!(ack.channel, "/abort");
     assert_eq!(
-        within(5.0, "delivery", deliveries.recv())
+        within(30.0, "delivery", deliveries.recv())
             .await
             .unwrap()
             .data_value(),
@@ -422,7 +426,7 @@ async fn after_a_server_restart_the_client_rehandshakes_and_resubscribes() {
 async fn a_server_without_websocket_refuses_the_upgrade_clearly() {
     let server = Server::start(&["--websocket", "false"]);
     let client = server.ws_browser();
-    let error = within(5.0, "handshake", client.handshake())
+    let error = within(30.0, "handshake", client.handshake())
         .await
         .unwrap_err();
     match &error {

@@ -173,7 +173,7 @@ impl Server {
             }
             complete.store(true, Ordering::SeqCst);
         });
-        let url = match listening.recv_timeout(Duration::from_secs(15)) {
+        let url = match listening.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
@@ -261,7 +261,7 @@ impl Server {
     pub async fn ws_connected_client(&self) -> (Client, Deliveries) {
         let client = self.ws_browser();
         let deliveries = client.take_deliveries().unwrap();
-        within(10.0, "websocket handshake", client.handshake())
+        within(30.0, "websocket handshake", client.handshake())
             .await
             .expect("websocket handshake");
         (client, deliveries)
@@ -497,7 +497,10 @@ impl Drop for Proxy {
 }
 
 /// Polls `condition` every 20 ms until it holds, failing the test after
-/// `secs` seconds with `what`.
+/// `secs` seconds with `what`. `secs` is a safety deadline that only a broken
+/// test reaches, not a bound on how long the step may take: keep it generous
+/// (30 s), and never let a test's claim rest on it unless the alternative
+/// would take far longer (a server timeout of 60 s).
 pub async fn eventually(secs: f64, what: &str, mut condition: impl FnMut() -> bool) {
     within(secs, what, async {
         while !condition() {
@@ -507,7 +510,8 @@ pub async fn eventually(secs: f64, what: &str, mut condition: impl FnMut() -> bo
     .await
 }
 
-/// Awaits `future`, failing the test after `secs` seconds.
+/// Awaits `future`, failing the test after `secs` seconds (a safety
+/// deadline, as for [`eventually`]).
 pub async fn within<T>(secs: f64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs_f64(secs), future)
         .await
@@ -661,7 +665,7 @@ pub async fn held_in_browser(server: &Server, browser: &Client) {
 /// Collects deliveries until one on `sentinel` arrives (included).
 pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<String> {
     let mut channels = Vec::new();
-    within(10.0, &format!("a delivery on {sentinel}"), async {
+    within(30.0, &format!("a delivery on {sentinel}"), async {
         while let Some(d) = deliveries.recv().await {
             let done = d.channel == sentinel;
             channels.push(d.channel);
@@ -679,7 +683,7 @@ pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<S
 /// publish and receive its own message.
 pub async fn assert_still_serves(server: &Server, existing: &Client) {
     let ack = within(
-        10.0,
+        30.0,
         "echo on an existing session",
         existing.publish("/service/echo", &json!({"still": "here"})),
     )
@@ -687,18 +691,18 @@ pub async fn assert_still_serves(server: &Server, existing: &Client) {
     .expect("existing session still served");
     assert_eq!(ack.data_value(), Some(json!({"still": "here"})));
 
-    let (fresh, mut deliveries) = within(10.0, "fresh handshake", server.connected_client()).await;
-    within(10.0, "subscribe", fresh.subscribe("/alive/check"))
+    let (fresh, mut deliveries) = within(30.0, "fresh handshake", server.connected_client()).await;
+    within(30.0, "subscribe", fresh.subscribe("/alive/check"))
         .await
         .expect("subscribe");
     within(
-        10.0,
+        30.0,
         "publish",
         fresh.publish("/alive/check", &json!({"ok": true})),
     )
     .await
     .expect("publish");
-    let delivery = within(10.0, "own delivery", deliveries.recv())
+    let delivery = within(30.0, "own delivery", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/alive/check");
