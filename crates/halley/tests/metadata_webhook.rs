@@ -72,6 +72,7 @@ impl Backend {
                                 let (status, body) = match policy(&question) {
                                     Answer::Json(v) => (200, v.to_string()),
                                     Answer::Slow(d) => {
+                                        // The scenario: a backend this slow.
                                         tokio::time::sleep(d).await;
                                         (200, json!({"allow": true}).to_string())
                                     }
