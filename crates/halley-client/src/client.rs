@@ -127,7 +127,8 @@ impl ClientBuilder {
     /// (`ext: {"ack": true}`, merged into [`ClientBuilder::handshake_ext`]),
     /// and when the server agrees, tells it on every `/meta/connect` which
     /// batch of deliveries came last, so that it sends again whatever a
-    /// broken connection lost. See [`crate::ack`].
+    /// broken connection lost. The server then sends deliveries only in
+    /// connect replies; [`Client::ack_batch`] is the last batch received.
     pub fn ack(mut self, enabled: bool) -> Self {
         self.ack = enabled;
         self
