@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use halley_protocol::{meta, Advice, Subscription, BAYEUX_VERSION};
+use halley_protocol::{meta, Advice, Subscription};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -25,13 +25,14 @@ use tokio::task::JoinHandle;
 use crate::connect_loop;
 use crate::cookie::CookieJar;
 use crate::delivery::Deliveries;
-use crate::error::{Error, ServerError};
+use crate::error::Error;
+use crate::error::Result;
 use crate::message::{Incoming, Outgoing};
-use crate::session::{Counter, Session, State, Stats};
+use crate::session::{Session, State, Stats};
+use crate::shared::{Config, HandshakeInfo, Shared};
 use crate::transport::{
     http_client, LongPolling, RawResponse, Transport, TransportKind, WebSocket,
 };
-use crate::Result;
 
 /// Settings of a [`Client`]; see [`Client::builder`].
 #[derive(Debug)]
@@ -126,7 +127,8 @@ impl ClientBuilder {
     /// (`ext: {"ack": true}`, merged into [`ClientBuilder::handshake_ext`]),
     /// and when the server agrees, tells it on every `/meta/connect` which
     /// batch of deliveries came last, so that it sends again whatever a
-    /// broken connection lost. See [`crate::ack`].
+    /// broken connection lost. The server then sends deliveries only in
+    /// connect replies; [`Client::ack_batch`] is the last batch received.
     pub fn ack(mut self, enabled: bool) -> Self {
         self.ack = enabled;
         self
@@ -172,19 +174,6 @@ impl ClientBuilder {
     }
 }
 
-/// What the server said in its handshake reply.
-#[derive(Debug, Clone)]
-pub struct HandshakeInfo {
-    pub client_id: String,
-    pub version: Option<String>,
-    pub supported_connection_types: Vec<String>,
-    pub advice: Option<Advice>,
-    pub ext: Option<Box<RawValue>>,
-    /// Whether the ack extension is on for this session (asked for, and the
-    /// server agreed).
-    pub ack: bool,
-}
-
 /// The server's acknowledgement of a publish. For a `/service` channel it
 /// carries the service's answer in `data`.
 #[derive(Debug, Clone)]
@@ -201,166 +190,6 @@ impl PublishAck {
         self.data
             .as_ref()
             .map(|d| serde_json::from_str(d.get()).expect("RawValue holds valid JSON"))
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub max_network_delay: Duration,
-    pub backoff_increment: Duration,
-    pub max_backoff: Duration,
-    /// What every handshake sends as `ext` (with `"ack": true` when asked).
-    pub handshake_ext: Option<Box<RawValue>>,
-    pub ack: bool,
-}
-
-/// What the application's handle and the connect loop share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub transport: Transport,
-    /// Shared with the websocket's reader task, which hands deliveries over.
-    pub session: Arc<Session>,
-    pub config: Config,
-}
-
-impl Shared {
-    /// A message on `channel` with a fresh id and the session's `clientId`.
-    pub fn session_message(&self, channel: &str) -> Result<Outgoing> {
-        let client_id = self.session.client_id().ok_or(Error::NotHandshaken)?;
-        let mut message = Outgoing::new(channel);
-        message.id = Some(self.session.next_id());
-        message.client_id = Some(client_id);
-        Ok(message)
-    }
-
-    /// Sends a batch, hands its deliveries over and returns the replies.
-    pub async fn send(&self, messages: &[Outgoing], timeout: Duration) -> Result<Vec<Incoming>> {
-        let incoming = self.transport.exchange(messages, timeout).await?;
-        Ok(self.session.dispatch(incoming))
-    }
-
-    /// Sends one message; its successful reply, or why not.
-    pub async fn request(&self, message: Outgoing) -> Result<Incoming> {
-        let replies = self
-            .send(
-                std::slice::from_ref(&message),
-                self.config.max_network_delay,
-            )
-            .await?;
-        take_reply(replies, &message)
-    }
-
-    /// Opens a new session; the connect loop is not touched.
-    pub async fn handshake(&self) -> Result<HandshakeInfo> {
-        // Whatever the old session acknowledged means nothing to the new one.
-        self.session.set_ack(None);
-        let mut message = Outgoing::new(meta::HANDSHAKE);
-        message.id = Some(self.session.next_id());
-        message.version = Some(BAYEUX_VERSION);
-        message.minimum_version = Some(BAYEUX_VERSION);
-        message.supported_connection_types = Some(vec![self.transport.connection_type()]);
-        message.advice = Some(Advice {
-            timeout: Some(60_000),
-            interval: Some(0),
-            ..Advice::default()
-        });
-        message.ext = self.config.handshake_ext.clone();
-        let reply = self.request(message).await?;
-        let client_id = reply.client_id.clone().ok_or_else(|| {
-            Error::Malformed("successful handshake reply without clientId".into())
-        })?;
-        let ack = if self.config.ack {
-            crate::ack::negotiated(reply.ext.as_deref())
-        } else {
-            None
-        };
-        self.session.set_ack(ack);
-        self.session.set_client_id(Some(client_id.clone()));
-        self.session.set_standing_advice(reply.advice.as_ref());
-        self.session.set_state(State::Connecting);
-        self.session.count(Counter::Handshakes);
-        Ok(HandshakeInfo {
-            client_id,
-            version: reply.version,
-            supported_connection_types: reply.supported_connection_types.unwrap_or_default(),
-            advice: reply.advice,
-            ext: reply.ext,
-            ack: ack.is_some(),
-        })
-    }
-
-    /// Subscribes again to everything the application subscribed to, one
-    /// message per pattern in one batch (as the CometD clients do).
-    pub async fn resubscribe(&self) -> Result<()> {
-        let patterns = self.session.subscriptions();
-        if patterns.is_empty() {
-            return Ok(());
-        }
-        let mut messages = Vec::with_capacity(patterns.len());
-        for pattern in patterns {
-            let mut message = self.session_message(meta::SUBSCRIBE)?;
-            message.subscription = Some(Subscription::One(pattern));
-            messages.push(message);
-        }
-        let replies = self.send(&messages, self.config.max_network_delay).await?;
-        let mut first_error = None;
-        for message in &messages {
-            if let Err(e) = take_reply_of(&replies, message) {
-                tracing::warn!(error = %e, "re-subscription failed");
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-}
-
-/// The reply to `message` among `replies`: `Ok` if successful.
-fn take_reply(replies: Vec<Incoming>, message: &Outgoing) -> Result<Incoming> {
-    let id = message.id.as_deref();
-    let reply = replies
-        .into_iter()
-        .find(|r| r.id.as_deref() == id)
-        .ok_or_else(|| no_reply(message))?;
-    check(reply, message)
-}
-
-fn take_reply_of(replies: &[Incoming], message: &Outgoing) -> Result<()> {
-    let id = message.id.as_deref();
-    let reply = replies
-        .iter()
-        .find(|r| r.id.as_deref() == id)
-        .ok_or_else(|| no_reply(message))?;
-    if reply.is_successful() {
-        Ok(())
-    } else {
-        Err(refusal(reply, message))
-    }
-}
-
-fn check(reply: Incoming, message: &Outgoing) -> Result<Incoming> {
-    if reply.is_successful() {
-        Ok(reply)
-    } else {
-        Err(refusal(&reply, message))
-    }
-}
-
-fn no_reply(message: &Outgoing) -> Error {
-    Error::NoReply {
-        channel: message.channel.clone(),
-        id: message.id.clone().unwrap_or_default(),
-    }
-}
-
-pub(crate) fn refusal(reply: &Incoming, message: &Outgoing) -> Error {
-    Error::Refused {
-        channel: if reply.channel.is_empty() {
-            message.channel.clone()
-        } else {
-            reply.channel.clone()
-        },
-        error: ServerError::new(reply.error.clone().unwrap_or_default()),
-        advice: reply.advice.clone(),
     }
 }
 
@@ -447,24 +276,9 @@ impl Client {
         self.shared.transport.url()
     }
 
-    /// The transport this client uses.
-    pub fn transport(&self) -> &Transport {
-        &self.shared.transport
-    }
-
     /// The `connectionType` this client announces (`long-polling`, `websocket`).
     pub fn connection_type(&self) -> &'static str {
         self.shared.transport.connection_type()
-    }
-
-    /// Drops the websocket at once, without a close frame, as a network
-    /// failure would; requests waiting for a reply fail, and the connect
-    /// loop opens a new socket after its backoff, with the same session.
-    /// Does nothing on long-polling. Meant for tests and load generators.
-    pub fn abort_connection(&self) {
-        if let Transport::WebSocket(ws) = &self.shared.transport {
-            ws.abort();
-        }
     }
 
     /// Opens a session and starts the connect loop. Calling it again starts

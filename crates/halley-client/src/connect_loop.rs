@@ -15,9 +15,9 @@ use std::time::Duration;
 use halley_protocol::{meta, Advice, Reconnect};
 use tokio::sync::Notify;
 
-use crate::client::Shared;
 use crate::error::Error;
 use crate::session::{Counter, State};
+use crate::shared::Shared;
 
 /// What to do after one connect exchange.
 enum Next {
@@ -115,7 +115,7 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
         };
     }
     shared.session.set_state(State::Connecting);
-    let reason = crate::client::refusal(reply, &message);
+    let reason = reply.refusal(&message);
     tracing::debug!(error = %reason, "/meta/connect refused");
     match shared.session.reconnect_after_failure(reply) {
         Reconnect::Handshake => Next::Handshake,

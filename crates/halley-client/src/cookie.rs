@@ -94,7 +94,7 @@ impl CookieJar {
     }
 
     /// The `Cookie` request header value (`a=1; b=2`), if there are cookies.
-    pub fn header_value(&self) -> Option<String> {
+    pub(crate) fn header_value(&self) -> Option<String> {
         header_text(&self.lock().cookies)
     }
 
@@ -112,7 +112,7 @@ impl CookieJar {
     }
 
     /// Applies one `Set-Cookie` header value.
-    pub fn apply_set_cookie(&self, set_cookie: &str) {
+    pub(crate) fn apply_set_cookie(&self, set_cookie: &str) {
         let mut parts = set_cookie.split(';');
         let Some((name, value)) = parts.next().and_then(|pair| pair.split_once('=')) else {
             return;
@@ -135,7 +135,7 @@ impl CookieJar {
     }
 
     /// Applies every `Set-Cookie` header of a response.
-    pub fn store_response(&self, headers: &HeaderMap) {
+    pub(crate) fn store_response(&self, headers: &HeaderMap) {
         for value in headers.get_all(SET_COOKIE) {
             if let Ok(value) = value.to_str() {
                 self.apply_set_cookie(value);

@@ -29,19 +29,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The modules are private; what an application needs is re-exported here.
+//! From the bottom up (a module imports only modules listed before it, so no
+//! two import each other):
+//!
 //! | module | what it holds |
 //! |---|---|
-//! | [`ack`] | the ack extension ([`ClientBuilder::ack`]): numbered connect replies, re-sent when lost |
-//! | [`client`] | [`Client`] and its builder: handshake, subscribe, publish, disconnect, raw requests |
-//! | [`session`] | what one Bayeux session remembers: `clientId`, the server's advice, subscriptions, counters |
+//! | `error` | [`Error`], [`Result`], and [`ServerError`] for the `code:args:message` strings a server refuses with |
+//! | `ack` | the ack extension ([`ClientBuilder::ack`]): numbered connect replies, re-sent when lost |
+//! | `cookie` | a tiny per-browser cookie jar ([`CookieJar`], `BAYEUX_BROWSER`), private to a client or shared |
+//! | `message` | the client's side of the wire: [`Outgoing`] messages and [`Incoming`] replies and deliveries (a refusal among them becomes an [`Error`]) |
+//! | `delivery` | a broadcast as the application sees it ([`Delivery`]) and the receiver they arrive on ([`Deliveries`]) |
+//! | `session` | what one Bayeux session remembers: `clientId`, the server's advice, subscriptions, counters ([`State`], [`Stats`]) |
+//! | `transport` | how messages travel: long-polling or websocket, chosen with [`TransportKind`]; plain HTTP ([`RawResponse`], [`http_client`]) |
+//! | `transport::long_polling` | one HTTP/1.1 `POST` per batch, answered with replies and queued deliveries |
+//! | `transport::websocket` | one WebSocket per client: a reader task hands deliveries over as they come and matches replies to requests by `id` |
+//! | `shared` | what a client and its connect loop share: transport, session, settings, the handshake ([`HandshakeInfo`]) and request/reply exchanges |
 //! | `connect_loop` | the background task that keeps a `/meta/connect` outstanding and follows the advice |
-//! | [`transport`] | how messages travel: a [`Transport`] enum, chosen with [`TransportKind`] |
-//! | [`transport::long_polling`] | one HTTP/1.1 `POST` per batch, answered with replies and queued deliveries |
-//! | [`transport::websocket`] | one WebSocket per client: a reader task hands deliveries over as they come and matches replies to requests by `id` |
-//! | [`message`] | the client's side of the wire: [`Outgoing`] messages and [`Incoming`] replies and deliveries |
-//! | [`delivery`] | a broadcast as the application sees it ([`Delivery`]) and the receiver they arrive on |
-//! | [`cookie`] | a tiny per-browser cookie jar (`BAYEUX_BROWSER`), private to a client or shared |
-//! | [`error`] | [`Error`], and [`ServerError`] for the `code:args:message` strings a server refuses with |
+//! | `client` | [`Client`] and its builder: handshake, subscribe, publish, disconnect, raw requests |
 //!
 //! Cost per client matters (the load generator runs ~15,000 of them in one
 //! process): a client is one `Arc`, a few small mutexes, one background task
@@ -50,25 +55,24 @@
 //! cookies are handled here rather than by a reqwest cookie store so that many
 //! "browsers" can share one HTTP client.
 
-pub mod ack;
-pub mod client;
-pub mod cookie;
-pub mod delivery;
-pub mod error;
-pub mod message;
-pub mod session;
-pub mod transport;
-
+// Layered as in the table above (rustfmt sorts these lines alphabetically).
+mod ack;
+mod client;
 mod connect_loop;
+mod cookie;
+mod delivery;
+mod error;
+mod message;
+mod session;
+mod shared;
+mod transport;
 
-pub use client::{Client, ClientBuilder, HandshakeInfo, PublishAck};
+pub use client::{Client, ClientBuilder, PublishAck};
 pub use cookie::CookieJar;
 pub use delivery::{Deliveries, Delivery};
-pub use error::{Error, ServerError};
+pub use error::{Error, Result, ServerError};
 pub use halley_protocol::{Advice, Reconnect};
 pub use message::{Incoming, Outgoing};
 pub use session::{State, Stats};
-pub use transport::{http_client, RawResponse, Transport, TransportKind};
-
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use shared::HandshakeInfo;
+pub use transport::{http_client, RawResponse, TransportKind};

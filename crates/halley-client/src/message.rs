@@ -18,7 +18,7 @@ use halley_protocol::{Advice, Subscription};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::error::{Error, ServerError};
 
 /// A message the client sends.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -88,6 +88,21 @@ impl Incoming {
     pub fn is_successful(&self) -> bool {
         self.successful == Some(true)
     }
+
+    /// This refusal (`successful: false`) of `sent` as an [`Error`]: its
+    /// channel (the sent message's when the reply names none), error string
+    /// and advice.
+    pub(crate) fn refusal(&self, sent: &Outgoing) -> Error {
+        Error::Refused {
+            channel: if self.channel.is_empty() {
+                sent.channel.clone()
+            } else {
+                self.channel.clone()
+            },
+            error: ServerError::new(self.error.clone().unwrap_or_default()),
+            advice: self.advice.clone(),
+        }
+    }
 }
 
 fn id_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
@@ -101,7 +116,7 @@ fn id_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
 
 /// Parses a response body: a JSON array of messages (a bare object is
 /// accepted too, as servers may answer that way to a single message).
-pub fn decode_response(body: &[u8]) -> Result<Vec<Incoming>, Error> {
+pub(crate) fn decode_response(body: &[u8]) -> Result<Vec<Incoming>, Error> {
     let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     let parsed = if first == Some(b'{') {
         serde_json::from_slice::<Incoming>(body).map(|m| vec![m])
@@ -115,7 +130,7 @@ pub fn decode_response(body: &[u8]) -> Result<Vec<Incoming>, Error> {
 }
 
 /// Encodes a batch as a request body.
-pub fn encode_batch(messages: &[Outgoing]) -> Vec<u8> {
+pub(crate) fn encode_batch(messages: &[Outgoing]) -> Vec<u8> {
     serde_json::to_vec(messages).expect("outgoing messages always serialize")
 }
 

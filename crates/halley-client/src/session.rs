@@ -63,7 +63,7 @@ pub(crate) enum Counter {
 
 /// The state of one client's session.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     client_id: Mutex<Option<String>>,
     /// The advice of the handshake reply: what later partial advice overlays.
     standing_advice: Mutex<Advice>,
@@ -278,8 +278,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Deliveries;
     use crate::message::decode_response;
-    use crate::Deliveries;
 
     fn session() -> (Session, Deliveries) {
         let (tx, rx) = Deliveries::channel();

@@ -3,9 +3,13 @@
 //! `none`, refusals as values, cookies and URL suffixes. No Halley server is
 //! needed; the end-to-end suite in `crates/halley/tests` covers the real one.
 
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{eventually, within};
 use halley_client::{Client, Error, State};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -101,6 +105,8 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec<Se
         };
         log.lock().unwrap().push(seen.clone());
         let answer = script(&seen);
+        // Part of the script, not synchronisation: a server holding a
+        // connect (or answering after the client gave up).
         tokio::time::sleep(answer.delay).await;
         let body = answer.body.to_string();
         let cookie = answer
@@ -125,10 +131,11 @@ fn reply_to(m: &Value, extra: Value) -> Value {
     reply
 }
 
-/// A well-behaved server whose first session is lost after one connect.
-fn losing_server() -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+/// A well-behaved server whose first session is lost once the test sets
+/// `lose` (after its subscribe succeeded, so that there is something to
+/// subscribe again): the next connect of `c1` is refused with 402.
+fn losing_server(lose: Arc<AtomicBool>) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
     let handshakes = Mutex::new(0u32);
-    let connects_of_c1 = Mutex::new(0u32);
     move |seen: &Seen| {
         let m = &seen.messages[0];
         match m["channel"].as_str().unwrap() {
@@ -153,13 +160,10 @@ fn losing_server() -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
                     .collect(),
             )),
             "/meta/connect" if m["clientId"] == "c1" => {
-                let mut n = connects_of_c1.lock().unwrap();
-                *n += 1;
-                if *n == 1 {
-                    // Held a little, so the test's subscribe lands before
-                    // the session is lost.
+                if !lose.load(Ordering::SeqCst) {
+                    // Held a little (any time would do), then connect again.
                     Answer {
-                        delay: Duration::from_millis(150),
+                        delay: Duration::from_millis(50),
                         body: json!([reply_to(m, json!({}))]),
                         set_cookie: None,
                     }
@@ -192,7 +196,8 @@ fn losing_server() -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
 
 #[tokio::test]
 async fn rehandshakes_and_resubscribes_when_the_session_is_lost() {
-    let fake = Fake::start(losing_server()).await;
+    let lose = Arc::new(AtomicBool::new(false));
+    let fake = Fake::start(losing_server(lose.clone())).await;
     let client = Client::builder(&fake.url)
         .backoff(Duration::from_millis(50), Duration::from_millis(200))
         .build()
@@ -204,10 +209,10 @@ async fn rehandshakes_and_resubscribes_when_the_session_is_lost() {
     assert_eq!(info.client_id, "c1");
     assert_eq!(info.advice.unwrap().timeout, Some(200));
     client.subscribe("/x").await.unwrap();
+    lose.store(true, Ordering::SeqCst);
 
-    let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+    let delivery = within("a delivery after the re-handshake", deliveries.recv())
         .await
-        .expect("a delivery after the re-handshake")
         .unwrap();
     assert_eq!(delivery.channel, "/x");
     assert_eq!(delivery.data_value(), json!({"n": 1}));
@@ -249,7 +254,7 @@ async fn rehandshakes_and_resubscribes_when_the_session_is_lost() {
 
 #[tokio::test]
 async fn refusals_are_error_values_with_the_bayeux_error() {
-    let fake = Fake::start(losing_server()).await;
+    let fake = Fake::start(losing_server(Arc::default())).await;
     let client = Client::builder(&fake.url).build().unwrap();
     assert!(matches!(
         client.subscribe("/x").await,
@@ -277,12 +282,9 @@ async fn advice_none_ends_the_connect_loop() {
     .await;
     let client = Client::builder(&fake.url).build().unwrap();
     client.handshake().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.state() != State::Disconnected {
-        assert!(tokio::time::Instant::now() < deadline, "loop did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the loop to stop", || client.state() == State::Disconnected).await;
+    // The loop sets Disconnected as it returns, and the fake records a
+    // request before answering it: every connect ever sent is counted.
     let connects = fake
         .seen()
         .iter()
@@ -294,7 +296,7 @@ async fn advice_none_ends_the_connect_loop() {
 
 #[tokio::test]
 async fn shared_cookie_jar_makes_two_clients_one_browser() {
-    let fake = Fake::start(losing_server()).await;
+    let fake = Fake::start(losing_server(Arc::default())).await;
     let jar = Arc::new(halley_client::CookieJar::new());
     let a = Client::builder(&fake.url)
         .cookie_jar(jar.clone())
@@ -312,7 +314,7 @@ async fn shared_cookie_jar_makes_two_clients_one_browser() {
         .await
         .unwrap();
     assert_eq!(response.status, 200);
-    assert_eq!(response.messages()[0]["successful"], true);
+    assert_eq!(response.json().unwrap()[0]["successful"], true);
     // Client `a`'s connect loop runs meanwhile: find b's request by its id.
     let raw = fake
         .seen()
@@ -415,18 +417,11 @@ async fn the_ack_extension_numbers_connects_and_survives_lost_replies() {
 
     let mut got = Vec::new();
     while got.len() < 4 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
-            .await
-            .expect("four deliveries")
-            .unwrap();
+        let delivery = within("four deliveries", deliveries.recv()).await.unwrap();
         got.push(delivery.data_value()["n"].as_u64().unwrap());
     }
     assert_eq!(got, [1, 2, 3, 4], "each once, in order");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.ack_batch() < Some(9) {
-        assert!(tokio::time::Instant::now() < deadline, "no batch 9");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("batch 9", || client.ack_batch() >= Some(9)).await;
     assert_eq!(client.client_id().as_deref(), Some("a2"));
     assert_eq!(client.stats().rehandshakes, 1);
     assert!(deliveries.is_empty(), "no duplicate");
@@ -475,7 +470,7 @@ async fn the_ack_extension_numbers_connects_and_survives_lost_replies() {
 #[tokio::test]
 async fn no_ack_unless_asked_for_and_agreed() {
     // Asked for, but the server does not answer ext.ack.
-    let fake = Fake::start(losing_server()).await;
+    let fake = Fake::start(losing_server(Arc::default())).await;
     let client = Client::builder(&fake.url).ack(true).build().unwrap();
     let info = client.handshake().await.unwrap();
     assert!(!info.ack);
@@ -484,11 +479,10 @@ async fn no_ack_unless_asked_for_and_agreed() {
     let acking = Fake::start(acking_server()).await;
     let plain = Client::builder(&acking.url).build().unwrap();
     assert!(!plain.handshake().await.unwrap().ack);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.stats().connects < 2 || plain.stats().connects < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "connects");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("two connects of each client", || {
+        client.stats().connects >= 2 && plain.stats().connects >= 2
+    })
+    .await;
     let handshake = &fake.seen()[0].messages[0];
     assert_eq!(handshake["ext"], json!({"ack": true}));
     for seen in fake.seen().iter().chain(&acking.seen()) {

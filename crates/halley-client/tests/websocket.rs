@@ -5,9 +5,12 @@
 //! that never comes, pings. The end-to-end suite in `crates/halley/tests`
 //! covers the real server.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{eventually, within};
 use futures_util::{SinkExt, StreamExt};
 use halley_client::{Client, CookieJar, Error, State, TransportKind};
 use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
@@ -38,6 +41,8 @@ struct Log {
     /// Every message received, in order.
     messages: Vec<Value>,
     pongs: usize,
+    /// Late replies (to `/late`) the fake has tried to write.
+    late_replies: usize,
 }
 
 struct Fake {
@@ -147,7 +152,8 @@ fn reply_to(m: &Value, extra: Value) -> Value {
     reply
 }
 
-/// Writes `frame` after `delay`, as a server that holds something would.
+/// Writes `frame` after `delay`, as a server that holds something would
+/// (part of the script, not synchronisation).
 fn later(out: &mpsc::UnboundedSender<Out>, delay: Duration, frame: Value) {
     let out = out.clone();
     tokio::spawn(async move {
@@ -158,7 +164,7 @@ fn later(out: &mpsc::UnboundedSender<Out>, delay: Duration, frame: Value) {
 
 /// The fake's behaviour, one frame of messages at a time (`log` already
 /// holds them).
-fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>, log: &Mutex<Log>) {
+fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>, log: &Arc<Mutex<Log>>) {
     let send = |frame: Value| {
         let _ = out.send(Out::Frame(frame));
     };
@@ -236,11 +242,18 @@ fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>, log: &Mutex<Log>
             let _ = out.send(Out::Close);
         }
         "/silent" => {}
-        "/late" => later(
-            out,
-            Duration::from_millis(500),
-            json!([reply_to(m, json!({}))]),
-        ),
+        // Answered after the client gave up (its timeout is 200 ms); the
+        // log counts the attempt, made whether or not the socket is still
+        // there.
+        "/late" => {
+            let (out, log) = (out.clone(), log.clone());
+            let reply = json!([reply_to(m, json!({}))]);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = out.send(Out::Frame(reply));
+                log.lock().unwrap().late_replies += 1;
+            });
+        }
         "/ping" => {
             let _ = out.send(Out::Ping);
             send(json!([reply_to(m, json!({}))]));
@@ -248,16 +261,6 @@ fn script(messages: &[Value], out: &mpsc::UnboundedSender<Out>, log: &Mutex<Log>
         "/meta/disconnect" => send(json!([reply_to(m, json!({}))])),
         _ => send(json!([reply_to(m, json!({}))])),
     }
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 #[tokio::test]
@@ -274,7 +277,7 @@ async fn speaks_the_cometd_websocket_dialect() {
     assert_eq!(client.connection_type(), "websocket");
     let info = client.handshake().await.unwrap();
     assert_eq!(info.client_id, "w1");
-    wait_for("two connects", || client.stats().connects >= 2).await;
+    eventually("two connects", || client.stats().connects >= 2).await;
 
     let upgrades = fake.upgrades();
     assert_eq!(upgrades.len(), 1, "{upgrades:?}");
@@ -367,7 +370,7 @@ async fn a_socket_closed_under_a_request_fails_it_and_the_next_one_reopens() {
     assert_eq!(fake.upgrades().len(), 2);
     assert_eq!(client.client_id().as_deref(), Some("w1"));
     assert_eq!(client.stats().handshakes, 1);
-    wait_for("a connect on the new socket", || {
+    eventually("a connect on the new socket", || {
         client.state() == State::Connected
     })
     .await;
@@ -394,7 +397,10 @@ async fn a_reply_that_does_not_come_in_time_condemns_the_socket() {
     // harms nothing.
     let error = client.publish("/late", &0).await.unwrap_err();
     assert!(matches!(error, Error::Timeout(_)), "{error:?}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually("the late reply", || {
+        fake.log.lock().unwrap().late_replies >= 1
+    })
+    .await;
     client.publish("/fine", &1).await.unwrap();
     assert_eq!(fake.upgrades().len(), 3);
     assert_eq!(client.client_id().as_deref(), Some("w1"));
@@ -407,7 +413,7 @@ async fn pings_are_answered() {
     let client = fake.client();
     client.handshake().await.unwrap();
     client.publish("/ping", &0).await.unwrap();
-    wait_for("a pong", || fake.log.lock().unwrap().pongs >= 1).await;
+    eventually("a pong", || fake.log.lock().unwrap().pongs >= 1).await;
 }
 
 #[tokio::test]
@@ -448,14 +454,11 @@ async fn the_ack_extension_over_websocket_resends_what_a_lost_socket_took() {
     assert!(client.handshake().await.unwrap().ack);
     let mut got = Vec::new();
     while got.len() < 5 {
-        let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
-            .await
-            .expect("five deliveries")
-            .unwrap();
+        let delivery = within("five deliveries", deliveries.recv()).await.unwrap();
         got.push(delivery.data_value());
     }
     assert_eq!(got, [json!(1), json!(2), json!(3), json!(4), json!(5)]);
-    wait_for("batch 7", || client.ack_batch() >= Some(7)).await;
+    eventually("batch 7", || client.ack_batch() >= Some(7)).await;
     assert!(deliveries.is_empty(), "no duplicate");
     assert_eq!(fake.upgrades().len(), 2, "one socket lost");
     assert_eq!(client.stats().handshakes, 1, "same session");

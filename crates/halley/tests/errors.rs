@@ -86,8 +86,7 @@ async fn more_messages_than_max_batch_messages_is_an_error() {
     let response = post(&browser, &batch(6)).await;
     let refused = response.status >= 400
         || (response.status == 200
-            && response
-                .messages()
+            && messages_of(&response)
                 .iter()
                 .all(|m| m["successful"] == false && m["error"].is_string()));
     assert!(

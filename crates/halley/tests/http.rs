@@ -1,9 +1,10 @@
 //! The HTTP surface around Bayeux: health check, callback-polling (JSONP),
-//! and a graceful stop on SIGTERM.
+//! and a graceful stop on SIGTERM. Also the harness's own test (finding the
+//! `listening on` URL), which lives here so that it runs once.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use halley_client::Client;
@@ -44,7 +45,9 @@ fn unwrap_jsonp(callback: &str, body: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn callback_polling_wraps_replies_in_the_callback() {
-    let server = Server::start(&["--timeout", "1000"]);
+    // Held connects wait 60 s: a connect answered within the 30 s of
+    // `within` was answered because of what was queued.
+    let server = Server::start(&["--timeout", "60000"]);
     let browser = server.browser();
     let url = jsonp_url(
         &server,
@@ -102,12 +105,13 @@ async fn callback_polling_wraps_replies_in_the_callback() {
         .publish("/jsonp", &json!({"via": "jsonp"}))
         .await
         .unwrap();
-    let started = Instant::now();
-    let response = browser.raw_get(&connect("4", json!({}))).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "queued message answers at once"
-    );
+    let response = within(
+        30.0,
+        "a connect with a queued message",
+        browser.raw_get(&connect("4", json!({}))),
+    )
+    .await
+    .unwrap();
     let replies = unwrap_jsonp("jQuery_123", &response.text());
     let delivered = deliveries_in(&replies);
     assert_eq!(delivered.len(), 1, "{replies:?}");
@@ -164,24 +168,45 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    held_in_browser(&server, &browser).await;
     assert!(!held.is_finished(), "the connect should be held");
 
     let exit = tokio::task::spawn_blocking(move || {
-        let status = server.terminate(Duration::from_secs(10));
-        (status, server.log())
+        let status = server.terminate(Duration::from_secs(30));
+        let log = if status.is_some() {
+            server.final_log()
+        } else {
+            server.log()
+        };
+        (status, log)
     });
-    let response = within(10.0, "the held connect after SIGTERM", held)
+    let response = within(30.0, "the held connect after SIGTERM", held)
         .await
         .unwrap()
         .expect("an HTTP answer, not a dropped connection");
     assert_eq!(response.status, 200, "{}", response.text());
-    let replies = response.messages();
+    let replies = messages_of(&response);
     let reply = reply_with_id(&replies, "held");
     assert_eq!(reply["channel"], "/meta/connect");
     assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");
 
     let (status, log) = exit.await.unwrap();
-    let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGTERM; log:\n{log}"));
+    let status = status.unwrap_or_else(|| panic!("still running 30 s after SIGTERM; log:\n{log}"));
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
+}
+
+/// The harness finds the URL in the server's `listening on` line (here,
+/// not in `common`, so that it runs once rather than in every test binary).
+#[test]
+fn finds_the_listening_url() {
+    assert_eq!(
+        listening_url("2024 INFO halley: listening on http://127.0.0.1:4321/cometd").as_deref(),
+        Some("http://127.0.0.1:4321/cometd")
+    );
+    assert_eq!(
+        listening_url("\u{1b}[32mINFO\u{1b}[0m listening on http://127.0.0.1:1/cometd\u{1b}[0m x")
+            .as_deref(),
+        Some("http://127.0.0.1:1/cometd")
+    );
+    assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
 }

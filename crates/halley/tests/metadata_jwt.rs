@@ -149,7 +149,7 @@ async fn a_denied_publish_reaches_no_one_and_an_allowed_one_does() {
         .publish("/chat/1", &json!("yes"))
         .await
         .expect("inside bob's claims");
-    let delivery = within(5.0, "the allowed message", deliveries.recv())
+    let delivery = within(30.0, "the allowed message", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(
@@ -287,13 +287,19 @@ async fn an_expired_session_frees_its_place() {
         handshake_with_token(&server.browser(), &token).await["successful"],
         true
     );
-    // Never connects: expires after max-interval.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    let again = handshake_with_token(&server.browser(), &token).await;
-    assert_eq!(
-        again["successful"], true,
-        "the expired session's place was freed: {again}"
-    );
+    // Never connects: expires after max-interval. Until then the user's
+    // place is taken; ask every 100 ms until it is free.
+    within(30.0, "the expired session's place to be freed", async {
+        loop {
+            let again = handshake_with_token(&server.browser(), &token).await;
+            if again["successful"] == true {
+                break;
+            }
+            assert_denied(&again, "403::handshake_denied", "too many sessions");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
 }
 
 #[test]

@@ -35,7 +35,7 @@ async fn a_subscriber_receives_what_was_posted_byte_for_byte() {
     let (status, answer) = post(&server, Some("k"), &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, json!([{"channel":"/stocks/AAPL","delivered":1}]));
-    let delivery = within(5.0, "the posted message", deliveries.recv())
+    let delivery = within(30.0, "the posted message", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/stocks/AAPL");
@@ -62,7 +62,7 @@ async fn an_array_publishes_each_message_in_order() {
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(
-            within(5.0, "a message", deliveries.recv())
+            within(30.0, "a message", deliveries.recv())
                 .await
                 .unwrap()
                 .data_value(),
@@ -113,7 +113,7 @@ async fn invalid_requests_get_400_and_publish_nothing() {
     }
     // Nothing of the refused array went out: the next message is the first.
     post(&server, Some("k"), r#"{"channel":"/a","data":"ok"}"#).await;
-    let first = within(5.0, "a message", deliveries.recv()).await.unwrap();
+    let first = within(30.0, "a message", deliveries.recv()).await.unwrap();
     assert_eq!(first.data_value(), json!("ok"));
 }
 
@@ -182,7 +182,7 @@ async fn halley_publish_posts_and_prints_the_answer() {
         serde_json::from_str::<Value>(&stdout).unwrap(),
         json!([{"channel":"/x","delivered":1}])
     );
-    let delivery = within(5.0, "the published message", deliveries.recv())
+    let delivery = within(30.0, "the published message", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.data.get(), r#"{"a":1}"#);

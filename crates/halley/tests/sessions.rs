@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use halley_client::{Client, Error, State};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_session_without_connects_expires() {
@@ -25,6 +25,10 @@ async fn a_session_without_connects_expires() {
     let browser = server.browser();
     let client_id = handshake(&browser).await;
     first_connect(&browser, &client_id).await;
+    // The scenario, not synchronisation: the browser stays silent for more
+    // than max-interval (800 ms) plus a sweep (100 ms), so its session
+    // expires. Nothing observable says "expired" short of asking, and
+    // asking (a connect) is what would keep the session alive.
     tokio::time::sleep(Duration::from_millis(2000)).await;
 
     let replies = connect(&browser, &client_id, "late").await;
@@ -53,42 +57,58 @@ async fn a_session_without_connects_expires() {
 
 #[tokio::test]
 async fn a_newer_connect_ends_the_held_one() {
-    let server = Server::start(&["--timeout", "4000"]);
+    // Held connects wait 60 s unless they ask for less: one answered within
+    // the 30 s of `within` was ended by a newer connect, not by its timeout.
+    let server = Server::start(&["--timeout", "60000"]);
     let browser = server.browser();
     let client_id = handshake(&browser).await;
     first_connect(&browser, &client_id).await;
 
-    let spawn_connect = |id: &'static str| {
+    let spawn_connect = |id: String, advice: Value| {
         let url = server.url.clone();
         let jar = browser.cookies().clone();
         let client_id = client_id.clone();
         tokio::spawn(async move {
             let browser = Client::builder(url).cookie_jar(jar).build().unwrap();
             let started = Instant::now();
-            let replies = connect(&browser, &client_id, id).await;
-            (started.elapsed(), Instant::now(), replies)
+            let replies = exchange(
+                &browser,
+                &json!([{"id": id, "channel": "/meta/connect", "clientId": client_id,
+                         "connectionType": "long-polling", "advice": advice}]),
+            )
+            .await;
+            (started.elapsed(), replies)
         })
     };
-    let older = spawn_connect("older");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!older.is_finished(), "the first connect should be held");
-    let newer_sent = Instant::now();
-    let newer = spawn_connect("newer");
+    // Two connects at once: whichever reaches the server second ends the
+    // other, so the first answered is the older one.
+    let mut x = spawn_connect("x".into(), json!({}));
+    let mut y = spawn_connect("y".into(), json!({}));
+    let ((_, replies), held, held_id) = within(30.0, "the older connect to be ended", async {
+        tokio::select! {
+            done = &mut x => (done.unwrap(), y, "y"),
+            done = &mut y => (done.unwrap(), x, "x"),
+        }
+    })
+    .await;
+    let older = &replies[0];
+    assert_eq!(older["channel"], "/meta/connect", "{replies:?}");
+    assert_eq!(older["successful"], true, "{replies:?}");
+    assert!(!held.is_finished(), "the newer connect {held_id} is held");
 
-    let (_, older_done, replies) = within(5.0, "the older connect", older).await.unwrap();
-    assert!(
-        older_done - newer_sent < Duration::from_millis(2000),
-        "the older connect was answered {:?} after the newer one arrived",
-        older_done - newer_sent
-    );
-    assert_eq!(reply_with_id(&replies, "older")["channel"], "/meta/connect");
-
-    let (newer_held, _, replies) = within(8.0, "the newer connect", newer).await.unwrap();
-    let reply = reply_with_id(&replies, "newer");
+    // A third connect, asking to be held 3 s, ends the held one in turn and
+    // is itself held normally.
+    let newest = spawn_connect("newest".into(), json!({"timeout": 3000}));
+    let (_, replies) = within(30.0, "the held connect to be ended", held)
+        .await
+        .unwrap();
+    assert_eq!(reply_with_id(&replies, held_id)["successful"], true);
+    let (newest_held, replies) = within(30.0, "the newest connect", newest).await.unwrap();
+    let reply = reply_with_id(&replies, "newest");
     assert_eq!(reply["successful"], true, "{reply}");
     assert!(
-        newer_held >= Duration::from_millis(3000),
-        "the newer connect is held normally, was answered after {newer_held:?}"
+        newest_held >= Duration::from_millis(3000),
+        "the newest connect is held normally, was answered after {newest_held:?}"
     );
 }
 
@@ -109,33 +129,36 @@ async fn a_second_held_connect_of_one_browser_gets_multiple_clients_advice() {
     first_connect(&browser, &a).await;
     first_connect(&browser, &b).await;
 
-    let held = {
+    // Both sessions ask to be held at once: one holds the browser's only
+    // poll (4 s), the other is answered at once with `multiple-clients`
+    // advice, which a connect held to its timeout never carries.
+    let spawn_connect = |client_id: String, id: &'static str| {
         let url = server.url.clone();
         let jar = browser.cookies().clone();
-        let a = a.clone();
         tokio::spawn(async move {
             let tab = Client::builder(url).cookie_jar(jar).build().unwrap();
-            connect(&tab, &a, "a1").await
+            connect(&tab, &client_id, id).await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!held.is_finished(), "session A's connect should be held");
-
-    let started = Instant::now();
-    let replies = connect(&browser, &b, "b1").await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_millis(1500),
-        "B's connect was held {elapsed:?}"
-    );
-    let reply = reply_with_id(&replies, "b1");
+    let mut on_a = spawn_connect(a.clone(), "a1");
+    let mut on_b = spawn_connect(b.clone(), "b1");
+    let (replies, held, held_id, polled_id) = within(30.0, "the first connect reply", async {
+        tokio::select! {
+            done = &mut on_a => (done.unwrap(), on_b, "b1", "a1"),
+            done = &mut on_b => (done.unwrap(), on_a, "a1", "b1"),
+        }
+    })
+    .await;
+    let reply = reply_with_id(&replies, polled_id);
     assert_eq!(reply["channel"], "/meta/connect");
     assert_eq!(reply["advice"]["multiple-clients"], true, "{reply}");
     assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");
     assert_eq!(reply["advice"]["interval"], 2000, "{reply}");
-    assert!(!held.is_finished(), "A's connect is still held");
-    let replies = within(8.0, "A's held connect", held).await.unwrap();
-    assert_eq!(reply_with_id(&replies, "a1")["successful"], true);
+    assert!(!held.is_finished(), "the other connect is still held");
+    let replies = within(30.0, "the held connect", held).await.unwrap();
+    let reply = reply_with_id(&replies, held_id);
+    assert_eq!(reply["successful"], true, "{reply}");
+    assert!(reply["advice"].get("multiple-clients").is_none(), "{reply}");
 }
 
 #[tokio::test]
@@ -267,17 +290,16 @@ async fn the_client_rehandshakes_and_resubscribes_when_its_session_is_lost() {
     // session, so the client's next connect gets 402::session_unknown.
     let address = server.address().to_owned();
     server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let server = Server::start_at(&address, &["--timeout", "1000"]);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !(client.stats().rehandshakes >= 1
         && client.state() == State::Connected
         && client.client_id().as_deref() != Some(old_id.as_str()))
     {
         assert!(
             Instant::now() < deadline,
-            "no re-handshake within 10 s: state {:?}, {:?}, clientId {:?} (old {old_id}); server log:\n{}",
+            "no re-handshake within 30 s: state {:?}, {:?}, clientId {:?} (old {old_id}); server log:\n{}",
             client.state(),
             client.stats(),
             client.client_id(),
@@ -292,7 +314,7 @@ async fn the_client_rehandshakes_and_resubscribes_when_its_session_is_lost() {
         .publish("/rh", &json!({"after": "rehandshake"}))
         .await
         .unwrap();
-    let delivery = within(5.0, "delivery after re-handshake", deliveries.recv())
+    let delivery = within(30.0, "delivery after re-handshake", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/rh");
@@ -301,25 +323,20 @@ async fn the_client_rehandshakes_and_resubscribes_when_its_session_is_lost() {
 
 #[tokio::test]
 async fn a_held_connect_of_a_disconnected_session_tells_the_client_to_stop() {
-    let server = Server::start(&["--timeout", "5000"]);
+    // Held for 60 s: the connect found held is still the one held when the
+    // disconnect comes.
+    let server = Server::start(&["--timeout", "60000"]);
     let (client, _) = server.connected_client().await;
     let client_id = client.client_id().unwrap();
     // Wait until the loop's second connect is held.
-    within(5.0, "first connect", async {
-        while client.stats().connects < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(30.0, "first connect", || client.stats().connects >= 1).await;
+    held_in_browser(&server, &client).await;
 
     // Another tab of the same browser ends the session.
     let reply = send_one(&client, &client_id, "bye", "/meta/disconnect", json!({})).await;
     assert_eq!(reply["successful"], true, "{reply}");
-    within(3.0, "the connect loop to stop on advice none", async {
-        while client.state() != State::Disconnected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually(30.0, "the connect loop to stop on advice none", || {
+        client.state() == State::Disconnected
     })
     .await;
     assert_eq!(client.stats().rehandshakes, 0);
@@ -350,7 +367,7 @@ async fn client_api_round_trip() {
     // next publish reply, so compare as a set.
     let mut got = Vec::new();
     for _ in 0..2 {
-        let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+        let d = within(30.0, "delivery", deliveries.recv()).await.unwrap();
         got.push((d.channel.clone(), d.data_value()));
     }
     got.sort_by(|x, y| x.0.cmp(&y.0));
@@ -364,7 +381,7 @@ async fn client_api_round_trip() {
     client.unsubscribe("/api/a").await.unwrap();
     client.publish("/api/a", &json!(3)).await.unwrap();
     client.publish("/api/b", &json!(4)).await.unwrap();
-    let d = within(5.0, "delivery", deliveries.recv()).await.unwrap();
+    let d = within(30.0, "delivery", deliveries.recv()).await.unwrap();
     assert_eq!((d.channel.as_str(), d.data_value()), ("/api/b", json!(4)));
 
     let err = client.subscribe("/meta/connect").await.unwrap_err();
@@ -375,12 +392,7 @@ async fn client_api_round_trip() {
     );
 
     // The loop is alive: it has connected at least once (first connect).
-    within(5.0, "connected", async {
-        while client.state() != State::Connected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    eventually(30.0, "connected", || client.state() == State::Connected).await;
     client.disconnect().await.unwrap();
     assert_eq!(client.state(), State::Disconnected);
     assert!(matches!(
@@ -412,12 +424,16 @@ async fn two_tabs_of_one_browser_both_receive() {
         client.handshake().await.unwrap();
         client.subscribe("/tabs").await.unwrap();
     }
-    // Let both loops settle into "one holds, the other polls every 300 ms".
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both loops settle into "one holds, the other polls every 300 ms":
+    // the polling one has been told so.
+    eventually(30.0, "one tab told to poll (multiple-clients)", || {
+        a.advice().multiple_clients == Some(true) || b.advice().multiple_clients == Some(true)
+    })
+    .await;
     let (publisher, _) = server.connected_client().await;
     publisher.publish("/tabs", &json!("both")).await.unwrap();
     for (i, deliveries) in deliveries.iter_mut().enumerate() {
-        let d = within(5.0, &format!("delivery to tab {i}"), deliveries.recv())
+        let d = within(30.0, &format!("delivery to tab {i}"), deliveries.recv())
             .await
             .unwrap();
         assert_eq!(d.data_value(), json!("both"));

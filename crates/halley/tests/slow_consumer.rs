@@ -39,7 +39,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{exchange, first_connect, handshake, reply_with_id, within, Server};
+use common::{
+    eventually, exchange, first_connect, handshake, messages_of, reply_with_id, within, Server,
+};
 use futures_util::{SinkExt, StreamExt};
 use halley_client::{Client, Deliveries};
 use serde::Deserialize;
@@ -115,7 +117,7 @@ impl RawSocket {
     async fn until_reply(&mut self, id: &str) -> (Vec<Value>, Value) {
         let mut deliveries = Vec::new();
         loop {
-            let frame = within(10.0, "a websocket frame", self.ws.next())
+            let frame = within(30.0, "a websocket frame", self.ws.next())
                 .await
                 .expect("socket open")
                 .expect("websocket frame");
@@ -242,7 +244,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
     } else {
         server.connected_client().await
     };
-    within(10.0, "subscribe", healthy.subscribe("/feed"))
+    within(30.0, "subscribe", healthy.subscribe("/feed"))
         .await
         .unwrap();
     let (stalled_lp, stalled_lp_id) = stalled_long_polling(&server).await;
@@ -272,7 +274,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
     let publishing = Instant::now();
     for from in (0..MESSAGES).step_by(BATCH as usize) {
         // At most one batch ahead of the healthy subscriber.
-        within(20.0, "the healthy subscriber to keep up", async {
+        within(30.0, "the healthy subscriber to keep up", async {
             while received.load(Ordering::SeqCst) + BATCH < from {
                 assert!(
                     !broken.load(Ordering::SeqCst),
@@ -283,14 +285,14 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         })
         .await;
         let response = within(
-            20.0,
+            30.0,
             "a publish batch",
             publisher.raw_post(publish_body(&publisher_id, from, &pad)),
         )
         .await
         .expect("publish request");
         assert_eq!(response.status, 200, "{}", response.text());
-        let replies = response.messages();
+        let replies = messages_of(&response);
         let acked = replies
             .iter()
             .filter(|m| m["channel"] == "/feed" && m["successful"] == true)
@@ -298,7 +300,7 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         assert_eq!(acked as u64, BATCH, "every publish acknowledged");
     }
     let publish_time = publishing.elapsed();
-    within(20.0, "the healthy subscriber to get everything", async {
+    within(30.0, "the healthy subscriber to get everything", async {
         while received.load(Ordering::SeqCst) < MESSAGES && !broken.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -394,6 +396,13 @@ async fn slow_consumers_are_bounded(policy: &str, healthy_over_websocket: bool) 
         }
     }
     if policy == "disconnect" {
+        let overflows = || {
+            server
+                .log()
+                .matches("outbox overflow: disconnecting the session")
+                .count()
+        };
+        eventually(30.0, "two overflows in the log", || overflows() >= 2).await;
         let log = server.log();
         assert_eq!(
             log.matches("outbox overflow: disconnecting the session")

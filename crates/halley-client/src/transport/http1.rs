@@ -301,6 +301,25 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    /// Polls `condition` until it holds; 30 s is a deadline only a broken
+    /// test reaches, not a bound on how long the step may take.
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !condition() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("still waiting for {what}"));
+    }
+
+    /// Whether the connection kept idle (if any) is seen closed.
+    fn idle_closed(connections: &Connections) -> bool {
+        let idle = connections.idle.lock().unwrap();
+        idle.as_ref().is_none_or(|sender| sender.is_closed())
+    }
 
     /// A server answering every request `[]`, closing each connection after
     /// `per_connection` responses; counts the connections it accepted.
@@ -382,24 +401,27 @@ mod tests {
                 .post(target.clone(), Bytes::from_static(b"[]"), &jar)
                 .await
                 .unwrap();
-            // Let the connection's task see the close.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The server closed the connection after its response: wait
+            // until the client's connection task has seen it.
+            eventually("the close to be seen", || idle_closed(&connections)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
-    /// A server answering `[]`, after 300 ms to a body of `"slow"`; counts
-    /// the connections it accepted and those the client closed.
-    async fn slow_server() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// A server answering `[]`, to a body of `"slow"` only once `release`
+    /// is notified (a held request); counts the connections it accepted and
+    /// those the client closed.
+    async fn slow_server() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Notify>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/cometd", listener.local_addr().unwrap());
         let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (a, c) = (accepted.clone(), closed.clone());
+        let release = Arc::new(Notify::new());
+        let (a, c, r) = (accepted.clone(), closed.clone(), release.clone());
         tokio::spawn(async move {
             loop {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 a.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
+                let (c, r) = (c.clone(), r.clone());
                 tokio::spawn(async move {
                     let mut chunk = [0u8; 4096];
                     loop {
@@ -411,7 +433,7 @@ mod tests {
                             }
                             Ok(n) => {
                                 if String::from_utf8_lossy(&chunk[..n]).ends_with("\"slow\"") {
-                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    r.notified().await;
                                 }
                             }
                         }
@@ -421,7 +443,7 @@ mod tests {
                 });
             }
         });
-        (url, accepted, closed)
+        (url, accepted, closed, release)
     }
 
     /// While a request is held, another opens a second connection: kept
@@ -430,7 +452,7 @@ mod tests {
     async fn without_a_spare_the_second_connection_closes_after_its_answer() {
         for keep_spare in [true, false] {
             let jar = CookieJar::new();
-            let (url, accepted, closed) = slow_server().await;
+            let (url, accepted, closed, release) = slow_server().await;
             let connections = Arc::new(Connections::new(&url, None).keep_spare(keep_spare));
             let target = Connections::target(&url).unwrap();
             let held = tokio::spawn({
@@ -441,19 +463,28 @@ mod tests {
                     connections.post(target, body, &jar).await.unwrap();
                 }
             });
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The held request is under way (and stays so until released).
+            eventually("the held request", || {
+                connections.in_flight.load(Ordering::SeqCst) == 1
+                    && accepted.load(Ordering::SeqCst) == 1
+            })
+            .await;
             connections
                 .post(target.clone(), Bytes::from_static(b"[]"), &jar)
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
             assert_eq!(accepted.load(Ordering::SeqCst), 2);
-            let expected = if keep_spare { 0 } else { 1 };
-            assert_eq!(
-                closed.load(Ordering::SeqCst),
-                expected,
-                "keep_spare {keep_spare}"
-            );
+            if keep_spare {
+                assert!(!idle_closed(&connections), "the second one is kept");
+                assert_eq!(closed.load(Ordering::SeqCst), 0);
+            } else {
+                assert!(connections.idle.lock().unwrap().is_none(), "not kept");
+                eventually("the server to see the close", || {
+                    closed.load(Ordering::SeqCst) == 1
+                })
+                .await;
+            }
+            release.notify_one();
             held.await.unwrap();
         }
     }

@@ -18,15 +18,15 @@ use halley_protocol::meta;
 use hyper::Uri;
 use reqwest::Method;
 
+use super::http::{http_request, RawResponse};
 use super::http1::Connections;
-use super::{http_request, RawResponse};
 use crate::cookie::CookieJar;
 use crate::error::Error;
 use crate::message::{decode_response, encode_batch, Incoming, Outgoing};
 
 /// The long-polling transport of one client.
 #[derive(Debug)]
-pub struct LongPolling {
+pub(crate) struct LongPolling {
     /// For raw requests only.
     http: reqwest::Client,
     url: String,
@@ -75,12 +75,6 @@ impl LongPolling {
             })
             .map_err(|e| e.to_string());
         lp
-    }
-
-    /// Opens the transport's connections from `address` (a load generator
-    /// spreads its users over several source addresses).
-    pub fn with_local_address(self, address: Option<IpAddr>) -> Self {
-        self.with_connections(address, true)
     }
 
     /// Opens the transport's connections from `address`; `keep_spare`: see

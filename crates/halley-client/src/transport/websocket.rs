@@ -69,7 +69,7 @@ type Answer = Result<Vec<Incoming>, Error>;
 
 /// The websocket transport of one client.
 #[derive(Debug)]
-pub struct WebSocket {
+pub(crate) struct WebSocket {
     http: reqwest::Client,
     /// The Bayeux endpoint as an `http(s)://` URL, without a trailing slash.
     url: String,
@@ -136,26 +136,12 @@ impl WebSocket {
         &self.url
     }
 
-    /// The endpoint as a WebSocket URL (`ws://...`), as a browser would name it.
-    pub fn websocket_url(&self) -> String {
-        match self.url.split_once("://") {
-            Some(("https", rest)) => format!("wss://{rest}"),
-            Some((_, rest)) => format!("ws://{rest}"),
-            None => self.url.clone(),
-        }
-    }
-
     pub fn cookies(&self) -> &Arc<CookieJar> {
         &self.cookies
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
-    }
-
-    /// Whether a socket is open (or its task has not noticed yet that it is not).
-    pub fn is_open(&self) -> bool {
-        self.live().is_some()
     }
 
     /// Writes `messages` as one frame and returns the replies to them (the
@@ -239,15 +225,6 @@ impl WebSocket {
             {
                 task.abort();
             }
-        }
-    }
-
-    /// Aborts the socket at once, without a close frame, as a network
-    /// failure would: waiting exchanges fail, the next one opens a new
-    /// socket. For tests and load generators that simulate failures.
-    pub fn abort(&self) {
-        if let Some(link) = self.link.lock().expect("websocket poisoned").take() {
-            link.task.abort();
         }
     }
 

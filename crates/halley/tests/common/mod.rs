@@ -4,17 +4,22 @@
 //! browser) or through the client's own API.
 //!
 //! Every test file includes this module; not every file uses every helper.
+//! It holds no `#[test]`: one here would run once per test binary (the
+//! harness's own test is in `http.rs`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use halley_client::{Client, Deliveries, RawResponse, TransportKind};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +32,8 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set once stderr is closed (the process exited) and read to its end.
+    log_complete: Arc<AtomicBool>,
 }
 
 /// Writes `toml` to a fresh file under the temp directory; its path.
@@ -151,8 +158,9 @@ impl Server {
         let mut child = command.spawn().expect("starting the halley binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let log_complete = Arc::new(AtomicBool::new(false));
         let (found, listening) = mpsc::channel();
-        let lines = log.clone();
+        let (lines, complete) = (log.clone(), log_complete.clone());
         std::thread::spawn(move || {
             // Keeps reading until the process closes stderr, so it never
             // blocks on a full pipe.
@@ -163,8 +171,9 @@ impl Server {
                 }
                 lines.lock().unwrap().push(line);
             }
+            complete.store(true, Ordering::SeqCst);
         });
-        let url = match listening.recv_timeout(Duration::from_secs(15)) {
+        let url = match listening.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
@@ -181,6 +190,7 @@ impl Server {
             url,
             origin,
             log,
+            log_complete,
         }
     }
 
@@ -199,9 +209,31 @@ impl Server {
         self.child.id()
     }
 
-    /// What the server wrote to stderr so far.
+    /// What the server wrote to stderr so far (read by a thread of its
+    /// own: a line just written may not be here yet; see
+    /// [`Server::logged`] and [`Server::final_log`]).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log holds `text`.
+    pub async fn logged(&self, text: &str) {
+        let what = format!("{text:?} in the server's log");
+        eventually(30.0, &what, || self.log().contains(text)).await
+    }
+
+    /// The whole log of a server that has exited (waits until its stderr
+    /// has been read to the end), for asserting what it did not say.
+    pub fn final_log(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_complete.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr still open: has the server exited?"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log()
     }
 
     /// A client with its own cookie jar (its own browser), not handshaken.
@@ -229,7 +261,7 @@ impl Server {
     pub async fn ws_connected_client(&self) -> (Client, Deliveries) {
         let client = self.ws_browser();
         let deliveries = client.take_deliveries().unwrap();
-        within(10.0, "websocket handshake", client.handshake())
+        within(30.0, "websocket handshake", client.handshake())
             .await
             .expect("websocket handshake");
         (client, deliveries)
@@ -286,6 +318,8 @@ pub struct Proxy {
     pub url: String,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    /// Who sent last, and how many times clients started sending.
+    turns: Arc<Turns>,
     refusing: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
     freeze: watch::Sender<u64>,
@@ -301,13 +335,15 @@ impl Proxy {
         let target = server.address().to_owned();
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
+        let turns = Arc::new(Turns::default());
         let refusing = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);
         let (freeze, _) = watch::channel(0u64);
         let task = tokio::spawn({
-            let (accepted, open, refusing, cut, freeze) = (
+            let (accepted, open, turns, refusing, cut, freeze) = (
                 accepted.clone(),
                 open.clone(),
+                turns.clone(),
                 refusing.clone(),
                 cut.clone(),
                 freeze.clone(),
@@ -324,12 +360,22 @@ impl Proxy {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cut = cut.subscribe();
                     let mut freeze = freeze.subscribe();
-                    let (open, target) = (open.clone(), target.clone());
+                    let (open, turns, target) = (open.clone(), turns.clone(), target.clone());
                     tokio::spawn(async move {
                         let Ok(mut upstream) = TcpStream::connect(&target).await else {
                             return;
                         };
                         open.fetch_add(1, Ordering::SeqCst);
+                        let mut downstream = Counting {
+                            inner: &mut downstream,
+                            turns: turns.clone(),
+                            client: true,
+                        };
+                        let mut upstream = Counting {
+                            inner: &mut upstream,
+                            turns,
+                            client: false,
+                        };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
                             _ = cut.changed() => {}
@@ -347,6 +393,7 @@ impl Proxy {
             url,
             accepted,
             open,
+            turns,
             refusing,
             cut,
             freeze,
@@ -379,6 +426,67 @@ impl Proxy {
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
+
+    /// How many times the client side started sending: the first time, and
+    /// each time after the server had sent something. Through a proxy
+    /// carrying one connection whose client waits for each answer before
+    /// it sends again, the number of requests that have reached the server
+    /// (an upgrade, a handshake and a first connect make 3; the next
+    /// connect, 4).
+    pub fn requests(&self) -> usize {
+        self.turns.client_turns.load(Ordering::SeqCst)
+    }
+}
+
+/// Which side of the proxied connections sent last.
+#[derive(Default)]
+struct Turns {
+    client_last: AtomicBool,
+    client_turns: AtomicUsize,
+}
+
+/// A side of a proxied connection that records in [`Turns`] when it sends
+/// (is read from).
+struct Counting<'a> {
+    inner: &'a mut TcpStream,
+    turns: Arc<Turns>,
+    client: bool,
+}
+
+impl AsyncRead for Counting<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let was_client = self.turns.client_last.swap(self.client, Ordering::SeqCst);
+            if self.client && !was_client {
+                self.turns.client_turns.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counting<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 impl Drop for Proxy {
@@ -389,7 +497,10 @@ impl Drop for Proxy {
 }
 
 /// Polls `condition` every 20 ms until it holds, failing the test after
-/// `secs` seconds with `what`.
+/// `secs` seconds with `what`. `secs` is a safety deadline that only a broken
+/// test reaches, not a bound on how long the step may take: keep it generous
+/// (30 s), and never let a test's claim rest on it unless the alternative
+/// would take far longer (a server timeout of 60 s).
 pub async fn eventually(secs: f64, what: &str, mut condition: impl FnMut() -> bool) {
     within(secs, what, async {
         while !condition() {
@@ -399,7 +510,8 @@ pub async fn eventually(secs: f64, what: &str, mut condition: impl FnMut() -> bo
     .await
 }
 
-/// Awaits `future`, failing the test after `secs` seconds.
+/// Awaits `future`, failing the test after `secs` seconds (a safety
+/// deadline, as for [`eventually`]).
 pub async fn within<T>(secs: f64, what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs_f64(secs), future)
         .await
@@ -423,7 +535,20 @@ pub async fn exchange(browser: &Client, body: &Value) -> Vec<Value> {
         response.status,
         response.text()
     );
-    response.messages()
+    messages_of(&response)
+}
+
+/// A response's body as a JSON array of messages; panics with the status
+/// and body when it is not one.
+pub fn messages_of(response: &RawResponse) -> Vec<Value> {
+    match response.json() {
+        Ok(Value::Array(messages)) => messages,
+        _ => panic!(
+            "expected a JSON array body, got HTTP {}: {}",
+            response.status,
+            response.text()
+        ),
+    }
 }
 
 /// A handshake as the CometD JavaScript client sends it; the clientId.
@@ -505,10 +630,42 @@ pub fn deliveries_in(messages: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
+/// Waits until the server holds a long-polling `/meta/connect` of
+/// `browser`'s browser (its `BAYEUX_BROWSER` cookie), as the server itself
+/// shows it: with one held poll per browser (`max-sessions-per-browser = 1`,
+/// the default), another session of the same browser asking to be held
+/// (for 1 ms) is answered with `multiple-clients` advice exactly while a
+/// connect of the browser is held. For tests that must act on a held
+/// connect, not on one still on its way.
+pub async fn held_in_browser(server: &Server, browser: &Client) {
+    let probe = Client::builder(&server.url)
+        .cookie_jar(browser.cookies().clone())
+        .build()
+        .expect("probe client");
+    let client_id = handshake(&probe).await;
+    first_connect(&probe, &client_id).await;
+    within(30.0, "a held connect in the browser", async {
+        for n in 0.. {
+            let id = format!("probe{n}");
+            let replies = exchange(
+                &probe,
+                &json!([{"id": id, "channel": "/meta/connect", "clientId": client_id,
+                         "connectionType": "long-polling", "advice": {"timeout": 1}}]),
+            )
+            .await;
+            if reply_with_id(&replies, &id)["advice"]["multiple-clients"] == true {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// Collects deliveries until one on `sentinel` arrives (included).
 pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<String> {
     let mut channels = Vec::new();
-    within(10.0, &format!("a delivery on {sentinel}"), async {
+    within(30.0, &format!("a delivery on {sentinel}"), async {
         while let Some(d) = deliveries.recv().await {
             let done = d.channel == sentinel;
             channels.push(d.channel);
@@ -526,7 +683,7 @@ pub async fn collect_until(deliveries: &mut Deliveries, sentinel: &str) -> Vec<S
 /// publish and receive its own message.
 pub async fn assert_still_serves(server: &Server, existing: &Client) {
     let ack = within(
-        10.0,
+        30.0,
         "echo on an existing session",
         existing.publish("/service/echo", &json!({"still": "here"})),
     )
@@ -534,34 +691,20 @@ pub async fn assert_still_serves(server: &Server, existing: &Client) {
     .expect("existing session still served");
     assert_eq!(ack.data_value(), Some(json!({"still": "here"})));
 
-    let (fresh, mut deliveries) = within(10.0, "fresh handshake", server.connected_client()).await;
-    within(10.0, "subscribe", fresh.subscribe("/alive/check"))
+    let (fresh, mut deliveries) = within(30.0, "fresh handshake", server.connected_client()).await;
+    within(30.0, "subscribe", fresh.subscribe("/alive/check"))
         .await
         .expect("subscribe");
     within(
-        10.0,
+        30.0,
         "publish",
         fresh.publish("/alive/check", &json!({"ok": true})),
     )
     .await
     .expect("publish");
-    let delivery = within(10.0, "own delivery", deliveries.recv())
+    let delivery = within(30.0, "own delivery", deliveries.recv())
         .await
         .unwrap();
     assert_eq!(delivery.channel, "/alive/check");
     assert_eq!(delivery.data_value(), json!({"ok": true}));
-}
-
-#[test]
-fn finds_the_listening_url() {
-    assert_eq!(
-        listening_url("2024 INFO halley: listening on http://127.0.0.1:4321/cometd").as_deref(),
-        Some("http://127.0.0.1:4321/cometd")
-    );
-    assert_eq!(
-        listening_url("\u{1b}[32mINFO\u{1b}[0m listening on http://127.0.0.1:1/cometd\u{1b}[0m x")
-            .as_deref(),
-        Some("http://127.0.0.1:1/cometd")
-    );
-    assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
 }
