@@ -1,22 +1,29 @@
 //! The Halley server: a Bayeux engine and its HTTP transports.
 //!
-//! Layers, bottom up; each imports only from the layers below it:
+//! Floors, bottom up; a module imports only from its own floor's
+//! neighbours below it and from lower floors, never from above (checked
+//! with `farm-studio look crates/halley-server/src`; see
+//! `docs/architecture.md`):
 //!
-//! | layer | modules | job |
+//! | floor | modules | job |
 //! |---|---|---|
-//! | state | [`state`], [`history`] (replay) (`outbox`, `session`, `sessions`, `subscriptions`, `sweeper`, `listeners`) | sessions, their bounded queues, who subscribes to what, expiry, who hears when a session ends |
-//! | handlers | [`meta`] (one file per meta channel), [`ext`] (ack, timesync), [`publish`], [`service`] (`echo`, `presence`), [`adapter`] (Data Adapters, in-process and remote over TCP), [`metadata`] (Metadata Adapters: JWT, webhook, session caps) | what each kind of message does; where server-side messages come from; who may do what |
-//! | dispatch | [`engine`], [`rules`] (per-channel settings), [`qos`] (max frequency, bandwidth, publish rate) | one batch in, replies out; the publish path |
-//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
-//!
-//! Settings live in [`config`]; the shutdown signal in [`shutdown`].
+//! | state | [`state`] (session, sessions, outbox, subscriptions, unacked, throttle, token bucket, grant, clock, sweeper, listeners), [`history`], [`broker`] (the seam: [`broker::Broker`], [`broker::local::LocalBroker`]), [`shutdown`] | what a node remembers, knowing nothing of messages' handling |
+//! | extensions, rules | [`ext`] (the pipeline and ack, timesync, replay), [`metadata`] (Metadata Adapters: JWT, webhook, session caps), [`config`], [`rules`] (per-channel settings parsed once), [`qos`] (the decisions of max frequency, bandwidth, publish rate) | how messages may be rewritten or refused; who may do what; the settings |
+//! | core | [`node`] ([`Node`]: the shared state, the Data Adapter and service registries, the broker; the fan-out) | one handle on everything a node holds; the only way a publish leaves the node |
+//! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), [`meta`] (one file per meta channel), [`publish`], [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
+//! | connection | [`connection`] | the sans-io state machine every transport drives: what to write, when to wake |
+//! | dispatch | [`engine`] ([`Engine`]) | one batch in: session, extensions, handler, replies |
+//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!
 //! The path of a broadcast: a transport decodes the request
-//! (`halley_protocol::decode_batch`), [`Engine::handle_batch`] routes the
-//! publish to [`publish`], which calls [`Engine::publish`]: the delivery is
-//! encoded once into `Bytes`, the subscriber sets of the O(depth) matching
-//! patterns are looked up, and each subscriber's outbox gets a clone of the
-//! same `Bytes`; a held connect waiting on that session wakes and writes it.
+//! (`halley_protocol::decode_batch`); [`Engine::handle_batch`] resolves the
+//! session, runs the extensions and routes the publish to [`publish`], which
+//! calls [`Node::publish`]; the node hands it to its [`broker::Broker`],
+//! and the local broker to the node's own fan-out: the delivery is encoded
+//! once into `Bytes`, the subscriber sets of the O(depth) matching patterns
+//! are looked up, and each subscriber's outbox gets a clone of the same
+//! `Bytes`. The session's wake-up reaches whoever waits for it; that
+//! transport asks its [`connection::Connection`] what to write, and writes it.
 //!
 //! Embedding:
 //!

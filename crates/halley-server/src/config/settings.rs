@@ -25,7 +25,9 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
-use super::{ChannelHistory, ChannelLazy, ChannelOverflow, ChannelQos, RemoteAdapterConfig};
+use super::tables::{
+    ChannelHistory, ChannelLazy, ChannelOverflow, ChannelQos, RemoteAdapterConfig,
+};
 use crate::metadata::jwt::JwtConfig;
 use crate::metadata::webhook::{Action, WebhookConfig};
 use crate::state::outbox::OverflowPolicy;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use halley_protocol::{meta, Reply};
 
-use super::{Context, Extension, ReplyExt};
+use super::extension::{Context, Extension, ReplyExt};
 
 /// The extension in the pipeline: agrees at handshake, numbers connect replies.
 pub struct Ack;

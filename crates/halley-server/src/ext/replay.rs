@@ -6,7 +6,7 @@
 
 use halley_protocol::{meta, Reply};
 
-use super::{Context, Extension, ReplyExt};
+use super::extension::{Context, Extension, ReplyExt};
 
 pub struct Replay;
 

@@ -11,21 +11,13 @@
 //! The times are the node's wall clock ([`crate::state::clock::Clock`]),
 //! given to the hook in its [`Context`].
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use halley_protocol::Reply;
 
-use super::{Context, Extension, ReplyExt};
+use super::extension::{Context, Extension, ReplyExt};
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Request {
-    pub tc: i64,
-    #[serde(default)]
-    pub l: i64,
-    #[serde(default)]
-    pub o: i64,
-}
+pub use super::extension::TimeSyncRequest as Request;
 
 /// The extension in the pipeline: answers every reply whose request asked.
 pub struct TimeSync;

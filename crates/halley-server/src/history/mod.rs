@@ -13,7 +13,7 @@
 //!
 //! No gap and no duplicate at the seam: a channel's publishes and its
 //! replaying subscribes take turns on one lock per channel (its
-//! [`Sequencer`]), so each message is either replayed or delivered live.
+//! [`Sequencers`]), so each message is either replayed or delivered live.
 //!
 //! Storage is behind [`HistoryStore`] so a cluster can keep it elsewhere
 //! (Redis Streams); [`memory::MemoryHistory`] is the in-process default.

@@ -1,7 +1,7 @@
 //! A session's held updates: deliveries of rate-limited channels that wait
 //! for their turn (quality of service, see [`crate::qos`]).
 //!
-//! Each throttled (channel, key) of a session has a [`Slot`]: when it may
+//! Each throttled (channel, key) of a session has a `Slot`: when it may
 //! send next, and what waits. An update that arrives when the slot may send
 //! and nothing waits goes out at once; otherwise it is held:
 //! - [`Mode::Merge`]: the slot holds one update, the latest (conflation: the

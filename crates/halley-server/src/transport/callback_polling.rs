@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use halley_protocol::BayeuxError;
 
-use super::{bayeux_error, browser_id, decode_request, plain, respond, Body};
+use super::http::{bayeux_error, browser_id, decode_request, plain, respond, Body};
 use crate::engine::Engine;
 use crate::exchange::Origin;
 use crate::state::session::ConnectionType;

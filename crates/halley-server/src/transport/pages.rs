@@ -19,7 +19,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{plain, Body};
+use super::http::{plain, Body};
 
 /// One embedded file.
 struct Asset {

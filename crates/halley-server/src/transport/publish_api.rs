@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Body;
+use super::http::Body;
 use crate::adapter::Publisher;
 use crate::engine::Engine;
 

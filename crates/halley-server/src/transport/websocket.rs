@@ -49,7 +49,7 @@ use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSo
 
 use halley_protocol::{decode_batch, BayeuxError, BodyWriter};
 
-use super::{browser_id, plain, Body};
+use super::http::{browser_id, plain, Body};
 use crate::connection::{Connection, Status};
 use crate::engine::Engine;
 use crate::exchange::Origin;

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use super::protocol::{self, FromAdapter, LineError, ToAdapter, MAX_LINE_BYTES};
-use super::Shared;
+use super::shared::Shared;
 use crate::config::RemoteAdapterConfig;
 use crate::node::Node;
 

@@ -1,0 +1,150 @@
+//! What the HTTP transports share: the response body type, the browser
+//! cookie, request decoding and HTTP errors, and [`respond`], which drives
+//! the connection state machine of one request ([`drive_http`]) and writes
+//! its body as one response.
+
+use bytes::Bytes;
+use halley_protocol::BodyWriter;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::time::{sleep_until, Instant};
+
+use crate::connection::{Connection, Status};
+use crate::engine::Engine;
+use crate::exchange::Exchange;
+
+/// The cookie naming a browser, as CometD calls it.
+pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
+
+pub type Body = Full<Bytes>;
+
+/// The `BAYEUX_BROWSER` cookie of a request, if present and well formed.
+pub fn browser_id(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| {
+            !value.is_empty()
+                && value.len() <= 64
+                && value.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .map(str::to_owned)
+}
+
+/// Writes the exchange as one HTTP response: `prefix[...]suffix`.
+pub async fn respond(
+    engine: &Engine,
+    exchange: Exchange,
+    prefix: &[u8],
+    suffix: &[u8],
+    content_type: &'static str,
+) -> Response<Body> {
+    let mut body = BodyWriter::with_prefix(prefix);
+    let new_browser_id = drive_http(engine, exchange, &mut body).await;
+    let mut response = Response::new(Full::new(body.finish(suffix)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(id) = new_browser_id {
+        let cookie = format!("{BROWSER_COOKIE}={id}; Path=/; HttpOnly");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            headers.insert(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// Drives the connection state machine of one HTTP request to the end:
+/// writes into `body` what it says, waiting (for the session's wake-up, the
+/// time it asks for, or shutdown) while it holds a `/meta/connect`.
+/// Returns the browser id to set as a cookie, if the exchange issued one.
+pub async fn drive_http(
+    engine: &Engine,
+    exchange: Exchange,
+    body: &mut BodyWriter,
+) -> Option<String> {
+    let node = engine.node();
+    let new_browser_id = exchange.new_browser_id.clone();
+    let mut connection = Connection::http(node.clone());
+    let mut status = connection.on_exchange(exchange, Instant::now(), body);
+    while let Status::Waiting { .. } = status {
+        let Some(session) = connection.session().cloned() else {
+            break;
+        };
+        // Register interest before looking, so a push in between is not missed.
+        let notified = session.wake().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        status = connection.poll(Instant::now(), body);
+        let Status::Waiting { until } = status else {
+            break;
+        };
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {}
+            _ = node.shutdown().wait() => {}
+        }
+    }
+    new_browser_id
+}
+
+/// Decodes a request's messages, or the HTTP error to answer with:
+/// 400 for a body that is not messages, 413 for too many of them.
+pub fn decode_request(
+    engine: &Engine,
+    body: &[u8],
+) -> Result<Vec<halley_protocol::Inbound>, Box<Response<Body>>> {
+    let batch = halley_protocol::decode_batch(body).map_err(|error| {
+        Box::new(bayeux_error(
+            StatusCode::BAD_REQUEST,
+            halley_protocol::BayeuxError::MESSAGE_INVALID,
+            &error.to_string(),
+        ))
+    })?;
+    let max = engine.node().config().max_batch_messages;
+    if batch.len() > max {
+        return Err(Box::new(bayeux_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            halley_protocol::BayeuxError::BATCH_TOO_LARGE,
+            &format!("at most {max} messages per request"),
+        )));
+    }
+    Ok(batch)
+}
+
+/// A short plain-text response (errors that are not Bayeux messages).
+pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// An HTTP error carrying a Bayeux error body, for requests that could not
+/// be read as messages at all (malformed JSON, too large).
+pub fn bayeux_error(
+    status: StatusCode,
+    error: halley_protocol::BayeuxError,
+    detail: &str,
+) -> Response<Body> {
+    let body =
+        serde_json::json!([{ "successful": false, "error": error.to_string(), "failure": detail }]);
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
