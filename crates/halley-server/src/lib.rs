@@ -8,16 +8,16 @@
 //! | floor | modules | job |
 //! |---|---|---|
 //! | state | [`state`] (session, sessions, outbox, subscriptions, unacked, throttle, token bucket, grant, clock, sweeper, listeners), [`history`], [`broker`] (the seam: [`broker::Broker`], [`broker::local::LocalBroker`]), [`shutdown`] | what a node remembers, knowing nothing of messages' handling |
-//! | extensions, rules | [`ext`] (the pipeline and ack, timesync, replay), [`metadata`] (Metadata Adapters: JWT, webhook, session caps), [`config`], [`rules`] (per-channel settings parsed once), [`qos`] (the decisions of max frequency, bandwidth, publish rate) | how messages may be rewritten or refused; who may do what; the settings |
+//! | extensions, rules | [`ext`] (the pipeline and ack, timesync, replay), [`metadata`] (Metadata Adapters: JWT, webhook, session caps), [`config`], `rules` (per-channel settings parsed once), `qos` (the decisions of max frequency, bandwidth, publish rate) | how messages may be rewritten or refused; who may do what; the settings |
 //! | core | [`node`] ([`Node`]: the shared state, the Data Adapter and service registries, the broker; the fan-out) | one handle on everything a node holds; the only way a publish leaves the node |
-//! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), [`meta`] (one file per meta channel), [`publish`], [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
+//! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), `meta` (one file per meta channel), `publish`, [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
 //! | connection | [`connection`] | the sans-io state machine every transport drives: what to write, when to wake |
 //! | dispatch | [`engine`] ([`Engine`]) | one batch in: session, extensions, handler, replies |
 //! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, shutdown; the chat demo and `/halley.js` |
 //!
 //! The path of a broadcast: a transport decodes the request
 //! (`halley_protocol::decode_batch`); [`Engine::handle_batch`] resolves the
-//! session, runs the extensions and routes the publish to [`publish`], which
+//! session, runs the extensions and routes the publish to `publish`, which
 //! calls [`Node::publish`]; the node hands it to its [`broker::Broker`],
 //! and the local broker to the node's own fan-out: the delivery is encoded
 //! once into `Bytes`, the subscriber sets of the O(depth) matching patterns
@@ -45,12 +45,12 @@ pub mod engine;
 pub mod exchange;
 pub mod ext;
 pub mod history;
-pub mod meta;
+pub(crate) mod meta;
 pub mod metadata;
 pub mod node;
-pub mod publish;
-pub mod qos;
-pub mod rules;
+pub(crate) mod publish;
+pub(crate) mod qos;
+pub(crate) mod rules;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -51,7 +51,7 @@ pub struct ChannelOverflow {
 /// The most updates per second each session receives on each channel
 /// matching one pattern (TOML: `[[qos]]` tables with `pattern`,
 /// `max-frequency`, optionally `mode` and, for merge, `key`). See
-/// [`crate::qos`].
+/// `qos.rs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ChannelQos {

@@ -2,7 +2,7 @@
 //!
 //! - Handshake: the client sends `ext: {"ack": true}`; the server answers
 //!   `ext: {"ack": true}` and the session keeps numbered batches
-//!   ([`crate::state::unacked`]).
+//!   (`state::unacked`).
 //! - Every `/meta/connect` reply carries `ext: {"ack": N}`: the number of the
 //!   batch of deliveries in that same response.
 //! - Every `/meta/connect` request carries `ext: {"ack": N}`: the last batch

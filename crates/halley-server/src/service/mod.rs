@@ -30,7 +30,7 @@ use crate::state::session::Session;
 
 pub use crate::node::services::{ServiceError, ServiceRequest, Services};
 
-pub async fn handle(node: &Node, message: Message, session: &Arc<Session>) -> Reply {
+pub(crate) async fn handle(node: &Node, message: Message, session: &Arc<Session>) -> Reply {
     let channel = message.channel.clone().unwrap_or_default();
     let reply = Reply::to(channel.clone(), message.id);
     let Ok(name) = ChannelName::parse(&channel) else {

@@ -6,10 +6,10 @@
 //! - [`session`]: one Bayeux session (clientId, browser, outbox, liveness);
 //! - [`sessions`]: the registry of sessions by clientId, and of held polls per browser;
 //! - [`subscriptions`]: who listens to which channel or glob;
-//! - [`sweeper`]: the periodic task that expires silent sessions;
+//! - `sweeper`: the periodic task that expires silent sessions;
 //! - [`throttle`]: a session's held updates of rate-limited channels (QoS);
-//! - [`token_bucket`]: rates with bursts (bandwidth, publish rate);
-//! - [`unacked`]: deliveries sent but not acknowledged yet (ack extension);
+//! - `token_bucket`: rates with bursts (bandwidth, publish rate);
+//! - `unacked`: deliveries sent but not acknowledged yet (ack extension);
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry).
 
 pub mod clock;
@@ -19,10 +19,10 @@ pub mod outbox;
 pub mod session;
 pub mod sessions;
 pub mod subscriptions;
-pub mod sweeper;
+pub(crate) mod sweeper;
 pub mod throttle;
-pub mod token_bucket;
-pub mod unacked;
+pub(crate) mod token_bucket;
+pub(crate) mod unacked;
 
 use session::Session;
 use sessions::Sessions;

@@ -1,5 +1,5 @@
 //! A session's held updates: deliveries of rate-limited channels that wait
-//! for their turn (quality of service, see [`crate::qos`]).
+//! for their turn (quality of service, see `qos.rs`).
 //!
 //! Each throttled (channel, key) of a session has a `Slot`: when it may
 //! send next, and what waits. An update that arrives when the slot may send

@@ -17,6 +17,11 @@ pub struct UnackedBatches {
 }
 
 impl UnackedBatches {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
     /// The number of the newest batch sent (0: none yet).
     pub fn last_batch(&self) -> u64 {
         self.last_batch
@@ -63,10 +68,6 @@ impl UnackedBatches {
     /// Deliveries waiting for an acknowledgement.
     pub fn len(&self) -> usize {
         self.batches.iter().map(|(_, d)| d.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
     }
 }
 
