@@ -1043,6 +1043,68 @@ async fn http_disconnect_answers_the_held_connect_with_reconnect_none() {
     );
 }
 
+/// Regression: a WebSocket kept writing the queued deliveries of its
+/// session after the session was closed (on the disconnect reply's frame,
+/// or alone on the next poll), where long-polling drops them.
+#[tokio::test(start_paused = true)]
+async fn websocket_disconnect_answers_the_held_connect_without_deliveries() {
+    let engine = Engine::new(config());
+    let t0 = epoch(&engine);
+    let mut socket = Socket::open(&engine);
+    let a = socket.session("/chat", t0).await;
+    let (status, _) = socket.frame(ws_connect(&a, "c2"), t0).await;
+    assert_eq!(status, waiting(t0 + ms(TIMEOUT)));
+
+    publish(&engine, "/chat", json!("too late"));
+    let (_, written) = socket
+        .frame(
+            json!([{"channel": "/meta/disconnect", "id": "d", "clientId": a}]),
+            t0 + ms(5),
+        )
+        .await;
+    assert_eq!(
+        written,
+        vec![json!({"channel": "/meta/disconnect", "id": "d", "successful": true})]
+    );
+    assert_eq!(
+        socket.poll(t0 + ms(10)),
+        (
+            Status::Waiting { until: None },
+            vec![connect_reply("c2", json!({"reconnect": "none"}))]
+        )
+    );
+    assert_eq!(
+        socket.poll(t0 + ms(20)),
+        (Status::Waiting { until: None }, vec![])
+    );
+}
+
+/// The same end, when the session is removed by the server (as the
+/// sweeper or an overflow would) while its socket waits.
+#[tokio::test(start_paused = true)]
+async fn websocket_session_removed_by_the_server_writes_nothing_more() {
+    let engine = Engine::new(config());
+    let t0 = epoch(&engine);
+    let mut socket = Socket::open(&engine);
+    let a = socket.session("/chat", t0).await;
+    let (status, _) = socket.frame(ws_connect(&a, "c2"), t0).await;
+    assert_eq!(status, waiting(t0 + ms(TIMEOUT)));
+
+    publish(&engine, "/chat", json!("too late"));
+    let session = engine.node().sessions().get(&a).unwrap();
+    engine.node().remove_session(
+        &session,
+        halley_server::state::listeners::SessionEnd::Expired,
+    );
+    assert_eq!(
+        socket.poll(t0 + ms(10)),
+        (
+            Status::Waiting { until: None },
+            vec![connect_reply("c2", json!({"reconnect": "none"}))]
+        )
+    );
+}
+
 // 10. Timesync.
 
 #[tokio::test(start_paused = true)]
