@@ -17,8 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley_protocol::ChannelName;
-use halley_protocol::{decode_batch, BayeuxError, BodyWriter, Message, Reply};
+use halley_protocol::{decode_batch, BayeuxError, BodyWriter, ChannelName, Message, Reply};
 use halley_server::config::ChannelLazy;
 use halley_server::connection::{Connection, Status};
 use halley_server::engine::Engine;
@@ -307,7 +306,7 @@ fn ws_connect_ext(client_id: &str, id: &str, ext: Value) -> Value {
             "connectionType": "websocket", "ext": ext}])
 }
 
-// 1. Reply order.
+// Reply order.
 
 #[tokio::test(start_paused = true)]
 async fn http_body_order_is_handshake_deliveries_replies_then_connect() {
@@ -417,7 +416,7 @@ async fn websocket_frame_order_is_handshake_deliveries_replies_then_connect() {
     assert!(socket.machine.is_holding());
 }
 
-// 2. HTTP held connect.
+// HTTP held connect.
 
 #[tokio::test(start_paused = true)]
 async fn http_lone_connect_is_held_until_a_delivery() {
@@ -563,7 +562,7 @@ async fn http_connect_with_something_queued_is_answered_at_once() {
     );
 }
 
-// 3. Supersede.
+// Supersede.
 
 #[tokio::test(start_paused = true)]
 async fn http_newer_connect_answers_the_held_one_without_deliveries() {
@@ -630,7 +629,7 @@ async fn websocket_second_connect_answers_the_first_in_its_frame() {
     );
 }
 
-// 4. Ack numbering.
+// Ack numbering.
 
 #[tokio::test(start_paused = true)]
 async fn ack_numbers_connect_replies_and_resends_lost_batches_in_order() {
@@ -756,7 +755,7 @@ async fn ack_on_websocket_writes_deliveries_only_with_a_connect_reply() {
     assert_eq!(status, Status::Waiting { until: None });
 }
 
-// 5. WebSocket without ack.
+// WebSocket without ack.
 
 #[tokio::test(start_paused = true)]
 async fn websocket_writes_deliveries_alone_on_the_latest_connects_socket_only() {
@@ -813,7 +812,7 @@ async fn websocket_writes_deliveries_alone_on_the_latest_connects_socket_only() 
     );
 }
 
-// 6. Lazy channels.
+// Lazy channels.
 
 fn lazy_config() -> Config {
     Config {
@@ -848,8 +847,8 @@ async fn http_lazy_delivery_waits_for_its_deadline() {
         poll(&mut held, t0 + ms(499)),
         (waiting(t0 + ms(500)), vec![])
     );
-    // The advice is the configuration's. Halley sends no `maxInterval`
-    // advice (as CometD by default): the exact object says so.
+    // The advice is the configuration's `interval` and `timeout`; no
+    // `maxInterval` is advised (the exact object pins that too).
     assert_eq!(
         poll(&mut held, t0 + ms(500)),
         (
@@ -902,7 +901,7 @@ async fn websocket_lazy_delivery_waits_for_its_deadline() {
     );
 }
 
-// 7. Multiple clients of one browser.
+// Multiple clients of one browser.
 
 #[tokio::test(start_paused = true)]
 async fn a_browsers_second_held_connect_is_told_multiple_clients() {
@@ -943,7 +942,7 @@ async fn a_browsers_second_held_connect_is_told_multiple_clients() {
     assert_eq!((status, written), (waiting(t0 + ms(2 * TIMEOUT)), vec![]));
 }
 
-// 8. Shutdown.
+// Shutdown.
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_answers_held_connects_with_retry() {
@@ -1009,7 +1008,7 @@ async fn connection_shutdown_answers_held_connects_with_retry() {
     );
 }
 
-// 9. Closed sessions.
+// Closed sessions.
 
 #[tokio::test(start_paused = true)]
 async fn http_disconnect_answers_the_held_connect_with_reconnect_none() {
@@ -1105,7 +1104,7 @@ async fn websocket_session_removed_by_the_server_writes_nothing_more() {
     );
 }
 
-// 10. Timesync.
+// Timesync.
 
 #[tokio::test(start_paused = true)]
 async fn timesync_counts_the_time_a_connect_was_held() {
