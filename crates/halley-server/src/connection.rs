@@ -31,9 +31,10 @@
 //!   it, the session closes, the server stops, or `timeout` passes.
 //! - WebSocket keeps the connect only as a timer and writes deliveries as
 //!   soon as they are due, on the socket of the session's latest connect
-//!   only (a half-dead old socket cannot swallow them); with the ack
-//!   extension deliveries travel only in (numbered) connect replies, so a
-//!   due delivery answers the held connect.
+//!   only (a half-dead old socket cannot swallow them), and only while the
+//!   session is open (a closed session's deliveries die with it); with the
+//!   ack extension deliveries travel only in (numbered) connect replies, so
+//!   a due delivery answers the held connect.
 //! - A connect that is not answered by its own request (superseded) gets a
 //!   reply without deliveries: its client has moved on.
 
@@ -345,14 +346,16 @@ impl Connection {
     }
 
     /// The served session, if this socket is the one its latest connect
-    /// came on.
+    /// came on and it is still open: a closed session's queued deliveries
+    /// die with it, as on long-polling (the socket may outlive it, e.g.
+    /// after a `/meta/disconnect` or an expiry).
     fn owned_session(&self) -> Option<&Arc<Session>> {
         let Kind::WebSocket { socket_id } = self.kind else {
             return None;
         };
         self.session
             .as_ref()
-            .filter(|s| s.owner_socket() == socket_id)
+            .filter(|s| s.owner_socket() == socket_id && !s.is_closed())
     }
 
     /// Answers the held connect for `end`, with the deliveries that ride on
