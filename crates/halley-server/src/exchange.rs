@@ -290,6 +290,11 @@ impl PendingConnect {
             .with_advice(advice);
         let (deliveries, ack_batch) = if session.is_closed() {
             (VecDeque::new(), None)
+        } else if end == ConnectEnd::Superseded {
+            // Whatever superseded it (a newer connect of the session, or of
+            // another session on the same socket) did not take this one's
+            // deliveries: they stay queued for the next connect.
+            (VecDeque::new(), session.number_empty_reply())
         } else {
             session.take_for_connect_reply(self.generation, now)
         };

@@ -755,6 +755,47 @@ async fn ack_on_websocket_writes_deliveries_only_with_a_connect_reply() {
     assert_eq!(status, Status::Waiting { until: None });
 }
 
+/// A client that re-handshakes on its socket without disconnecting: the
+/// new session's connect supersedes the old session's held one. The old
+/// reply carries nothing, and what was queued for the old session stays in
+/// its outbox (it is not taken and dropped on the way).
+#[tokio::test(start_paused = true)]
+async fn a_connect_of_another_session_on_the_socket_leaves_the_old_ones_deliveries_queued() {
+    let engine = Engine::new(config());
+    let t0 = epoch(&engine);
+    let mut socket = Socket::open(&engine);
+    let (a, _) = socket.handshake(json!({"ack": true}), t0).await;
+    let _ = socket.frame(ws_connect(&a, "c1"), t0).await;
+    socket.subscribe(&a, "/chat", t0).await;
+    let (status, _) = socket
+        .frame(ws_connect_ext(&a, "c2", json!({"ack": 1})), t0)
+        .await;
+    assert_eq!(status, waiting(t0 + ms(TIMEOUT)));
+    publish(&engine, "/chat", json!("for a"));
+
+    let (b, _) = socket.handshake(json!({}), t0 + ms(5)).await;
+    // B's first connect is answered at once; its second is held and
+    // supersedes A's held connect on this socket.
+    let _ = socket.frame(ws_connect(&b, "d1"), t0 + ms(5)).await;
+    let (status, written) = socket.frame(ws_connect(&b, "d2"), t0 + ms(6)).await;
+    assert_eq!(status, waiting(t0 + ms(6) + ms(TIMEOUT)));
+    assert_eq!(
+        order(&written),
+        vec![entry("/meta/connect", Some("c2"))],
+        "only the old connect answered (superseded): {written:?}"
+    );
+    assert!(
+        !written.iter().any(|m| m["data"] == json!("for a")),
+        "the old session's delivery is not written here: {written:?}"
+    );
+    let old = engine
+        .node()
+        .sessions()
+        .get(&a)
+        .expect("the old session lives on");
+    assert!(old.has_deliveries(), "its delivery is still queued for it");
+}
+
 // WebSocket without ack.
 
 #[tokio::test(start_paused = true)]

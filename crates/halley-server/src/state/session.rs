@@ -461,6 +461,16 @@ impl Session {
         (deliveries, batch)
     }
 
+    /// The batch number of a connect reply that carries nothing (a
+    /// superseded connect's), with the ack extension; the outbox is left
+    /// alone for whichever connect comes next.
+    pub fn number_empty_reply(&self) -> Option<u64> {
+        self.unacked
+            .lock()
+            .as_mut()
+            .map(|batches| batches.record(&[]))
+    }
+
     pub fn has_deliveries(&self) -> bool {
         !self.outbox.lock().is_empty()
     }
