@@ -1,0 +1,509 @@
+//! One Bayeux session: what the server knows of a client between its
+//! handshake and its disconnect or expiry.
+//!
+//! A [`Session`] is its identity (clientId, browser binding, creation time),
+//! its lifecycle (last sign of life, closed), what it listens to, who it
+//! speaks for ([`Grant`]), and three parts, each in its own file and each
+//! separately locked so that a publisher pushing into the outbox never
+//! waits for anything but that outbox:
+//!
+//! - [`delivery`]: what the session is owed: the bounded outbox, the
+//!   batches sent but not acknowledged (ack extension), the bandwidth bucket;
+//! - [`connects`]: who serves it: numbered connects, the socket of the
+//!   latest, how many hold it now;
+//! - [`rates`]: quality of service: held updates of rate-limited channels,
+//!   the publish-rate bucket.
+//!
+//! A session is shared (`Arc`) by the registry, by the subscriber sets of
+//! the channels it listens to, and by any request in flight for it.
+//!
+//! Waking: whoever waits for deliveries (a held `/meta/connect`) creates a
+//! `wake.notified()` future, checks the outbox, and only then sleeps; pushes
+//! call `notify_waiters` after queuing, so no wake-up is lost.
+//!
+//! Time is given, never read: methods that depend on it take the node's
+//! clock reading (`now_ms`) or tokio's `Instant`.
+
+mod connects;
+mod delivery;
+mod rates;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::grant::{Grant, SessionLimits};
+use super::outbox::{OutboxLimits, OverflowPolicy, Pushed};
+use super::throttle::{Limit, Offered, Release};
+pub use connects::ConnectionType;
+use connects::Connects;
+use delivery::Delivery;
+use rates::Rates;
+
+/// Server-internal, dense session number (cheaper to hash than the clientId).
+pub type SessionKey = u64;
+
+pub struct Session {
+    key: SessionKey,
+    client_id: Box<str>,
+    /// The `BAYEUX_BROWSER` cookie the clientId was issued to.
+    browser_id: Option<Box<str>>,
+    /// Whether the handshake came with that cookie (see
+    /// `Exchange::resolve_session`).
+    bound_strictly: bool,
+    /// When the session was created (the node's clock).
+    created_ms: u64,
+    delivery: Delivery,
+    connects: Connects,
+    rates: Rates,
+    /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
+    wake: Notify,
+    /// Milliseconds (on the node's clock) of the last sign of life.
+    last_seen_ms: AtomicU64,
+    /// Set on disconnect or expiry; a closed session is never used again.
+    closed: AtomicBool,
+    /// Patterns this session subscribed to, for cleanup and unsubscribe.
+    subscriptions: Mutex<HashSet<Box<str>>>,
+    /// Replay ids asked for at handshake, per channel, used by later subscribes.
+    replay_requests: Mutex<HashMap<Box<str>, i64>>,
+    /// Who the session speaks for and its limits, set once at handshake;
+    /// boxed, so the many anonymous sessions of a server without a Metadata
+    /// Adapter pay one pointer, not the whole grant.
+    grant: OnceLock<Box<Grant>>,
+    /// `max-bandwidth` of the server, unless the grant sets one.
+    default_max_bandwidth: Option<u64>,
+}
+
+impl Session {
+    pub fn new(
+        key: SessionKey,
+        client_id: Box<str>,
+        browser_id: Option<Box<str>>,
+        limits: OutboxLimits,
+        now_ms: u64,
+    ) -> Self {
+        Session {
+            key,
+            client_id,
+            browser_id,
+            bound_strictly: false,
+            created_ms: now_ms,
+            delivery: Delivery::new(limits),
+            connects: Connects::new(),
+            rates: Rates::default(),
+            wake: Notify::new(),
+            last_seen_ms: AtomicU64::new(now_ms),
+            closed: AtomicBool::new(false),
+            subscriptions: Mutex::new(HashSet::new()),
+            replay_requests: Mutex::new(HashMap::new()),
+            grant: OnceLock::new(),
+            default_max_bandwidth: None,
+        }
+    }
+
+    // Identity.
+
+    pub fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn browser_id(&self) -> Option<&str> {
+        self.browser_id.as_deref()
+    }
+
+    pub fn set_bound_strictly(&mut self, strict: bool) {
+        self.bound_strictly = strict;
+    }
+
+    pub fn is_bound_strictly(&self) -> bool {
+        self.bound_strictly
+    }
+
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    // Who it speaks for.
+
+    /// Sets who the session speaks for and its limits (once, at handshake;
+    /// a second call is ignored and returns `false`). Through
+    /// [`super::sessions::Sessions::set_grant`], which counts the grants
+    /// that limit frequency.
+    pub(crate) fn set_grant(&self, grant: Grant) -> bool {
+        self.grant.set(Box::new(grant)).is_ok()
+    }
+
+    /// Whether the session's grant limits its deliveries' frequency (QoS).
+    pub fn limits_frequency(&self) -> bool {
+        self.grant
+            .get()
+            .is_some_and(|grant| grant.limits.max_frequency.is_some())
+    }
+
+    /// The session's grant: anonymous with default limits until set.
+    pub fn grant(&self) -> &Grant {
+        // Immutable, shared by every anonymous session of every node.
+        static ANONYMOUS: OnceLock<Grant> = OnceLock::new();
+        match self.grant.get() {
+            Some(grant) => grant,
+            None => ANONYMOUS.get_or_init(Grant::anonymous),
+        }
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.grant().user()
+    }
+
+    /// The session's own limits (`None` fields: the configured defaults).
+    pub fn limits(&self) -> &SessionLimits {
+        &self.grant().limits
+    }
+
+    /// Sets the bandwidth that applies unless the grant sets one (at creation).
+    pub fn set_default_max_bandwidth(&mut self, bytes_per_second: Option<u64>) {
+        self.default_max_bandwidth = bytes_per_second;
+    }
+
+    /// The bytes per second of deliveries this session may receive, if limited.
+    pub fn max_bandwidth(&self) -> Option<u64> {
+        // The grant directly (not `limits()`): this is on every take.
+        self.grant
+            .get()
+            .and_then(|grant| grant.limits.max_bandwidth)
+            .or(self.default_max_bandwidth)
+            .filter(|&b| b > 0)
+    }
+
+    // Delivery: the outbox, acks, bandwidth.
+
+    /// Queues one encoded delivery and wakes whoever waits for this session.
+    /// Returns `false` when the outbox overflowed under the `disconnect`
+    /// policy: the caller ends the session (outside its own locks).
+    pub fn enqueue(&self, delivery: Bytes, policy: OverflowPolicy) -> bool {
+        self.enqueue_lazily(delivery, policy, None)
+    }
+
+    /// Like [`Session::enqueue`]; a delivery with a `lazy_deadline_ms` (on
+    /// the node's clock) may wait until then for a flush that happens
+    /// anyway, instead of waking a held connect at once.
+    pub fn enqueue_lazily(
+        &self,
+        delivery: Bytes,
+        policy: OverflowPolicy,
+        lazy_deadline_ms: Option<u64>,
+    ) -> bool {
+        if self.is_closed() {
+            return true;
+        }
+        let keep = match self.delivery.push(delivery, policy, lazy_deadline_ms) {
+            Pushed::Queued => true,
+            Pushed::QueuedDroppingOldest(_) => {
+                self.log_overflow_once();
+                true
+            }
+            Pushed::Rejected => {
+                self.log_overflow_once();
+                policy != OverflowPolicy::Disconnect
+            }
+        };
+        if keep {
+            self.wake.notify_waiters();
+        } else {
+            self.delivery.mark_overflowed();
+        }
+        keep
+    }
+
+    /// Whether the session was ended because its outbox overflowed (its
+    /// client is told to re-handshake rather than to stop).
+    pub fn overflowed(&self) -> bool {
+        self.delivery.overflowed()
+    }
+
+    fn log_overflow_once(&self) {
+        if self.delivery.first_overflow() {
+            let (queued, queued_bytes) = self.delivery.queued();
+            tracing::warn!(
+                client_id = %self.client_id,
+                queued,
+                queued_bytes,
+                "session outbox full: deliveries dropped by the channel's overflow policy (logged once per session)"
+            );
+        }
+    }
+
+    /// Takes the queued deliveries, oldest first: all of them, or as many as
+    /// the session's bandwidth allows now (the rest wait, see
+    /// [`Session::bandwidth_ready_at`]).
+    pub fn take_deliveries(&self, now: Instant) -> VecDeque<Bytes> {
+        self.delivery.take(self.max_bandwidth(), now)
+    }
+
+    /// When queued deliveries held back by the bandwidth may leave (`None`:
+    /// nothing is held back by it). Whoever waits to write wakes then.
+    pub fn bandwidth_ready_at(&self, now: Instant) -> Option<Instant> {
+        self.delivery.bandwidth_ready_at(self.max_bandwidth(), now)
+    }
+
+    /// Turns on the ack extension for this session (at handshake).
+    pub fn enable_ack(&self) {
+        self.delivery.enable_ack();
+    }
+
+    pub fn ack_enabled(&self) -> bool {
+        self.delivery.ack_enabled()
+    }
+
+    /// The deliveries a reply other than a connect reply may carry: all of
+    /// them, or none with the ack extension (they wait for a connect reply).
+    pub fn take_piggyback(&self, now: Instant) -> VecDeque<Bytes> {
+        if self.ack_enabled() {
+            VecDeque::new()
+        } else {
+            self.take_deliveries(now)
+        }
+    }
+
+    /// The deliveries of the reply to connect number `generation`, and its
+    /// batch number with the ack extension (the deliveries are then kept
+    /// until the batch is acknowledged). A connect that is no longer the
+    /// latest gets nothing: its client has moved on and may never read the
+    /// reply. The check and the take are one step under the same lock as
+    /// [`Session::begin_connect`], so no newer connect can slip in between.
+    pub fn take_for_connect_reply(
+        &self,
+        generation: u64,
+        now: Instant,
+    ) -> (VecDeque<Bytes>, Option<u64>) {
+        let (deliveries, batch, trimmed) = self.delivery.take_for_connect_reply(
+            || self.connects.is_current(generation),
+            self.max_bandwidth(),
+            now,
+        );
+        if trimmed {
+            self.log_overflow_once();
+        }
+        (deliveries, batch)
+    }
+
+    /// The batch number of a connect reply that carries nothing (a
+    /// superseded connect's), with the ack extension; the outbox is left
+    /// alone for whichever connect comes next.
+    pub fn number_empty_reply(&self) -> Option<u64> {
+        self.delivery.number_empty_reply()
+    }
+
+    pub fn has_deliveries(&self) -> bool {
+        !self.delivery.is_empty()
+    }
+
+    /// Whether queued deliveries must be written now (see
+    /// [`super::outbox::Outbox::is_due`]) and the session's bandwidth lets
+    /// them leave.
+    pub fn has_due_deliveries(&self, now_ms: u64, now: Instant) -> bool {
+        self.delivery.is_due(now_ms, self.max_bandwidth(), now)
+    }
+
+    /// When queued lazy deliveries fall due, if only lazy ones wait.
+    pub fn lazy_deadline_ms(&self) -> Option<u64> {
+        self.delivery.lazy_deadline_ms()
+    }
+
+    /// Deliveries dropped on overflow so far.
+    pub fn dropped_deliveries(&self) -> u64 {
+        self.delivery.dropped()
+    }
+
+    pub fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    // Rates: QoS.
+
+    /// Offers an update of a rate-limited channel (see
+    /// [`super::throttle::Throttle::offer`]); held updates count against
+    /// the outbox's limits.
+    pub fn offer_throttled(
+        &self,
+        slot: &str,
+        delivery: Bytes,
+        limit: Limit,
+        release: Release,
+        now: Instant,
+    ) -> Offered {
+        if self.is_closed() {
+            return Offered::Dropped;
+        }
+        let offered = self
+            .rates
+            .offer(slot, delivery, limit, release, self.delivery.limits(), now);
+        if matches!(offered, Offered::Dropped | Offered::Overflow) {
+            self.log_overflow_once();
+        }
+        offered
+    }
+
+    /// Takes the held updates whose turn has come, and when to look again
+    /// (`None`: nothing is held; the throttle's timer is then marked stopped).
+    pub fn release_throttled(&self, now: Instant) -> (Vec<(Bytes, Release)>, Option<Instant>) {
+        self.rates.release(now)
+    }
+
+    /// Drops every held update (the session ended).
+    pub fn clear_throttled(&self) {
+        self.rates.clear();
+    }
+
+    /// Updates held by the throttle right now.
+    pub fn throttled(&self) -> usize {
+        self.rates.held()
+    }
+
+    /// Counts one publish against `per_second` (a bucket with a burst of one
+    /// second's worth); `false` when over the limit. An impossible rate
+    /// (not positive) limits nothing.
+    pub fn try_publish(&self, per_second: f64, now: Instant) -> bool {
+        self.rates.try_publish(per_second, now)
+    }
+
+    // Replay requests.
+
+    /// Remembers the replay id a handshake asked for on `channel`.
+    pub fn request_replay(&self, channel: &str, from: i64) {
+        self.replay_requests.lock().insert(channel.into(), from);
+    }
+
+    /// The replay id asked for `channel` at handshake, if any.
+    pub fn replay_request(&self, channel: &str) -> Option<i64> {
+        self.replay_requests.lock().get(channel).copied()
+    }
+
+    // Connects: who serves the session.
+
+    /// The WebSocket allowed to take this session's deliveries (0: none).
+    pub fn owner_socket(&self) -> u64 {
+        self.connects.owner_socket()
+    }
+
+    /// Registers a new `/meta/connect` that came on `socket_id` (0 for
+    /// HTTP), superseding any held one, and returns its generation number.
+    /// With the ack extension, `acknowledged` is the last batch the client
+    /// received: later batches were lost and go back to the front of the
+    /// outbox, in the same locked step.
+    pub fn begin_connect(
+        &self,
+        connection_type: ConnectionType,
+        socket_id: u64,
+        acknowledged: Option<u64>,
+        policy: OverflowPolicy,
+    ) -> u64 {
+        let (generation, refused) = self.delivery.acknowledge(acknowledged, policy, || {
+            self.connects.begin(connection_type, socket_id)
+        });
+        if refused {
+            // The re-sent batch does not fit and the policy is
+            // `disconnect`: the caller ends the session.
+            self.delivery.mark_overflowed();
+        }
+        self.wake.notify_waiters();
+        generation
+    }
+
+    pub fn is_current_connect(&self, generation: u64) -> bool {
+        self.connects.is_current(generation)
+    }
+
+    pub fn connection_type(&self) -> ConnectionType {
+        self.connects.connection_type()
+    }
+
+    /// Ends a held callback-polling connect, which must answer on any
+    /// inbound message (a browser has few script slots per host).
+    pub fn poke_callback_polling(&self) {
+        if self.connects.is_holding()
+            && self.connects.connection_type() == ConnectionType::CallbackPolling
+        {
+            self.connects.supersede();
+            self.wake.notify_waiters();
+        }
+    }
+
+    pub fn start_holding(&self) {
+        self.connects.start_holding();
+    }
+
+    pub fn stop_holding(&self, now_ms: u64) {
+        self.touch(now_ms);
+        self.connects.stop_holding();
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.connects.is_holding()
+    }
+
+    pub fn mark_connected(&self) -> bool {
+        self.connects.mark_connected()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connects.is_connected()
+    }
+
+    // Lifecycle.
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Closes the session and wakes a held connect so it can answer.
+    /// Returns false if it was already closed.
+    pub fn close(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::AcqRel);
+        self.clear_throttled();
+        self.wake.notify_waiters();
+        first
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    // Subscriptions.
+
+    /// Records a subscription; false if it was already there.
+    pub fn add_subscription(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().insert(pattern.into())
+    }
+
+    /// Forgets a subscription; false if there was none.
+    pub fn remove_subscription(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().remove(pattern)
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<Box<str>> {
+        self.subscriptions.lock().drain().collect()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client_id", &self.client_id)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
