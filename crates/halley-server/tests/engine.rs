@@ -561,6 +561,8 @@ async fn replay_seam_with_a_concurrent_publisher() {
     let publishing = tokio::spawn(async move {
         publish_range(&mut publisher, "/h/seam", 201..=2_000).await;
     });
+    // A head start for the publisher, not synchronisation: whatever the
+    // interleaving, every message must be seen exactly once.
     tokio::task::yield_now().await;
     let mut late = Client::new(&engine);
     late.handshake().await;
