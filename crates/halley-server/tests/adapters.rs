@@ -261,6 +261,7 @@ async fn an_expired_session_ends_the_feed() {
     });
     let mut ada = Client::connected(&engine).await;
     ada.subscribe("/stocks/AAPL").await;
+    // Silence past max_interval, in virtual time; the sweeper runs meanwhile.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(engine.node().sessions().len(), 0, "expired");
     assert_eq!(

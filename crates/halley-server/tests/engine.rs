@@ -1,5 +1,7 @@
 //! The engine driven directly, without sockets, on tokio's paused clock:
-//! timing rules (held connects, expiry) are checked without sleeping.
+//! timing rules (held connects, expiry) are checked in exact virtual time.
+//! A `sleep` here is the scenario's time passing; a spawned connect is
+//! waited for with [`until_held`], not with a sleep.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 use halley_server::engine::Engine;
 use halley_server::Config;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 /// A socket-less transport: one batch in, the body the long-polling
 /// transport would write (its own assembly code), as JSON.
@@ -62,6 +65,21 @@ fn engine(config: Config) -> Arc<Engine> {
     Engine::new(config)
 }
 
+/// Waits, without virtual time passing, until the engine holds the connect
+/// that `task` sent for `client_id`, or until `task` ended (a connect
+/// answered at once, for the test's assertions to report).
+async fn until_held<T>(engine: &Engine, client_id: &Option<String>, task: &JoinHandle<T>) {
+    let session = engine
+        .node()
+        .sessions()
+        .get(client_id.as_deref().unwrap())
+        .unwrap();
+    common::until("the connect to be held", || {
+        session.is_holding() || task.is_finished()
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_connect_is_answered_at_timeout_and_not_before() {
     let engine = engine(Config {
@@ -87,11 +105,13 @@ async fn a_held_connect_returns_as_soon_as_a_message_is_queued() {
     let mut publisher = Client::new(&engine);
     publisher.handshake().await;
 
+    let subscriber_id = subscriber.client_id.clone();
     let held = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         (subscriber.connect().await, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    until_held(&engine, &subscriber_id, &held).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // held meanwhile
     let id = publisher.client_id.clone();
     publisher
         .send(json!([{"channel":"/chat/room","clientId":id,"data":{"n":1}}]))
@@ -117,6 +137,7 @@ async fn a_silent_session_expires_after_interval_plus_max_interval() {
     let mut client = Client::new(&engine);
     client.handshake().await;
     client.subscribe("/a").await;
+    // Silence, in virtual time: the sweeper runs every 100 ms meanwhile.
     tokio::time::sleep(Duration::from_millis(4_800)).await;
     assert_eq!(
         engine.node().sessions().len(),
@@ -173,14 +194,17 @@ async fn a_newer_connect_ends_the_held_one() {
         let replies = client.connect().await;
         (replies, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_held(&engine, &id, &held).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // held meanwhile
     let mut again = Client::new(&engine);
-    again.client_id = id;
+    again.client_id = id.clone();
     again.browser = browser;
     let newer = tokio::spawn(async move { again.connect().await });
     let (replies, waited) = held.await.unwrap();
     assert_eq!(waited, Duration::from_millis(300));
     assert_eq!(replies[0]["successful"], true);
+    // The ended connect no longer counts as holding: this is the newer one.
+    until_held(&engine, &id, &newer).await;
     engine.node().shutdown().trigger();
     let replies = newer.await.unwrap();
     assert_eq!(
@@ -194,8 +218,9 @@ async fn shutdown_answers_held_connects_with_retry() {
     let engine = engine(Config::default());
     let mut client = Client::new(&engine);
     client.handshake().await;
+    let id = client.client_id.clone();
     let held = tokio::spawn(async move { client.connect().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_held(&engine, &id, &held).await;
     engine.node().shutdown().trigger();
     let replies = held.await.unwrap();
     assert_eq!(replies[0]["successful"], true);
@@ -301,12 +326,13 @@ async fn ack_extension_numbers_batches_and_resends_what_was_not_acknowledged() {
         .sessions()
         .get(id.as_deref().unwrap())
         .unwrap();
+    let connect_id = id.clone();
     let held = tokio::spawn(async move {
         client
             .send(json!([{"channel":"/meta/connect","clientId":id,"connectionType":"long-polling","ext":{"ack":3}}]))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    until_held(&engine, &connect_id, &held).await;
     assert!(!session.has_deliveries());
     engine.node().shutdown().trigger();
     let last = held.await.unwrap();
@@ -535,6 +561,8 @@ async fn replay_seam_with_a_concurrent_publisher() {
     let publishing = tokio::spawn(async move {
         publish_range(&mut publisher, "/h/seam", 201..=2_000).await;
     });
+    // A head start for the publisher, not synchronisation: whatever the
+    // interleaving, every message must be seen exactly once.
     tokio::task::yield_now().await;
     let mut late = Client::new(&engine);
     late.handshake().await;
@@ -571,12 +599,14 @@ async fn lazy_messages_wait_for_a_flush_or_their_timeout() {
     let pid = publisher.client_id.clone();
 
     // A lazy message does not wake the held connect: it waits its timeout.
+    let subscriber_id = subscriber.client_id.clone();
     let held = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         let replies = subscriber.connect().await;
         (subscriber, replies, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_held(&engine, &subscriber_id, &held).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // held meanwhile
     publisher
         .send(json!([{"channel":"/lazy/ticks","clientId":pid,"data":1}]))
         .await;
@@ -593,7 +623,8 @@ async fn lazy_messages_wait_for_a_flush_or_their_timeout() {
         let started = tokio::time::Instant::now();
         (subscriber.connect().await, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_held(&engine, &subscriber_id, &held).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // held meanwhile
     publisher
         .send(json!([{"channel":"/lazy/ticks","clientId":pid,"data":2},{"channel":"/news","clientId":pid,"data":3}]))
         .await;

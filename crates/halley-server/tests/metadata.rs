@@ -49,6 +49,7 @@ impl MetadataAdapter for Rules {
         subscription: &'a ChannelPattern,
     ) -> Verdict<'a, ()> {
         Box::pin(async move {
+            // A remote check's latency, in virtual time: the verdict pends.
             tokio::time::sleep(Duration::from_millis(50)).await;
             if subscription.as_str() == "/vault" {
                 Err(Denial::new("the vault is closed"))
@@ -223,6 +224,7 @@ async fn expiry_closes_the_session_for_the_adapter_and_frees_the_cap() {
         handshake(&engine, &mut browser, Some("ada")).await["successful"],
         true
     );
+    // Silence past max_interval, in virtual time; the sweeper runs meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(rules.expired.load(Ordering::SeqCst), 1);
     assert_eq!(engine.node().user_sessions().count("ada"), 0);

@@ -215,7 +215,9 @@ async fn an_expired_member_leaves_with_reason_expired() {
         .await;
     ada.deliveries().await;
 
-    // Bob's tab is gone; ada keeps showing signs of life.
+    // Bob's tab is gone; ada keeps showing signs of life every 600 ms of
+    // virtual time (the sleep is the scenario's time passing) and looks for
+    // his leave, which the sweeper sends once his 2 s are up.
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let events = ada.deliveries().await;

@@ -1,6 +1,8 @@
 //! Quality of service driven through the engine on tokio's paused clock:
 //! max frequency (merge, per key, distinct, per user), bandwidth and the
-//! publish rate, exactly and without sleeping.
+//! publish rate, in virtual time. A `sleep` here is the scenario's time
+//! passing (publishers' pace, time for held updates to go); the release
+//! tasks are waited for with `common::until`, not with a sleep.
 
 mod common;
 
@@ -116,6 +118,8 @@ fn publish(engine: &Engine, channel: &str, data: Value) {
 }
 
 /// Publishes on `/done` after `settle`, which ends a [`Client::collect`].
+/// `settle` is virtual time for the held updates to be released before the
+/// sentinel (which is not throttled) is queued behind them.
 async fn done(engine: &Engine, settle: Duration) {
     tokio::time::sleep(settle).await;
     publish(engine, "/done", json!(null));
@@ -139,7 +143,7 @@ async fn merge_scenario(ack: bool) {
     let got = subscriber.collect(start);
     for n in 0..1_000 {
         publish(&engine, "/prices/acme", json!({ "n": n }));
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await; // the publisher's pace
     }
     done(&engine, Duration::from_millis(500)).await;
     let got = got.await.unwrap();
@@ -188,7 +192,7 @@ async fn merge_with_a_key_conflates_per_key_value() {
         for symbol in ["AAA", "BBB"] {
             publish(&engine, "/stocks", json!({ "symbol": symbol, "n": n }));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // the publisher's pace
     }
     done(&engine, Duration::from_millis(1_000)).await;
     let values = data(&got.await.unwrap());
@@ -284,7 +288,7 @@ async fn the_lower_of_rule_and_grant_wins_in_the_rules_mode() {
     let got = subscriber.collect(Instant::now());
     for n in 0..100 {
         publish(&engine, "/prices/acme", json!(n));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // the publisher's pace
     }
     done(&engine, Duration::from_millis(1_000)).await;
     let values = data(&got.await.unwrap());
@@ -329,9 +333,12 @@ async fn held_updates_end_with_their_session() {
         .send(json!([{"channel":"/meta/disconnect","clientId":id}]))
         .await;
     assert_eq!(session.throttled(), 0, "dropped with the session");
-    // The release task notices and ends: nothing keeps the session alive.
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(Arc::strong_count(&session), 1, "no task holds the session");
+    // The close wakes the release task, which notices and ends: nothing
+    // keeps the session alive (its next release is 10 s away: no time passes).
+    common::until("no task to hold the session", || {
+        Arc::strong_count(&session) == 1
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -346,15 +353,18 @@ async fn shutdown_ends_the_release_tasks() {
     let before = Arc::strong_count(&session);
     publish(&engine, "/slow", json!(1));
     publish(&engine, "/slow", json!(2));
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The release task has run and waits for update 2's turn, 10 s away.
+    common::run_ready_tasks().await;
     assert_eq!(
         Arc::strong_count(&session),
         before + 1,
         "a task holds updates"
     );
     engine.node().shutdown().trigger();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(Arc::strong_count(&session), before, "the task ended");
+    common::until("the release task to end", || {
+        Arc::strong_count(&session) == before
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -450,7 +460,7 @@ async fn over_the_publish_rate_a_publish_is_refused_then_allowed_again() {
         "refused ones are not delivered"
     );
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // one token's refill at 5/s
     let replies = publisher
         .send(json!([{"channel":"/chat/room","clientId":id,"data":"again"}]))
         .await;

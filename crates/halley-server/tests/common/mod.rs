@@ -1,5 +1,8 @@
 //! What the socket-less engine tests share: one batch through the engine
-//! and the long-polling transport's own assembly code, minus the HTTP.
+//! and the long-polling transport's own assembly code, minus the HTTP; and
+//! waiting for another task without sleeping (the tests run on tokio's
+//! paused clock, where a sleep is the scenario's time passing).
+#![allow(dead_code)] // each test file uses its own share
 
 use std::sync::Arc;
 
@@ -29,5 +32,36 @@ pub async fn exchange(
     match serde_json::from_slice(&body.finish(b"")).unwrap() {
         Value::Array(messages) => messages,
         other => panic!("not an array: {other}"),
+    }
+}
+
+/// How many times [`until`] lets the other tasks run before it gives up.
+/// On the current-thread runtime one yield runs every task that is ready,
+/// so this only bounds a chain of wake-ups; a broken engine fails here with
+/// what was awaited instead of hanging.
+const YIELDS: usize = 1_000;
+
+/// Lets the other tasks run until `condition` holds. It yields rather than
+/// sleeps, so no virtual time passes: durations measured around it stay
+/// exact.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..YIELDS {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        condition(),
+        "still waiting after {YIELDS} yields for {what}"
+    );
+}
+
+/// Lets every task that is ready run until it waits (for a wake-up or a
+/// timer), without virtual time passing: a few yields on the
+/// current-thread runtime, which the tests use.
+pub async fn run_ready_tasks() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
     }
 }
