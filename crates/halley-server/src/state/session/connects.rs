@@ -43,6 +43,7 @@ pub(super) struct Connects {
 }
 
 impl Connects {
+    #[inline]
     pub(super) fn new() -> Self {
         Connects {
             owner_socket: AtomicU64::new(0),
@@ -55,6 +56,7 @@ impl Connects {
 
     /// Registers a connect that came on `socket_id` over `connection_type`;
     /// returns its number.
+    #[inline]
     pub(super) fn begin(&self, connection_type: ConnectionType, socket_id: u64) -> u64 {
         *self.connection_type.lock() = connection_type;
         self.owner_socket.store(socket_id, Ordering::Release);
@@ -62,39 +64,48 @@ impl Connects {
     }
 
     /// Supersedes whatever connect is held (without a new one).
+    #[inline]
     pub(super) fn supersede(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(super) fn is_current(&self, generation: u64) -> bool {
         self.generation.load(Ordering::Acquire) == generation
     }
 
+    #[inline]
     pub(super) fn owner_socket(&self) -> u64 {
         self.owner_socket.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(super) fn connection_type(&self) -> ConnectionType {
         *self.connection_type.lock()
     }
 
+    #[inline]
     pub(super) fn start_holding(&self) {
         self.holding.fetch_add(1, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(super) fn stop_holding(&self) {
         self.holding.fetch_sub(1, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(super) fn is_holding(&self) -> bool {
         self.holding.load(Ordering::Acquire) > 0
     }
 
     /// Marks the session connected; `true` the first time.
+    #[inline]
     pub(super) fn mark_connected(&self) -> bool {
         !self.connected.swap(true, Ordering::AcqRel)
     }
 
+    #[inline]
     pub(super) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }

@@ -33,6 +33,7 @@ pub(super) struct Delivery {
 }
 
 impl Delivery {
+    #[inline]
     pub(super) fn new(limits: OutboxLimits) -> Self {
         Delivery {
             outbox: Mutex::new(Outbox::new(limits)),
@@ -44,11 +45,13 @@ impl Delivery {
         }
     }
 
+    #[inline]
     pub(super) fn limits(&self) -> OutboxLimits {
         self.limits
     }
 
     /// Queues one delivery, eager or lazy (due at `lazy_deadline_ms`).
+    #[inline]
     pub(super) fn push(
         &self,
         delivery: Bytes,
@@ -65,25 +68,30 @@ impl Delivery {
     }
 
     /// `true` the first time only: the caller logs the overflow once.
+    #[inline]
     pub(super) fn first_overflow(&self) -> bool {
         !self.overflow_logged.swap(true, Ordering::Relaxed)
     }
 
+    #[inline]
     pub(super) fn mark_overflowed(&self) {
         self.overflowed.store(true, Ordering::Release);
     }
 
+    #[inline]
     pub(super) fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
     }
 
     /// Deliveries and bytes queued (for the overflow log line).
+    #[inline]
     pub(super) fn queued(&self) -> (usize, usize) {
         let outbox = self.outbox.lock();
         (outbox.len(), outbox.bytes())
     }
 
     /// Takes what may leave now (see [`Delivery::take_within`]).
+    #[inline]
     pub(super) fn take(&self, max_bandwidth: Option<u64>, now: Instant) -> VecDeque<Bytes> {
         let mut outbox = self.outbox.lock();
         self.take_within(&mut outbox, max_bandwidth, now)
@@ -94,6 +102,7 @@ impl Delivery {
     /// a client receives per second, and what waits stays under the
     /// outbox's limits and overflow policy. The bucket may go into debt for
     /// a delivery larger than the budget, so no delivery is stuck forever.
+    #[inline]
     fn take_within(
         &self,
         outbox: &mut Outbox,
@@ -115,10 +124,12 @@ impl Delivery {
 
     /// Whether queued deliveries are due (see [`Outbox::is_due`]) and the
     /// bandwidth lets them leave.
+    #[inline]
     pub(super) fn is_due(&self, now_ms: u64, max_bandwidth: Option<u64>, now: Instant) -> bool {
         self.outbox.lock().is_due(now_ms) && self.bandwidth_ready(max_bandwidth, now)
     }
 
+    #[inline]
     fn bandwidth_ready(&self, max_bandwidth: Option<u64>, now: Instant) -> bool {
         if max_bandwidth.is_none() {
             return true;
@@ -131,6 +142,7 @@ impl Delivery {
 
     /// When deliveries held back by the bandwidth may leave (`None`:
     /// nothing is held back by it).
+    #[inline]
     pub(super) fn bandwidth_ready_at(
         &self,
         max_bandwidth: Option<u64>,
@@ -145,22 +157,27 @@ impl Delivery {
         (!self.outbox.lock().is_empty()).then_some(ready)
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.outbox.lock().is_empty()
     }
 
+    #[inline]
     pub(super) fn lazy_deadline_ms(&self) -> Option<u64> {
         self.outbox.lock().lazy_deadline_ms()
     }
 
+    #[inline]
     pub(super) fn dropped(&self) -> u64 {
         self.outbox.lock().dropped()
     }
 
+    #[inline]
     pub(super) fn enable_ack(&self) {
         *self.unacked.lock() = Some(UnackedBatches::default());
     }
 
+    #[inline]
     pub(super) fn ack_enabled(&self) -> bool {
         self.unacked.lock().is_some()
     }
@@ -170,6 +187,7 @@ impl Delivery {
     /// outbox, then runs `then` still under the same lock, so no connect
     /// reply can be taken in between. Returns `then`'s result and whether
     /// the re-sent batches did not fit under the `disconnect` policy.
+    #[inline]
     pub(super) fn acknowledge<R>(
         &self,
         acknowledged: Option<u64>,
@@ -195,6 +213,7 @@ impl Delivery {
     /// [`Delivery::acknowledge`] holds while a newer connect registers),
     /// with their batch number when acks are on. Returns also whether the
     /// unacknowledged batches had to be trimmed to the limit.
+    #[inline]
     pub(super) fn take_for_connect_reply(
         &self,
         is_current: impl FnOnce() -> bool,
@@ -223,6 +242,7 @@ impl Delivery {
     }
 
     /// The batch number of a reply that carries nothing, with acks.
+    #[inline]
     pub(super) fn number_empty_reply(&self) -> Option<u64> {
         self.unacked
             .lock()

@@ -175,6 +175,7 @@ impl Session {
     }
 
     /// The bytes per second of deliveries this session may receive, if limited.
+    #[inline]
     pub fn max_bandwidth(&self) -> Option<u64> {
         // The grant directly (not `limits()`): this is on every take.
         self.grant
@@ -196,6 +197,7 @@ impl Session {
     /// Like [`Session::enqueue`]; a delivery with a `lazy_deadline_ms` (on
     /// the node's clock) may wait until then for a flush that happens
     /// anyway, instead of waking a held connect at once.
+    #[inline]
     pub fn enqueue_lazily(
         &self,
         delivery: Bytes,
@@ -245,12 +247,14 @@ impl Session {
     /// Takes the queued deliveries, oldest first: all of them, or as many as
     /// the session's bandwidth allows now (the rest wait, see
     /// [`Session::bandwidth_ready_at`]).
+    #[inline]
     pub fn take_deliveries(&self, now: Instant) -> VecDeque<Bytes> {
         self.delivery.take(self.max_bandwidth(), now)
     }
 
     /// When queued deliveries held back by the bandwidth may leave (`None`:
     /// nothing is held back by it). Whoever waits to write wakes then.
+    #[inline]
     pub fn bandwidth_ready_at(&self, now: Instant) -> Option<Instant> {
         self.delivery.bandwidth_ready_at(self.max_bandwidth(), now)
     }
@@ -260,12 +264,14 @@ impl Session {
         self.delivery.enable_ack();
     }
 
+    #[inline]
     pub fn ack_enabled(&self) -> bool {
         self.delivery.ack_enabled()
     }
 
     /// The deliveries a reply other than a connect reply may carry: all of
     /// them, or none with the ack extension (they wait for a connect reply).
+    #[inline]
     pub fn take_piggyback(&self, now: Instant) -> VecDeque<Bytes> {
         if self.ack_enabled() {
             VecDeque::new()
@@ -280,6 +286,7 @@ impl Session {
     /// latest gets nothing: its client has moved on and may never read the
     /// reply. The check and the take are one step under the same lock as
     /// [`Session::begin_connect`], so no newer connect can slip in between.
+    #[inline]
     pub fn take_for_connect_reply(
         &self,
         generation: u64,
@@ -310,11 +317,13 @@ impl Session {
     /// Whether queued deliveries must be written now (see
     /// [`super::outbox::Outbox::is_due`]) and the session's bandwidth lets
     /// them leave.
+    #[inline]
     pub fn has_due_deliveries(&self, now_ms: u64, now: Instant) -> bool {
         self.delivery.is_due(now_ms, self.max_bandwidth(), now)
     }
 
     /// When queued lazy deliveries fall due, if only lazy ones wait.
+    #[inline]
     pub fn lazy_deadline_ms(&self) -> Option<u64> {
         self.delivery.lazy_deadline_ms()
     }
@@ -324,6 +333,7 @@ impl Session {
         self.delivery.dropped()
     }
 
+    #[inline]
     pub fn wake(&self) -> &Notify {
         &self.wake
     }
@@ -391,6 +401,7 @@ impl Session {
     // Connects: who serves the session.
 
     /// The WebSocket allowed to take this session's deliveries (0: none).
+    #[inline]
     pub fn owner_socket(&self) -> u64 {
         self.connects.owner_socket()
     }
@@ -419,6 +430,7 @@ impl Session {
         generation
     }
 
+    #[inline]
     pub fn is_current_connect(&self, generation: u64) -> bool {
         self.connects.is_current(generation)
     }
@@ -478,6 +490,7 @@ impl Session {
         first
     }
 
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
