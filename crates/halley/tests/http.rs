@@ -171,15 +171,8 @@ async fn sigterm_answers_the_held_connect_and_exits_zero() {
     held_in_browser(&server, &browser).await;
     assert!(!held.is_finished(), "the connect should be held");
 
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = server.terminate(Duration::from_secs(30));
-        let log = if status.is_some() {
-            server.final_log()
-        } else {
-            server.log()
-        };
-        (status, log)
-    });
+    let exit =
+        tokio::task::spawn_blocking(move || server.terminate_with_log(Duration::from_secs(30)));
     let response = within(30.0, "the held connect after SIGTERM", held)
         .await
         .unwrap()

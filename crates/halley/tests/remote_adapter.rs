@@ -506,15 +506,8 @@ async fn sigterm_closes_the_links_and_stops_promptly() {
     let (mut dialing, hello) = FakeAdapter::dial(port).await;
     assert_eq!(hello["name"], "dialing");
 
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.terminate(Duration::from_secs(30));
-        let log = if status.is_some() {
-            server.final_log()
-        } else {
-            server.log()
-        };
-        (status, log)
-    });
+    let status =
+        tokio::task::spawn_blocking(move || server.terminate_with_log(Duration::from_secs(30)));
     assert_eq!(dialed.closed().await, Vec::<Value>::new());
     assert_eq!(dialing.closed().await, Vec::<Value>::new());
     let (status, log) = status.await.unwrap();

@@ -277,6 +277,18 @@ impl Server {
         self.wait_exit(within)
     }
 
+    /// [`Server::terminate`], then the log: all of it once the server has
+    /// exited, what was read so far if it has not.
+    pub fn terminate_with_log(&mut self, within: Duration) -> (Option<ExitStatus>, String) {
+        let status = self.terminate(within);
+        let log = if status.is_some() {
+            self.final_log()
+        } else {
+            self.log()
+        };
+        (status, log)
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
