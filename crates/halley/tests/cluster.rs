@@ -167,6 +167,49 @@ async fn a_publication_on_any_node_reaches_every_subscriber_once_in_one_order() 
     assert_eq!(news_seen, ["/news/today", "/news/end"]);
     let late = [at_a.try_recv(), at_b.try_recv(), at_deep.try_recv()];
     assert!(late.iter().all(Option::is_none), "a duplicate: {late:?}");
+
+    // Each message was kept in its channel's stream, which expires.
+    assert_eq!(
+        redis.command("XLEN halley:stream:/chat/room"),
+        format!(":{}", 3 * N)
+    );
+    assert_eq!(redis.command("XLEN halley:stream:/chat/end"), ":3");
+    let stream_ttl = redis.command("TTL halley:stream:/chat/room");
+    let stream_ttl: u64 = stream_ttl[1..].parse().unwrap();
+    assert!((1..=300).contains(&stream_ttl), "{stream_ttl}");
+}
+
+#[tokio::test]
+async fn each_node_keeps_a_heartbeat_key_and_removes_it_when_it_stops() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut a = node(&redis, "a", &[]);
+    let b = node(&redis, "b", &[]);
+    for id in ["a", "b"] {
+        let ttl = redis.command(&format!("TTL halley:node:{id}"));
+        let ttl: u64 = ttl[1..].parse().unwrap_or_else(|_| panic!("{id}: {ttl}"));
+        assert!((1..=15).contains(&ttl), "{id}: {ttl}");
+    }
+    // A random id when none is given.
+    let unnamed = Server::start(&["--redis", redis.url.as_str()]);
+    unnamed.logged("cluster mode: node ").await;
+    let log = unnamed.log();
+    let id = log.split("cluster mode: node ").nth(1).unwrap();
+    let id = &id[..id.find(',').unwrap()];
+    assert!(!id.is_empty() && id != "a" && id != "b", "{log}");
+    assert_eq!(
+        redis.command(&format!(
+            "EXISTS halley:node:a halley:node:b halley:node:{id}"
+        )),
+        ":3"
+    );
+
+    let status = a.terminate(std::time::Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(redis.command("EXISTS halley:node:a"), ":0", "a left");
+    assert_eq!(redis.command("EXISTS halley:node:b"), ":1");
+    drop(b);
 }
 
 #[tokio::test]

@@ -778,6 +778,23 @@ impl Redis {
             && &answer == b"+PONG\r\n"
     }
 
+    /// Sends one command (inline: its words separated by spaces, none of
+    /// them containing one) and returns the first line of the answer
+    /// (`:15` for an integer, `$-1` for a missing string).
+    pub fn command(&self, command: &str) -> String {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to redis");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("writing to redis");
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("reading from redis");
+        line.trim_end().to_owned()
+    }
+
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
