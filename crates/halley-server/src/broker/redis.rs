@@ -468,12 +468,15 @@ async fn write(
     let sha = script_hash();
     let mut commands = Some(commands);
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    // After a slow send, one beat, not a burst of the missed ones.
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     let mut retry = Backoff::new();
     loop {
         let Some(connection) = commands.as_mut() else {
-            // Accepted before the loss was noticed: they cannot be sent in
-            // order with what comes after, so they are dropped, and said so.
+            // Accepted before the loss was noticed. Sent after an outage of
+            // unknown length they would arrive arbitrarily late: dropped
+            // instead, and said so (best effort, see docs/cluster.md).
             let mut lost = 0;
             while queue.try_recv().is_ok() {
                 lost += 1;
