@@ -9,7 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::{first_connect, free_port, handshake, publish_raw, send_one, within, Redis, Server};
+use common::{
+    first_connect, free_port, handshake, publish_raw, send_one, within, Proxy, Redis, Server,
+};
 use halley_client::Deliveries;
 use serde_json::{json, Value};
 
@@ -210,6 +212,41 @@ async fn each_node_keeps_a_heartbeat_key_and_removes_it_when_it_stops() {
     assert_eq!(redis.command("EXISTS halley:node:a"), ":0", "a left");
     assert_eq!(redis.command("EXISTS halley:node:b"), ":1");
     drop(b);
+}
+
+// Two workers: the proxy must forward while `Server::start` blocks one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_subscription_is_noticed_by_its_ping_and_replaced() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // The node reaches Redis through a proxy that can go silent.
+    let proxy = Proxy::start_to(&format!("127.0.0.1:{}", redis.port), |address| {
+        format!("redis://{address}")
+    })
+    .await;
+    let a = Server::start(&["--redis", proxy.url.as_str(), "--node-id", "a"]);
+    let (subscriber, mut at_a) = a.connected_client().await;
+    subscriber.subscribe("/chat/*").await.unwrap();
+    let browser = a.browser();
+    let client_id = handshake(&browser).await;
+    first_connect(&browser, &client_id).await;
+
+    // Open, but nothing gets through: no error, no close, only silence;
+    // and no new connection until the proxy lets them through again.
+    proxy.refuse(true);
+    proxy.freeze();
+    a.logged("Redis lost").await;
+    let refused = publish_raw(&browser, &client_id, "p1", "/chat/x", json!(1)).await;
+    assert_eq!(refused["error"], "503::broker_unavailable", "{refused}");
+    proxy.refuse(false);
+    a.logged("Redis is back").await;
+    let accepted = publish_raw(&browser, &client_id, "p2", "/chat/x", json!(2)).await;
+    assert_eq!(accepted["successful"], true, "{accepted}");
+    let delivery = within(30.0, "the message after the return", at_a.recv())
+        .await
+        .unwrap();
+    assert_eq!(delivery.data_value(), json!(2));
 }
 
 #[tokio::test]

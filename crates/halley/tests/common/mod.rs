@@ -329,10 +329,19 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy on `127.0.0.1:0` to `server`.
     pub async fn start(server: &Server) -> Proxy {
+        Proxy::start_to(server.address(), |local| {
+            server.url.replacen(server.address(), local, 1)
+        })
+        .await
+    }
+
+    /// A proxy on `127.0.0.1:0` to `target` (`127.0.0.1:PORT`); `url` makes
+    /// its [`Proxy::url`] from its own address.
+    pub async fn start_to(target: &str, url: impl FnOnce(&str) -> String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let local = listener.local_addr().expect("proxy address");
-        let url = server.url.replacen(server.address(), &local.to_string(), 1);
-        let target = server.address().to_owned();
+        let url = url(&local.to_string());
+        let target = target.to_owned();
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let turns = Arc::new(Turns::default());
