@@ -3,7 +3,7 @@
 #
 #   ./scripts/test.sh
 #
-# Steps: system packages (Node.js/npm, Chromium and Python 3 when missing), formatting
+# Steps: system packages (Node.js/npm, Chromium, Python 3 and redis-server when missing), formatting
 # and lints, Rust unit/property/end-to-end tests, the interop suite with the
 # real CometD and Faye clients from npm against a release build of `halley`
 # (and the Python example remote adapter, examples/price_feed.py),
@@ -29,6 +29,8 @@ need_apt node nodejs
 need_apt npm npm
 need_apt chromium chromium
 need_apt python3 python3
+# The cluster tests (crates/halley/tests/cluster.rs) start their own.
+need_apt redis-server redis-server
 node --version
 
 step "cargo fmt --check"

@@ -3,7 +3,8 @@
 //! A Metadata Adapter, when installed, may refuse it (`403::publish_denied`).
 //! The reply (`successful: true`) goes to the publisher; the delivery goes,
 //! through the node's broker, to every subscriber, the publisher included
-//! when it is subscribed.
+//! when it is subscribed. A cluster broker that cannot reach its engine
+//! refuses the publish: the reply fails with `503::broker_unavailable`.
 
 use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
 use tokio::time::Instant;
@@ -40,11 +41,14 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
             return reply;
         }
     }
-    node.publish(
+    let published = node.publish(
         &channel,
         data,
         message.id.as_deref(),
         message.ext.as_deref(),
     );
+    if published.is_unavailable() {
+        return reply.failure(crate::broker::UNAVAILABLE);
+    }
     reply.success()
 }

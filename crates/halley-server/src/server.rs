@@ -5,11 +5,12 @@
 //! resolves, then: stops accepting, answers every held `/meta/connect` with
 //! `reconnect: retry`, lets in-flight responses finish (bounded by a grace
 //! period), and returns. The links of remote adapters run beside it and
-//! end with it.
+//! end with it, and so do the broker's tasks (with `redis` set: the
+//! cluster's reader and writer, see [`crate::broker::redis`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -19,8 +20,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
 use crate::adapter;
+use crate::broker::LocalFanout;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::node::Node;
 use crate::transport;
 
 /// Pending connections the kernel queues before `accept`: thousands of
@@ -39,7 +42,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates the configuration and binds its listen address.
+    /// Validates the configuration and binds its listen address; with
+    /// `redis` set, joins the cluster first (an unreachable Redis is an
+    /// error naming its URL).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         config
             .validate()
@@ -47,7 +52,7 @@ impl Server {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let metadata = config.metadata_adapter().map_err(invalid)?;
         let listener = listen(config.listen)?;
-        let engine = Engine::new(config);
+        let engine = Engine::with_node(node(config).await?);
         let node = engine.node();
         if let Some(metadata) = metadata {
             node.set_metadata_adapter(metadata).map_err(invalid)?;
@@ -88,6 +93,10 @@ impl Server {
         } = self;
         let addr = listener.local_addr()?;
         let node = engine.node().clone();
+        // Before the first client: a cluster node must hear the others'
+        // publications (and its own) from the moment it serves.
+        let local: Weak<Node> = node.weak();
+        let broker = node.broker().start(local as Weak<dyn LocalFanout>);
         tracing::info!("listening on http://{addr}{}", node.config().path);
 
         let sweeper = tokio::spawn({
@@ -159,9 +168,45 @@ impl Server {
         for link in remote_links {
             let _ = link.await;
         }
+        // Last: the answers above may still have published.
+        node.broker().stop();
+        if let Some(broker) = broker {
+            let _ = broker.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The node `config` asks for: with the embedded broker, or with `redis`
+/// set, a member of the cluster on that Redis.
+async fn node(config: Config) -> std::io::Result<Arc<Node>> {
+    let Some(url) = config.redis.clone() else {
+        return Ok(Node::new(config));
+    };
+    cluster_node(config, &url).await
+}
+
+#[cfg(feature = "redis")]
+async fn cluster_node(config: Config, url: &str) -> std::io::Result<Arc<Node>> {
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("{:012x}", rand::random::<u64>() >> 16));
+    let broker = crate::broker::redis::RedisBroker::connect(url, &node_id)
+        .await
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e))?;
+    tracing::info!("cluster mode: node {node_id}, Redis at {}", broker.url());
+    Ok(Node::with_broker(config, Box::new(broker)))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn cluster_node(_: Config, _: &str) -> std::io::Result<Arc<Node>> {
+    // Config::validate refuses it first; kept for embedders that skip it.
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "redis is set, but this halley was built without the redis feature",
+    ))
 }
 
 /// Binds with a deep accept backlog, and `SO_REUSEADDR` so a restarted

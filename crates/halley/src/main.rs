@@ -38,7 +38,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (in-memory state, no external service needed).
+    /// Run the server (all in memory; with --redis, a node of a cluster).
     Serve(serve::ServeArgs),
     /// Run the seed's chat benchmark against a Bayeux server (Halley, CometD, Faye).
     Bench(bench::BenchArgs),

@@ -352,7 +352,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listen = config.listen;
         let server = Server::bind(config)
             .await
-            .with_context(|| format!("binding {listen}"))?;
+            .with_context(|| format!("starting the server on {listen}"))?;
         server.run(shutdown_signal()).await?;
         Ok(())
     })

@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use halley_protocol::ChannelName;
 use serde_json::value::RawValue;
 
+use crate::broker::Published;
 use crate::node::Node;
 
 /// A handle to publish into the node from server-side code. Holds the node
@@ -24,14 +25,21 @@ impl Publisher {
     }
 
     /// Publishes `data` on a broadcast `channel`; returns how many sessions
-    /// of this node it was queued for (0 once the node is gone).
+    /// of this node it was queued for (0 once the node is gone, or when a
+    /// cluster broker refused it: see [`Publisher::try_publish`]).
     pub fn publish(&self, channel: &ChannelName, data: &RawValue) -> usize {
+        self.try_publish(channel, data).local()
+    }
+
+    /// Like [`Publisher::publish`], telling what the broker did with it
+    /// ([`Published::Unavailable`]: a cluster broker that lost its engine).
+    pub fn try_publish(&self, channel: &ChannelName, data: &RawValue) -> Published {
         let Some(node) = self.node.upgrade() else {
-            return 0;
+            return Published::Delivered(0);
         };
         // In the owning adapter's turn: a new subscriber gets its snapshot
         // before any later message of that adapter.
         node.data_adapters()
-            .in_turn(channel, || node.publish(channel, data, None, None).local())
+            .in_turn(channel, || node.publish(channel, data, None, None))
     }
 }

@@ -19,12 +19,27 @@
 //! it calls this node's fan-out at once, on the publisher's task, which is
 //! exactly the single-process behaviour. A cluster engine implements the
 //! same trait: it ships the publication to its engine and, from its own
-//! task, calls [`LocalFanout::fan_out`] for what arrives from the others.
+//! task (started by [`Broker::start`]), calls [`LocalFanout::fan_out`] for
+//! what arrives, its own publications included. [`redis::RedisBroker`]
+//! (cargo feature `redis`) is that engine on Redis; see `docs/cluster.md`.
 
 pub mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-use halley_protocol::ChannelName;
+use std::sync::Weak;
+
+use halley_protocol::{BayeuxError, ChannelName};
 use serde_json::value::RawValue;
+use tokio::task::JoinHandle;
+
+/// The failed reply of a publish the broker could not take (a cluster
+/// engine that lost Redis): the publisher learns at once, instead of a
+/// message silently reaching only part of the cluster.
+pub const UNAVAILABLE: BayeuxError = BayeuxError {
+    code: 503,
+    reason: "broker_unavailable",
+};
 
 /// One message on a broadcast channel, as it leaves a publisher. Borrowed:
 /// the local path encodes it once, straight from the publisher's buffers.
@@ -48,6 +63,10 @@ pub enum Published {
     /// on the other nodes is not known when the publish returns. `local` is
     /// how many sessions of this node it was queued for.
     Accepted { local: usize },
+    /// Refused: the broker cannot reach its engine now (or its queue to
+    /// the engine is full). Delivered nowhere; the publisher is told
+    /// ([`UNAVAILABLE`]).
+    Unavailable,
 }
 
 impl Published {
@@ -55,7 +74,13 @@ impl Published {
     pub fn local(self) -> usize {
         match self {
             Published::Delivered(n) | Published::Accepted { local: n } => n,
+            Published::Unavailable => 0,
         }
+    }
+
+    /// Whether the broker refused it.
+    pub fn is_unavailable(self) -> bool {
+        self == Published::Unavailable
     }
 }
 
@@ -79,4 +104,24 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A short name for logs and the admin page (`local`, `redis`).
     fn name(&self) -> &'static str;
+
+    /// Starts the broker's own tasks (a cluster engine's reader, which
+    /// hands what arrives to `local`), once, when the server starts
+    /// serving; the handle ends after [`Broker::stop`]. `local` is weak:
+    /// the tasks must not keep a stopped node alive. The local broker has
+    /// no task.
+    fn start(&self, local: Weak<dyn LocalFanout>) -> Option<JoinHandle<()>> {
+        let _ = local;
+        None
+    }
+
+    /// Stops the tasks [`Broker::start`] started (the server is shutting
+    /// down; a cluster node leaves the cluster).
+    fn stop(&self) {}
+
+    /// Whether a publish would be taken now (false: [`Published::Unavailable`]).
+    /// For callers that want all or nothing, such as the HTTP publish API.
+    fn available(&self) -> bool {
+        true
+    }
 }

@@ -133,6 +133,21 @@ impl Config {
         if self.webhook.is_some() && !cfg!(feature = "webhook") {
             return Err(NO_WEBHOOK.into());
         }
+        match self.redis.as_deref() {
+            Some(url) if url.trim().is_empty() => {
+                return Err("redis must be a URL such as redis://127.0.0.1:6379".into())
+            }
+            Some(_) if !cfg!(feature = "redis") => return Err(NO_REDIS.into()),
+            _ => {}
+        }
+        if let Some(id) = &self.node_id {
+            let fits = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(fits) {
+                return Err(format!(
+                    "node-id must be 1 to 64 letters, digits, '-', '_' or '.', got {id:?}"
+                ));
+            }
+        }
         if self.max_sessions_per_user == Some(0) {
             return Err("max-sessions-per-user must be at least 1".into());
         }
@@ -155,6 +170,7 @@ impl Config {
 
 const NO_JWT: &str = "[jwt] is set, but this halley was built without the jwt feature";
 const NO_WEBHOOK: &str = "[webhook] is set, but this halley was built without the webhook feature";
+const NO_REDIS: &str = "redis is set, but this halley was built without the redis feature";
 
 // The optional integrations (cargo features `jwt` and `webhook`, on by
 // default): without one, its table still parses, so the error can say why
@@ -214,6 +230,35 @@ mod tests {
             error.contains("built without the webhook feature"),
             "{error}"
         );
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn redis_is_refused_without_the_feature() {
+        let config = Config {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("built without the redis feature"), "{error}");
+    }
+
+    #[test]
+    fn node_ids_are_checked() {
+        let with_id = |id: &str| Config {
+            node_id: Some(id.into()),
+            ..Config::default()
+        };
+        assert!(with_id("node-1.eu_west").validate().is_ok());
+        for bad in ["", "a b", "a:b", &"x".repeat(65)] {
+            let error = with_id(bad).validate().unwrap_err();
+            assert!(error.contains("node-id"), "{bad:?}: {error}");
+        }
+        let empty_url = Config {
+            redis: Some(" ".into()),
+            ..Config::default()
+        };
+        assert!(empty_url.validate().unwrap_err().contains("redis"));
     }
 
     #[test]

@@ -534,6 +534,13 @@ settings! {
         /// Most sessions one authenticated user may hold at once (users come
         /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";
+        /// Join the cluster on this Redis (redis://[user:password@]host:port[/db]):
+        /// channels span every node of it (see docs/cluster.md).
+        redis: Option<String> = None, "URL", secret = true,
+            unset = "none, a single node in memory";
+        /// This node's id in the cluster (its heartbeat key halley:node:<id>):
+        /// letters, digits, '-', '_' and '.'.
+        node_id: Option<String> = None, "ID", unset = "a random id";
     }
     tables {
         /// Per-channel overflow policies (`[[overflow]]`); the first matching pattern wins.
@@ -643,6 +650,8 @@ mod tests {
             ("webhook-timeout-ms", "2000"),
             ("webhook-actions", "handshake, subscribe, publish"),
             ("jwt-allow-anonymous", "false"),
+            ("redis", "none, a single node in memory"),
+            ("node-id", "a random id"),
         ] {
             assert_eq!(setting(name).unwrap().default_text(), text, "{name}");
         }

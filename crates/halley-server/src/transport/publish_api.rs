@@ -9,7 +9,11 @@
 //! 200 [{"channel": "/stocks/AAPL", "delivered": 3}]           (one entry per message)
 //! ```
 //!
-//! `delivered` is the number of sessions the message was queued for.
+//! `delivered` is the number of sessions the message was queued for. On a
+//! cluster node (`redis` set) the message reaches its subscribers, on every
+//! node, when it comes back from Redis, so the count is not known when the
+//! request is answered: the entry says so, `{"channel": ..., "delivered":
+//! null, "accepted": true}`.
 //! Messages go through [`crate::adapter::Publisher`], so they reach
 //! subscribers exactly as a client's publish does (`data` is passed on
 //! byte for byte) and take turns with the Data Adapter owning the channel.
@@ -26,6 +30,7 @@
 //! | 404 | no API key configured: the API is disabled |
 //! | 405 | not a `POST` |
 //! | 413 | a body over `max-request-bytes`, or more than `max-batch-messages` messages |
+//! | 503 | a cluster node that cannot reach Redis: nothing was published (or, lost in the middle of a request, the entries with `"error": "broker_unavailable"` were not) |
 
 use std::sync::Arc;
 
@@ -99,18 +104,44 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
         Ok(messages) => messages,
         Err((status, message)) => return error(status, &message),
     };
+    // All or nothing, as far as can be known before sending.
+    if !engine.node().broker().available() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster's Redis is unavailable: nothing was published",
+        );
+    }
     let publisher = Publisher::new(engine.node());
+    let mut refused = false;
     let results: Vec<serde_json::Value> = messages
         .iter()
         .map(|(channel, data)| {
-            let delivered = publisher.publish(channel, data);
-            serde_json::json!({ "channel": channel.as_str(), "delivered": delivered })
+            let published = publisher.try_publish(channel, data);
+            if published.is_unavailable() {
+                refused = true;
+                return serde_json::json!({
+                    "channel": channel.as_str(),
+                    "delivered": 0,
+                    "error": crate::broker::UNAVAILABLE.reason,
+                });
+            }
+            match published {
+                // Handed to the cluster: how many it reaches is not known yet.
+                crate::broker::Published::Accepted { .. } => serde_json::json!({
+                    "channel": channel.as_str(),
+                    "delivered": null,
+                    "accepted": true,
+                }),
+                _ => serde_json::json!({ "channel": channel.as_str(), "delivered": published.local() }),
+            }
         })
         .collect();
-    json(
-        StatusCode::OK,
-        serde_json::Value::Array(results).to_string(),
-    )
+    let status = if refused {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, serde_json::Value::Array(results).to_string())
 }
 
 /// Whether the request carries `Authorization: Bearer <one of keys>`.

@@ -341,10 +341,19 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy on `127.0.0.1:0` to `server`.
     pub async fn start(server: &Server) -> Proxy {
+        Proxy::start_to(server.address(), |local| {
+            server.url.replacen(server.address(), local, 1)
+        })
+        .await
+    }
+
+    /// A proxy on `127.0.0.1:0` to `target` (`127.0.0.1:PORT`); `url` makes
+    /// its [`Proxy::url`] from its own address.
+    pub async fn start_to(target: &str, url: impl FnOnce(&str) -> String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let local = listener.local_addr().expect("proxy address");
-        let url = server.url.replacen(server.address(), &local.to_string(), 1);
-        let target = server.address().to_owned();
+        let url = url(&local.to_string());
+        let target = target.to_owned();
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let turns = Arc::new(Turns::default());
@@ -719,4 +728,111 @@ pub async fn assert_still_serves(server: &Server, existing: &Client) {
         .unwrap();
     assert_eq!(delivery.channel, "/alive/check");
     assert_eq!(delivery.data_value(), json!({"ok": true}));
+}
+
+/// A `redis-server` of a test's own on a free port, without persistence,
+/// killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Redis {
+    /// Starts one, or returns `None` after saying why when `redis-server`
+    /// is not installed and `CI` is not set (`scripts/test.sh` installs it;
+    /// under CI a missing `redis-server` fails the test).
+    pub fn start() -> Option<Redis> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)"
+            );
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        Some(Redis::start_on(free_port()))
+    }
+
+    /// Starts one on `port` (to bring Redis back where the nodes expect it)
+    /// and waits until it answers PING.
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let redis = Redis {
+            child,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !redis.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn answers_ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut answer = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    /// Sends one command (inline: its words separated by spaces, none of
+    /// them containing one) and returns the first line of the answer
+    /// (`:15` for an integer, `$-1` for a missing string).
+    pub fn command(&self, command: &str) -> String {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to redis");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("writing to redis");
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("reading from redis");
+        line.trim_end().to_owned()
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port nothing listens on (just now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }

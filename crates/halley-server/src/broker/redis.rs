@@ -1,0 +1,719 @@
+//! The cluster engine on Redis (cargo feature `redis`): a message published
+//! on any node reaches the subscribers of its channel on every node, once,
+//! in per-channel order. See `docs/cluster.md` for what it does not do yet.
+//!
+//! One publish is one Redis command, `EVALSHA` of [`PUBLISH_SCRIPT`], which
+//! in one step (a script runs alone in Redis):
+//!
+//! ```text
+//! XADD    halley:stream:<channel> MAXLEN ~ 1000 * p <publication>   -> offset
+//! EXPIRE  halley:stream:<channel> 300
+//! PUBLISH halley:publications "<offset> <publication>"
+//! ```
+//!
+//! The stream keeps a channel's recent messages, its ids being the
+//! per-channel offsets (read back by the next slice: catching up after a
+//! gap, session takeover). Every node, the publisher's included, is
+//! subscribed to `halley:publications` on a connection of its own; its
+//! reader task decodes each message and hands it to the node's
+//! [`LocalFanout`]. Redis runs one command at a time and pushes a pub/sub
+//! channel's messages to each subscriber in that order, so every node
+//! delivers the same sequence: a channel's messages in the order Redis took
+//! them, each once (one subscription per node), the publisher's own node
+//! too (it does not deliver locally first, which would reorder it).
+//!
+//! Tasks, both started by [`Broker::start`] and ended by [`Broker::stop`]:
+//!
+//! - the writer owns the command connection: it takes publications from a
+//!   bounded queue (filled by [`Broker::publish`], which never waits),
+//!   sends whatever has gathered as one pipeline, and refreshes this node's
+//!   heartbeat key `halley:node:<id>` (TTL [`HEARTBEAT_TTL`]);
+//! - the reader owns the subscription, and PINGs it so a silent connection
+//!   is noticed rather than trusted; when it loses Redis, the writer
+//!   reconnects too, so both come back on the restarted Redis.
+//!
+//! Redis lost while running: whichever task notices marks the broker down;
+//! from then on [`Broker::publish`] answers [`Published::Unavailable`] at
+//! once (the publisher gets `503::broker_unavailable`); local sessions go
+//! on. Each task reconnects with a growing pause, the reader resubscribes,
+//! and publishing resumes when both are back. What was published during the
+//! gap, or queued but not yet sent when the connection broke, is lost:
+//! delivery across nodes is best effort while Redis is down.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use halley_protocol::ChannelName;
+use parking_lot::Mutex;
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{AsyncConnectionConfig, Client, ServerErrorKind, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, LocalFanout, Publication, Published};
+
+/// The pub/sub channel every node listens to.
+pub const PUBLICATIONS: &str = "halley:publications";
+/// A channel's stream is this and the channel's name: `halley:stream:/chat/1`.
+pub const STREAM_PREFIX: &str = "halley:stream:";
+/// A node's heartbeat key is this and its id: `halley:node:a1b2c3`.
+pub const NODE_PREFIX: &str = "halley:node:";
+/// Entries a channel's stream keeps, about (`MAXLEN ~`: Redis trims whole
+/// blocks, which is cheaper than trimming to the exact count).
+pub const STREAM_LENGTH: usize = 1000;
+/// A channel's stream expires this long after its last publish.
+pub const STREAM_TTL: Duration = Duration::from_secs(300);
+/// How often a node refreshes its heartbeat key (and PINGs its subscription).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How long a node's heartbeat key outlives its last refresh.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
+
+/// Publications accepted but not yet sent; beyond it publishes are refused
+/// (Redis is too slow or gone), not queued without bound.
+const QUEUE: usize = 16_384;
+/// Most publications sent in one pipeline.
+const BATCH: usize = 256;
+/// Connecting, and waiting for an answer, take at most this long: a Redis
+/// that does not answer counts as lost instead of stalling publishes.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause between two reconnection attempts doubles from the first to
+/// the second.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Stores the publication in its channel's stream and tells every node, in
+/// one step. KEYS[1]: the stream; ARGV: the publication, the stream's
+/// length, its TTL in seconds, the pub/sub channel. Returns the offset.
+pub const PUBLISH_SCRIPT: &str = r#"
+local offset = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], offset .. ' ' .. ARGV[1])
+return offset
+"#;
+
+/// A publication as it travels through Redis: JSON, `data`, `id` and `ext`
+/// carried raw (byte for byte, never parsed into a tree).
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    ext: Option<&'a RawValue>,
+}
+
+/// Encodes a publication once, for both the stream and the other nodes.
+fn encode(publication: &Publication<'_>) -> Vec<u8> {
+    let wire = Wire {
+        channel: Cow::Borrowed(publication.channel.as_str()),
+        data: publication.data,
+        id: publication.id,
+        ext: publication.ext,
+    };
+    serde_json::to_vec(&wire).expect("raw JSON values serialize")
+}
+
+/// Decodes a `halley:publications` message, `<offset> <publication>`, and
+/// hands it to `fan_out`.
+fn decode<R>(
+    message: &[u8],
+    fan_out: impl FnOnce(&str, Publication<'_>) -> R,
+) -> Result<R, String> {
+    let space = message.iter().position(|&b| b == b' ').ok_or("no offset")?;
+    let offset = std::str::from_utf8(&message[..space]).map_err(|_| "offset not UTF-8")?;
+    let wire: Wire<'_> =
+        serde_json::from_slice(&message[space + 1..]).map_err(|e| e.to_string())?;
+    let channel = ChannelName::parse(&wire.channel).map_err(|e| e.to_string())?;
+    Ok(fan_out(
+        offset,
+        Publication {
+            channel: &channel,
+            data: wire.data,
+            id: wire.id,
+            ext: wire.ext,
+        },
+    ))
+}
+
+/// `url` without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme_end) = shown.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = shown[authority_start..]
+            .find(['/', '?'])
+            .map_or(shown.len(), |i| authority_start + i);
+        if let Some(at) = shown[authority_start..authority_end].rfind('@') {
+            let userinfo = authority_start..authority_start + at;
+            if let Some(colon) = shown[userinfo.clone()].find(':') {
+                shown.replace_range(authority_start + colon + 1..userinfo.end, "***");
+            }
+        }
+    }
+    // `redis+unix:///run/redis.sock?pass=...`
+    if let Some(query_start) = shown.find('?') {
+        let query: Vec<String> = shown[query_start + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key == "pass" || key == "password" => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.replace_range(query_start + 1.., &query.join("&"));
+    }
+    shown
+}
+
+/// Whether each connection is up; the broker takes publishes while both are.
+#[derive(Default)]
+struct Health {
+    writer_down: AtomicBool,
+    reader_down: AtomicBool,
+    /// The reader lost Redis: the writer's connection is likely dead too,
+    /// and would only find out at its next command, possibly after the
+    /// reader is back, losing that command. It reconnects at once instead.
+    reconnect_writer: AtomicBool,
+    subscription_lost: tokio::sync::Notify,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Writer,
+    Reader,
+}
+
+impl Health {
+    fn up(&self) -> bool {
+        !self.writer_down.load(Ordering::Acquire) && !self.reader_down.load(Ordering::Acquire)
+    }
+
+    /// Records `part` up or down, and says so when the broker as a whole
+    /// changes.
+    fn set(&self, part: Part, up: bool) {
+        let before = self.up();
+        let flag = match part {
+            Part::Writer => &self.writer_down,
+            Part::Reader => &self.reader_down,
+        };
+        flag.store(!up, Ordering::Release);
+        match (before, self.up()) {
+            (true, false) => tracing::warn!(
+                ?part,
+                "Redis lost: publishes are refused (503::broker_unavailable) until it is back; local sessions go on"
+            ),
+            (false, true) => tracing::info!("Redis is back: publishing and receiving again"),
+            _ => {}
+        }
+    }
+}
+
+/// One publication on its way to Redis.
+struct Outgoing {
+    stream: String,
+    payload: Vec<u8>,
+}
+
+/// What [`Broker::start`] hands to the tasks: made by
+/// [`RedisBroker::connect`], so that a node is subscribed before it serves.
+struct Parts {
+    queue: mpsc::Receiver<Outgoing>,
+    commands: MultiplexedConnection,
+    pubsub: PubSub,
+}
+
+/// The Redis broker. See the module documentation.
+pub struct RedisBroker {
+    client: Client,
+    node_id: String,
+    shown_url: String,
+    queue: mpsc::Sender<Outgoing>,
+    health: Arc<Health>,
+    parts: Mutex<Option<Parts>>,
+    stop: CancellationToken,
+}
+
+impl RedisBroker {
+    /// Connects to Redis at `url` as node `node_id`: a command connection
+    /// (checked with the script loaded) and the subscription. The error
+    /// names the URL (without its password) and what failed.
+    pub async fn connect(url: &str, node_id: &str) -> Result<RedisBroker, String> {
+        let shown_url = redact(url);
+        let client =
+            Client::open(url).map_err(|e| format!("invalid Redis URL {shown_url}: {e}"))?;
+        let unreachable = |e: String| format!("cannot connect to Redis at {shown_url}: {e}");
+        let mut commands = connect_commands(&client).await.map_err(unreachable)?;
+        load_script(&mut commands).await.map_err(unreachable)?;
+        beat(&mut commands, node_id).await.map_err(unreachable)?;
+        let pubsub = subscribe(&client).await.map_err(unreachable)?;
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        Ok(RedisBroker {
+            client,
+            node_id: node_id.to_owned(),
+            shown_url,
+            queue,
+            health: Arc::default(),
+            parts: Mutex::new(Some(Parts {
+                queue: receiver,
+                commands,
+                pubsub,
+            })),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, publication: Publication<'_>, _local: &dyn LocalFanout) -> Published {
+        if !self.health.up() {
+            return Published::Unavailable;
+        }
+        let outgoing = Outgoing {
+            stream: format!("{STREAM_PREFIX}{}", publication.channel.as_str()),
+            payload: encode(&publication),
+        };
+        // Full: Redis does not keep up (or is gone and not yet noticed);
+        // closed: the broker is stopping. Refused either way, never awaited.
+        match self.queue.try_send(outgoing) {
+            // Delivered here too, when it comes back from Redis.
+            Ok(()) => Published::Accepted { local: 0 },
+            Err(_) => Published::Unavailable,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn start(&self, local: Weak<dyn LocalFanout>) -> Option<JoinHandle<()>> {
+        let Parts {
+            queue,
+            commands,
+            pubsub,
+        } = self.parts.lock().take()?;
+        let writer = tokio::spawn(write(
+            self.client.clone(),
+            commands,
+            queue,
+            self.node_id.clone(),
+            self.health.clone(),
+            self.stop.clone(),
+        ));
+        let reader = tokio::spawn(read(
+            self.client.clone(),
+            pubsub,
+            local,
+            self.health.clone(),
+            self.stop.clone(),
+        ));
+        Some(tokio::spawn(async move {
+            let _ = reader.await;
+            let _ = writer.await;
+        }))
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn available(&self) -> bool {
+        self.health.up()
+    }
+}
+
+async fn connect_commands(client: &Client) -> Result<MultiplexedConnection, String> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut connection)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(connection)
+}
+
+async fn subscribe(client: &Client) -> Result<PubSub, String> {
+    let subscribed = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(PUBLICATIONS).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match tokio::time::timeout(TIMEOUT, subscribed).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
+    }
+}
+
+fn script_hash() -> String {
+    redis::Script::new(PUBLISH_SCRIPT).get_hash().to_owned()
+}
+
+async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), String> {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(PUBLISH_SCRIPT)
+        .query_async::<String>(connection)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("loading the publish script: {e}"))
+}
+
+/// Refreshes this node's heartbeat key; its value is the time of the beat
+/// (Unix milliseconds), for whoever looks.
+async fn beat(connection: &mut MultiplexedConnection, node_id: &str) -> Result<(), String> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    redis::cmd("SET")
+        .arg(format!("{NODE_PREFIX}{node_id}"))
+        .arg(now_ms.to_string())
+        .arg("EX")
+        .arg(HEARTBEAT_TTL.as_secs())
+        .query_async::<()>(connection)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Sends `batch` as one pipeline of script calls. A Redis that lost its
+/// script cache (restarted, `SCRIPT FLUSH`) answers NOSCRIPT: the script is
+/// loaded again and those calls sent again, in order. A publication Redis
+/// refuses otherwise is logged; the error is the connection's.
+async fn send(
+    connection: &mut MultiplexedConnection,
+    sha: &str,
+    batch: &[Outgoing],
+) -> Result<(), String> {
+    let mut pending: Vec<&Outgoing> = batch.iter().collect();
+    for attempt in 0..2 {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for outgoing in &pending {
+            pipe.cmd("EVALSHA")
+                .arg(sha)
+                .arg(1)
+                .arg(&outgoing.stream)
+                .arg(outgoing.payload.as_slice())
+                .arg(STREAM_LENGTH)
+                .arg(STREAM_TTL.as_secs())
+                .arg(PUBLICATIONS);
+        }
+        let answers: Vec<Value> = pipe
+            .query_async(connection)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut no_script = Vec::new();
+        for (outgoing, answer) in pending.iter().zip(answers) {
+            if let Value::ServerError(error) = answer {
+                if error.kind() == Some(ServerErrorKind::NoScript) && attempt == 0 {
+                    no_script.push(*outgoing);
+                } else {
+                    tracing::warn!(stream = %outgoing.stream, %error, "Redis refused a publication");
+                }
+            }
+        }
+        if no_script.is_empty() {
+            break;
+        }
+        load_script(connection).await?;
+        pending = no_script;
+    }
+    Ok(())
+}
+
+/// The pause before the next reconnection attempt.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(RETRY_FIRST)
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        pause
+    }
+}
+
+/// The writer task: publications to Redis, heartbeats, reconnection.
+async fn write(
+    client: Client,
+    commands: MultiplexedConnection,
+    mut queue: mpsc::Receiver<Outgoing>,
+    node_id: String,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let sha = script_hash();
+    let mut commands = Some(commands);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    // After a slow send, one beat, not a burst of the missed ones.
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut retry = Backoff::new();
+    loop {
+        let Some(connection) = commands.as_mut() else {
+            // Accepted before the loss was noticed. Sent after an outage of
+            // unknown length they would arrive arbitrarily late: dropped
+            // instead, and said so (best effort, see docs/cluster.md).
+            let mut lost = 0;
+            while queue.try_recv().is_ok() {
+                lost += 1;
+            }
+            if lost > 0 {
+                tracing::warn!(lost, "publications lost: Redis unavailable");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(retry.next()) => {}
+            }
+            match connect_commands(&client).await {
+                Ok(connection) => {
+                    // This connection is newer than any loss the reader saw.
+                    health.reconnect_writer.store(false, Ordering::Release);
+                    commands = Some(connection);
+                    retry = Backoff::new();
+                    heartbeat.reset_immediately();
+                    health.set(Part::Writer, true);
+                }
+                Err(error) => tracing::debug!(%error, "reconnecting to Redis"),
+            }
+            continue;
+        };
+        let failure = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            n = queue.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let sent = send(connection, &sha, &batch).await;
+                if sent.is_err() {
+                    tracing::warn!(lost = batch.len(), "publications lost: Redis unavailable");
+                }
+                batch.clear();
+                sent.err()
+            }
+            _ = heartbeat.tick() => beat(connection, &node_id).await.err(),
+            // A wake-up left from before the last reconnection finds the
+            // flag clear.
+            _ = health.subscription_lost.notified() => health
+                .reconnect_writer
+                .swap(false, Ordering::AcqRel)
+                .then(|| "the subscription was lost".to_owned()),
+        };
+        if let Some(error) = failure {
+            tracing::debug!(%error, "Redis command connection lost");
+            commands = None;
+            health.set(Part::Writer, false);
+        }
+    }
+    // Stopping: what was accepted still goes out, and the heartbeat key
+    // goes at once, so the others need not wait for its TTL.
+    let Some(mut connection) = commands else {
+        return;
+    };
+    queue.close();
+    while let Some(outgoing) = queue.recv().await {
+        batch.push(outgoing);
+    }
+    let leaving = async {
+        if !batch.is_empty() {
+            let _ = send(&mut connection, &sha, &batch).await;
+        }
+        let _ = redis::cmd("DEL")
+            .arg(format!("{NODE_PREFIX}{node_id}"))
+            .query_async::<()>(&mut connection)
+            .await;
+    };
+    let _ = tokio::time::timeout(TIMEOUT, leaving).await;
+}
+
+/// The reader task: every publication of the cluster to this node's
+/// fan-out, resubscribing after a loss.
+async fn read(
+    client: Client,
+    pubsub: PubSub,
+    local: Weak<dyn LocalFanout>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut pubsub = Some(pubsub);
+    let mut retry = Backoff::new();
+    loop {
+        let Some(subscribed) = pubsub.take() else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(retry.next()) => {}
+            }
+            match subscribe(&client).await {
+                Ok(subscribed) => {
+                    pubsub = Some(subscribed);
+                    retry = Backoff::new();
+                    health.set(Part::Reader, true);
+                }
+                Err(error) => tracing::debug!(%error, "resubscribing to Redis"),
+            }
+            continue;
+        };
+        let (mut sink, mut messages) = subscribed.split();
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEARTBEAT_EVERY,
+            HEARTBEAT_EVERY,
+        );
+        let lost = loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        break "connection closed".to_owned();
+                    };
+                    // The node is gone: nothing left to deliver to.
+                    let Some(local) = local.upgrade() else {
+                        return;
+                    };
+                    let delivered = decode(message.get_payload_bytes(), |offset, publication| {
+                        tracing::trace!(offset, channel = %publication.channel, "publication from Redis");
+                        local.fan_out(publication)
+                    });
+                    if let Err(error) = delivered {
+                        tracing::warn!(%error, "ignoring a malformed message on {PUBLICATIONS}");
+                    }
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(TIMEOUT, sink.ping::<()>()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => break error.to_string(),
+                        Err(_) => break format!("no answer to PING within {TIMEOUT:?}"),
+                    }
+                }
+            }
+        };
+        tracing::debug!(error = %lost, "Redis subscription lost");
+        health.set(Part::Reader, false);
+        health.reconnect_writer.store(true, Ordering::Release);
+        health.subscription_lost.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn a_publication_round_trips_byte_for_byte() {
+        let channel = ChannelName::parse("/chat/room-1").unwrap();
+        let data = raw(r#"{ "price" : 1.50, "name":"Äpple" }"#);
+        let id = raw(r#""m1""#);
+        let ext = raw(r#"{"trace":[1,2]}"#);
+        let publication = Publication {
+            channel: &channel,
+            data: &data,
+            id: Some(&id),
+            ext: Some(&ext),
+        };
+        let mut message = b"1700000000000-0 ".to_vec();
+        message.extend(encode(&publication));
+        let seen = decode(&message, |offset, p| {
+            (
+                offset.to_owned(),
+                p.channel.as_str().to_owned(),
+                p.data.get().to_owned(),
+                p.id.map(|r| r.get().to_owned()),
+                p.ext.map(|r| r.get().to_owned()),
+            )
+        })
+        .unwrap();
+        assert_eq!(seen.0, "1700000000000-0");
+        assert_eq!(seen.1, "/chat/room-1");
+        assert_eq!(seen.2, data.get(), "data kept byte for byte");
+        assert_eq!(seen.3.as_deref(), Some(r#""m1""#));
+        assert_eq!(seen.4.as_deref(), Some(r#"{"trace":[1,2]}"#));
+
+        let bare = Publication {
+            channel: &channel,
+            data: &data,
+            id: None,
+            ext: None,
+        };
+        let encoded = String::from_utf8(encode(&bare)).unwrap();
+        assert!(
+            !encoded.contains("\"id\"") && !encoded.contains("\"ext\""),
+            "{encoded}"
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let refused = |message: &str| decode(message.as_bytes(), |_, _| ()).unwrap_err();
+        refused("no-offset-here");
+        refused("1-0 not json");
+        refused(r#"1-0 {"channel":"no-slash","data":1}"#);
+        refused(r#"1-0 {"channel":"/a/*","data":1}"#);
+        refused(r#"1-0 {"channel":"/a"}"#);
+    }
+
+    #[test]
+    fn passwords_are_kept_out_of_sight() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
+            ("rediss://me:hunter2@host", "rediss://me:***@host"),
+            ("redis://me@host", "redis://me@host"),
+            ("redis://me:p@ss@host/1", "redis://me:***@host/1"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn reconnection_pauses_grow_to_a_bound() {
+        let mut backoff = Backoff::new();
+        let pauses: Vec<Duration> = (0..8).map(|_| backoff.next()).collect();
+        assert_eq!(pauses[0], RETRY_FIRST);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*pauses.last().unwrap(), RETRY_MAX);
+    }
+
+    #[test]
+    fn the_broker_is_up_only_while_both_connections_are() {
+        let health = Health::default();
+        assert!(health.up());
+        health.set(Part::Reader, false);
+        assert!(!health.up());
+        health.set(Part::Writer, false);
+        health.set(Part::Reader, true);
+        assert!(!health.up(), "the writer is still down");
+        health.set(Part::Writer, true);
+        assert!(health.up());
+    }
+}
