@@ -71,6 +71,26 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             .unwrap_or(answer);
         bail!("{url} answered {status}: {reason}");
     }
+    check_answer(&args.url, &answer)?;
     println!("{answer}");
+    Ok(())
+}
+
+/// A 200 that is not the publish API's answer (one `{"channel", ...}` per
+/// message) means `--url` pointed somewhere else: most often at the Bayeux
+/// endpoint, whose long-polling transport answers any POST with Bayeux
+/// replies such as `402::client_id_missing`.
+fn check_answer(url: &str, answer: &str) -> anyhow::Result<()> {
+    let entries = serde_json::from_str::<Vec<serde_json::Value>>(answer).unwrap_or_default();
+    let is_publish_answer = !entries.is_empty()
+        && entries
+            .iter()
+            .all(|entry| entry.get("channel").is_some() && entry.get("delivered").is_some());
+    if !is_publish_answer {
+        bail!(
+            "{url} did not answer as Halley's publish API ({answer}): --url is the server's \
+             base URL (e.g. http://127.0.0.1:8080), not its Bayeux endpoint (/cometd)"
+        );
+    }
     Ok(())
 }

@@ -160,8 +160,12 @@ async fn halley_api_keys_takes_a_comma_separated_list() {
 }
 
 fn halley_publish(server: &Server, key: &str, channel: &str, data: &str) -> std::process::Output {
+    halley_publish_to(&server.origin, key, channel, data)
+}
+
+fn halley_publish_to(url: &str, key: &str, channel: &str, data: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_halley"))
-        .args(["publish", "--url", &server.origin, "--api-key", key])
+        .args(["publish", "--url", url, "--api-key", key])
         .args(["--channel", channel, "--data", data])
         .env_remove("HALLEY_URL")
         .env_remove("HALLEY_API_KEY")
@@ -199,4 +203,20 @@ async fn halley_publish_posts_and_prints_the_answer() {
     let not_json = halley_publish(&server, "k", "/x", "{oops");
     assert!(!not_json.status.success());
     assert!(String::from_utf8_lossy(&not_json.stderr).contains("--data is not JSON"));
+}
+
+/// Given the Bayeux URL instead of the base URL, the POST reaches the
+/// long-polling transport, which answers 200 with a Bayeux error: the
+/// command fails and says what `--url` should be.
+#[tokio::test]
+async fn halley_publish_to_the_bayeux_endpoint_fails_and_says_why() {
+    let server = Server::start(&["--api-key", "k"]);
+    let output = halley_publish_to(&server.url, "k", "/x", "1");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("base URL"), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "nothing printed as if it had worked"
+    );
 }
