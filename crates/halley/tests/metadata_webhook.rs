@@ -158,6 +158,8 @@ async fn the_backend_allows_and_denies_handshake_subscribe_and_publish() {
 
     let denied = handshake_with_token(&browser, "mallory").await;
     assert_eq!(denied["error"], "403::handshake_denied", "{denied}");
+    // A verdict: the client is told not to try again.
+    assert_eq!(denied["advice"]["reconnect"], "none", "{denied}");
     assert_eq!(reason(&denied), "unknown token");
 
     let reply = handshake_with_token(&browser, "ada").await;
@@ -268,6 +270,9 @@ async fn a_backend_that_is_down_fails_closed_and_is_not_cached() {
     let reply = handshake_with_token(&server.browser(), "ada").await;
     assert_eq!(reply["error"], "403::handshake_denied", "{reply}");
     assert_eq!(reason(&reply), "authorization backend unavailable");
+    // No verdict was reached: the client is told to come back, not to stop.
+    assert_eq!(reply["advice"]["reconnect"], "retry", "{reply}");
+    assert_eq!(reply["advice"]["interval"], 2000, "{reply}");
 
     // The backend comes up on that port: the failure was not cached.
     let backend = Backend::start_on(port, rules).await;

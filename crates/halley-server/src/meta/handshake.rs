@@ -13,6 +13,12 @@ use crate::node::Node;
 use crate::state::grant::Grant;
 use crate::state::session::Session;
 
+/// How long a client refused without a verdict (the Metadata Adapter could
+/// not decide: [`crate::metadata::Denial::transient`]) waits before
+/// handshaking again, in ms: long enough not to hammer a backend that is
+/// down, short enough to come back soon after it does.
+const RETRY_AFTER_TRANSIENT_DENIAL_MS: i64 = 2_000;
+
 /// The connection types this server offers, in preference order.
 pub fn offered_connection_types(node: &Node) -> Vec<&'static str> {
     let mut offered = Vec::with_capacity(3);
@@ -81,8 +87,16 @@ pub async fn handle(
             match metadata.handshake(request).await {
                 Ok(grant) => grant,
                 Err(denial) => {
-                    tracing::info!(reason = %denial.reason, "handshake denied");
+                    tracing::info!(reason = %denial.reason, transient = denial.transient, "handshake denied");
                     let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
+                    if denial.transient {
+                        // No verdict (the backend was unreachable): come back
+                        // later rather than give up for good.
+                        reply.advice = Some(Advice::retry(
+                            RETRY_AFTER_TRANSIENT_DENIAL_MS,
+                            config.timeout as i64,
+                        ));
+                    }
                     explain(&mut reply, &denial);
                     return (reply, None);
                 }

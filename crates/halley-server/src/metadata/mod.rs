@@ -53,12 +53,27 @@ pub type Verdict<'a, T> = Pin<Box<dyn Future<Output = Result<T, Denial>> + Send 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub reason: String,
+    /// Whether asking again later may succeed (the decision could not be
+    /// made, e.g. an authorization backend was unreachable), as opposed to
+    /// a verdict. A refused handshake then advises `reconnect: retry`, so
+    /// clients come back instead of giving up for good.
+    pub transient: bool,
 }
 
 impl Denial {
+    /// A verdict: asking again will not change it.
     pub fn new(reason: impl Into<String>) -> Self {
         Denial {
             reason: reason.into(),
+            transient: false,
+        }
+    }
+
+    /// No verdict could be reached now; asking again later may succeed.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Denial {
+            reason: reason.into(),
+            transient: true,
         }
     }
 }

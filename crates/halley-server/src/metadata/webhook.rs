@@ -194,7 +194,7 @@ impl WebhookAdapter {
         if self.config.fail_open {
             Ok(allowed)
         } else {
-            Err(Denial::new("authorization backend unavailable"))
+            Err(Denial::transient("authorization backend unavailable"))
         }
     }
 
