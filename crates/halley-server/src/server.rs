@@ -103,6 +103,11 @@ impl Server {
             let node = node.clone();
             async move { node.run_sweeper().await }
         });
+        // A cluster node writes where its clients stand (nothing otherwise).
+        tokio::spawn({
+            let node = node.clone();
+            async move { node.run_record_refresh().await }
+        });
         // Each ends on the shutdown signal.
         let remote_links: Vec<_> = remote_links
             .into_iter()
