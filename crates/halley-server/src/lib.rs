@@ -38,6 +38,7 @@
 //! ```
 
 pub mod adapter;
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -47,6 +48,7 @@ pub mod ext;
 pub mod history;
 pub(crate) mod meta;
 pub mod metadata;
+pub mod metrics;
 pub mod node;
 pub(crate) mod publish;
 pub(crate) mod qos;

@@ -91,7 +91,9 @@ export class Halley {
 
   _spawn(port) {
     const gen = ++this.generation;
-    const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...this.args];
+    // Servers run side by side: each admin listener on a port of its own.
+    const admin = this.args.includes('--admin-listen') ? [] : ['--admin-listen', '127.0.0.1:0'];
+    const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...admin, ...this.args];
     this._append(`\n----- [interop] start #${gen}: ${HALLEY_BIN} ${argv.join(' ')}\n`);
     // The server also reads HALLEY_* settings from the environment: drop them so that only the
     // flags given here apply.

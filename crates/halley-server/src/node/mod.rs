@@ -196,7 +196,11 @@ impl Node {
             id,
             ext,
         };
-        self.broker.publish(publication, self)
+        let published = self.broker.publish(publication, self);
+        if published.is_unavailable() {
+            crate::metrics::metrics().broker_publish_errors.inc();
+        }
+        published
     }
 
     /// A publish on a channel with history: numbered, kept, delivered, all
@@ -384,7 +388,13 @@ impl Node {
                 }
                 true
             }
-            Offered::Dropped => true,
+            Offered::Dropped => {
+                crate::metrics::metrics()
+                    .dropped
+                    .get(crate::metrics::DropReason::Qos)
+                    .inc();
+                true
+            }
             Offered::Overflow => false,
         }
     }

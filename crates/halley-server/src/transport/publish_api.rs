@@ -116,7 +116,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
     let results: Vec<serde_json::Value> = messages
         .iter()
         .map(|(channel, data)| {
-            let published = publisher.try_publish(channel, data);
+            let published = publisher.try_publish_as(channel, data, crate::metrics::Origin::HttpApi);
             if published.is_unavailable() {
                 refused = true;
                 return serde_json::json!({
