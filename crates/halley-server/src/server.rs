@@ -162,7 +162,10 @@ impl Server {
         // Up first, so `/readyz` says "starting" until the node serves.
         let admin = match admin {
             Some(admin) => {
-                tracing::info!("admin listening on http://{}", admin.local_addr()?);
+                tracing::info!(
+                    "admin endpoints at http://{} (/metrics, /healthz, /readyz)",
+                    admin.local_addr()?
+                );
                 Some(tokio::spawn(crate::admin::serve(
                     admin,
                     node.clone(),
@@ -253,14 +256,24 @@ impl Server {
         };
 
         drop(listener);
-        if let (Ended::Draining, Some(pacing)) = (ended, pacing) {
-            tracing::info!(
-                "draining: no longer accepting connections; asking clients to reconnect elsewhere"
-            );
-            tokio::select! {
-                _ = pacing => tracing::info!("drained: every session was asked to reconnect elsewhere"),
-                _ = &mut stop => tracing::info!("drain cut short"),
+        match (ended, pacing) {
+            (Ended::Draining, Some(mut pacing)) => {
+                tracing::info!(
+                    "draining: no longer accepting connections; asking clients to reconnect elsewhere"
+                );
+                tokio::select! {
+                    _ = &mut pacing => tracing::info!("drained: every session was asked to reconnect elsewhere"),
+                    _ = &mut stop => {
+                        pacing.abort();
+                        tracing::info!("drain cut short");
+                    }
+                }
             }
+            (Ended::Stop, Some(pacing)) => {
+                pacing.abort();
+                tracing::info!("drain cut short");
+            }
+            (_, None) => {}
         }
         tracing::info!("shutting down: answering held connects");
         node.shutdown().trigger();
