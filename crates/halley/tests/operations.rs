@@ -321,3 +321,25 @@ async fn without_the_demo_the_root_is_404_and_the_client_stays() {
     assert_eq!(status, 200);
     assert!(body.to_lowercase().contains("<html"), "{body}");
 }
+
+#[tokio::test]
+async fn a_publish_of_null_is_delivered_and_one_without_data_refused() {
+    let server = Server::start(&[]);
+    let (subscriber, mut deliveries) = server.connected_client().await;
+    subscriber.subscribe("/ops/null").await.unwrap();
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    let published = common::send_one(
+        &browser,
+        &client_id,
+        "p1",
+        "/ops/null",
+        json!({ "data": null }),
+    )
+    .await;
+    assert_eq!(published["successful"], true, "{published}");
+    let delivery = within(30.0, "the null", deliveries.recv()).await.unwrap();
+    assert_eq!(delivery.data_value(), Value::Null);
+    let refused = common::send_one(&browser, &client_id, "p2", "/ops/null", json!({})).await;
+    assert_eq!(refused["error"], "400::data_missing", "{refused}");
+}
