@@ -142,8 +142,16 @@ impl Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_halley"));
         command.arg("serve").args(["--listen", listen]);
         // Tests run side by side: each admin listener on a port of its own.
-        if !flags.contains(&"--admin-listen") {
-            command.args(["--admin-listen", "127.0.0.1:0"]);
+        // SIGTERM stops at once, as before drains existed, unless the test
+        // is about the drain.
+        for (flag, value) in [
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--drain-delay", "0"),
+            ("--drain-timeout", "0"),
+        ] {
+            if !flags.contains(&flag) {
+                command.args([flag, value]);
+            }
         }
         command
             .args(flags)
