@@ -343,3 +343,42 @@ async fn a_publish_of_null_is_delivered_and_one_without_data_refused() {
     let refused = common::send_one(&browser, &client_id, "p2", "/ops/null", json!({})).await;
     assert_eq!(refused["error"], "400::data_missing", "{refused}");
 }
+
+#[tokio::test]
+async fn a_fail_closed_webhook_that_cannot_be_reached_makes_the_node_not_ready() {
+    // Nothing listens on that port: the webhook cannot decide.
+    let backend = format!("http://127.0.0.1:{}/", common::free_port());
+    let server = Server::start(&["--webhook-url", &backend]);
+    let admin = admin_url(&server).await;
+    assert_eq!(get(&format!("{admin}/readyz")).await.0, 200);
+    let browser = server.browser();
+    let replies = common::exchange(
+        &browser,
+        &json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                 "supportedConnectionTypes": ["long-polling"]}]),
+    )
+    .await;
+    assert_eq!(reply_with_id(&replies, "hs")["successful"], false);
+    let (status, why) = get(&format!("{admin}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(why.contains("Metadata Adapter"), "{why}");
+    let (_, text) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(
+        sample(
+            &text,
+            "halley_metadata_decisions_total{action=\"handshake\",outcome=\"unavailable\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "halley_handshakes_total{outcome=\"denied\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "halley_metadata_latency_seconds_count{action=\"handshake\"}"
+        ),
+        1.0
+    );
+}
