@@ -9,7 +9,9 @@
 //!
 //! The delivery latency histogram is this module's own [`AtomicHistogram`]:
 //! the library's histogram takes a lock per observation, and a delivery
-//! is the hot path (one observation per delivery written).
+//! is the hot path (one observation per delivery written). Its start is
+//! the publish's time, read once per fan-out ([`PublishTime`]), not once
+//! per subscriber.
 //!
 //! One set per process ([`metrics`]): the counters are statics reached from
 //! every floor (the outbox counts its own drops and depth) without
@@ -414,6 +416,42 @@ impl Metrics {
         }
         self.deliveries.inc_by(count);
     }
+}
+
+thread_local! {
+    /// When the fan-out running on this thread accepted its publish.
+    static PUBLISHED_AT: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Marks a fan-out: until it is dropped, the deliveries queued on this
+/// thread share one reading of the clock (a publish reaching thousands of
+/// subscribers reads it once, not once per subscriber).
+pub struct PublishTime {
+    previous: Option<std::time::Instant>,
+}
+
+impl PublishTime {
+    pub fn start() -> PublishTime {
+        let now = std::time::Instant::now();
+        PublishTime {
+            previous: PUBLISHED_AT.with(|at| at.replace(Some(now))),
+        }
+    }
+}
+
+impl Drop for PublishTime {
+    fn drop(&mut self) {
+        PUBLISHED_AT.with(|at| at.set(self.previous));
+    }
+}
+
+/// When a delivery queued now was accepted: its fan-out's time, or now.
+#[inline]
+pub fn queued_at() -> std::time::Instant {
+    PUBLISHED_AT
+        .with(|at| at.get())
+        .unwrap_or_else(std::time::Instant::now)
 }
 
 /// The latency buckets, in seconds: 50 µs to ~3.3 s, doubling.

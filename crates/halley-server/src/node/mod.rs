@@ -440,6 +440,7 @@ impl Node {
 
 impl LocalFanout for Node {
     fn fan_out(&self, publication: Publication<'_>) -> usize {
+        let _published = crate::metrics::PublishTime::start();
         if let Some(retention) = self.rules.retention(publication.channel) {
             return self.fan_out_with_history(publication, retention);
         }

@@ -124,7 +124,7 @@ impl Outbox {
         }
         self.bytes += delivery.len();
         self.queue.push_back(delivery);
-        self.queued_at.push_back(Instant::now());
+        self.queued_at.push_back(crate::metrics::queued_at());
         self.dropped += evicted as u64;
         if evicted == 0 {
             metrics().outbox_depth.inc();
@@ -432,5 +432,25 @@ mod tests {
         );
         assert_eq!(o.len(), 1);
         assert_eq!(o.dropped(), 2);
+    }
+
+    #[test]
+    fn queuing_times_stay_in_step_with_the_queue() {
+        let in_step = |o: &Outbox| assert_eq!(o.queue.len(), o.queued_at.len());
+        let mut o = outbox(3, 100);
+        for d in [&b"a"[..], b"b", b"c", b"d"] {
+            o.push_oldest(Bytes::copy_from_slice(d));
+            in_step(&o);
+        }
+        o.requeue_front(vec![Bytes::from_static(b"r")], OverflowPolicy::DropNewest);
+        in_step(&o);
+        o.drain_while(|_| false);
+        in_step(&o);
+        // [r, b, c] (d dropped, the newest): takes r and b.
+        assert_eq!(o.drain_while(|d| d != b"c".as_slice()).len(), 2);
+        in_step(&o);
+        o.drain();
+        in_step(&o);
+        assert!(o.is_empty());
     }
 }
