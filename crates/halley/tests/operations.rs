@@ -382,3 +382,33 @@ async fn a_fail_closed_webhook_that_cannot_be_reached_makes_the_node_not_ready()
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_cluster_node_that_lost_redis_is_not_ready_and_counts_refused_publishes() {
+    let Some(mut redis) = common::Redis::start() else {
+        return;
+    };
+    let server = Server::start(&["--redis", &redis.url, "--node-id", "ops"]);
+    let admin = admin_url(&server).await;
+    assert_eq!(get(&format!("{admin}/readyz")).await.0, 200);
+    let (_, text) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(sample(&text, "halley_broker_up"), 1.0);
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    first_connect(&browser, &client_id).await;
+
+    redis.kill();
+    server.logged("Redis lost").await;
+    let refused = common::send_one(&browser, &client_id, "p", "/ops/x", json!({"data": 1})).await;
+    assert_eq!(refused["error"], "503::broker_unavailable", "{refused}");
+    let (status, why) = get(&format!("{admin}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(why.contains("broker unavailable"), "{why}");
+    let (_, text) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(sample(&text, "halley_broker_up"), 0.0);
+    assert_eq!(sample(&text, "halley_broker_publish_errors_total"), 1.0);
+    assert_eq!(
+        sample(&text, "halley_publishes_total{origin=\"bayeux\"}"),
+        0.0
+    );
+}
