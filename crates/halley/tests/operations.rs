@@ -219,7 +219,8 @@ async fn sigterm_drains_not_ready_at_once_clients_sent_away_over_the_window_then
 
 #[tokio::test]
 async fn a_second_sigterm_stops_the_drain_at_once() {
-    // A drain that would take a minute: the second signal cuts it short.
+    // A drain that would take a minute: the node serves through its delay,
+    // and the second signal cuts it short.
     let mut server = Server::start(&["--drain-delay", "60000", "--drain-timeout", "60000"]);
     let admin = admin_url(&server).await;
     let held = held_sessions(&server, 1).await;
@@ -230,6 +231,11 @@ async fn a_second_sigterm_stops_the_drain_at_once() {
         }
     })
     .await;
+    // Within the delay the node serves as before: a newcomer (one the
+    // balancer had already sent) handshakes and connects.
+    let newcomer = server.browser();
+    let client_id = handshake(&newcomer).await;
+    first_connect(&newcomer, &client_id).await;
     signal(&server, "TERM");
     for task in held {
         let (reply, _) = within(30.0, "the held connect answered", task)
