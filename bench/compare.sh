@@ -32,7 +32,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start_server() { # start_server NAME PORT -> sets server_pid
   case "$1" in
-    halley) RUST_LOG=info "$halley" serve --listen "127.0.0.1:$2" 2>"$out/$1.log" & ;;
+    # Stopped with SIGTERM between runs: at once, no drain.
+    halley) RUST_LOG=info "$halley" serve --listen "127.0.0.1:$2" --drain-delay 0 --drain-timeout 0 \
+      2>"$out/$1.log" & ;;
     faye) node bench/faye-server.mjs "$2" 2>"$out/$1.log" & ;;
   esac
   server_pid=$!

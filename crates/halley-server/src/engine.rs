@@ -115,6 +115,11 @@ impl Engine {
             let ext_value = handshake_ext(&message);
             let (mut reply, session) =
                 handlers::handshake::handle(node, message, ext_value, exchange).await;
+            let outcome = match session {
+                Some(_) => crate::metrics::Outcome::Accepted,
+                None => crate::metrics::Outcome::Denied,
+            };
+            crate::metrics::metrics().handshakes.get(outcome).inc();
             let now = node.sessions().clock().wall_ms();
             node.extensions().outgoing(
                 &mut reply,

@@ -248,14 +248,15 @@ impl PendingConnect {
         self.hold_for
     }
 
-    /// Whether the session's end, a newer connect or shutdown means this
+    /// Whether the session's end, a newer connect, shutdown or a drain means this
     /// connect must be answered now.
     pub fn must_end(&self, node: &Node) -> Option<ConnectEnd> {
         if self.session.is_closed() {
             Some(ConnectEnd::Closed)
         } else if !self.session.is_current_connect(self.generation) {
             Some(ConnectEnd::Superseded)
-        } else if node.shutdown().is_started() {
+        } else if node.shutdown().asks_to_leave(self.session.client_id()) {
+            // Shutdown, or a drain that reached this session.
             Some(ConnectEnd::Shutdown)
         } else {
             None

@@ -130,7 +130,7 @@ pub async fn handle(
     tracing::debug!(
         client_id = session.client_id(),
         user = session.user(),
-        "handshake"
+        "session opened"
     );
 
     let mut reply = reply

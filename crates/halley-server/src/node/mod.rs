@@ -212,7 +212,11 @@ impl Node {
             id,
             ext,
         };
-        self.broker.publish(publication, self)
+        let published = self.broker.publish(publication, self);
+        if published.is_unavailable() {
+            crate::metrics::metrics().broker_publish_errors.inc();
+        }
+        published
     }
 
     /// A publish on a channel with history: numbered, kept, delivered, all
@@ -432,7 +436,13 @@ impl Node {
                 }
                 true
             }
-            Offered::Dropped => true,
+            Offered::Dropped => {
+                crate::metrics::metrics()
+                    .dropped
+                    .get(crate::metrics::DropReason::Qos)
+                    .inc();
+                true
+            }
             Offered::Overflow => false,
         }
     }
@@ -498,6 +508,7 @@ impl LocalFanout for Node {
 
 impl Node {
     fn fan_out_at(&self, publication: Publication<'_>, offset: Option<u64>) -> usize {
+        let _published = crate::metrics::PublishTime::start();
         if let Some(retention) = self.rules.retention(publication.channel) {
             return self.fan_out_with_history(publication, retention, offset);
         }

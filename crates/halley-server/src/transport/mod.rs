@@ -61,7 +61,7 @@ pub async fn route(
             ),
         }
     } else {
-        pages::handle(&request)
+        pages::handle(&request, engine.node().config())
     };
     Ok(response)
 }
