@@ -218,3 +218,63 @@ async fn with_acks_a_node_killed_loses_nothing_and_repeats_nothing() {
     let (_, data) = browser.connect(&b, &client_id, Some(acked)).await;
     assert!(data.is_empty(), "nothing twice: {data:?}");
 }
+
+#[tokio::test]
+async fn after_redis_lost_its_data_sessions_are_written_again_and_can_still_move() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    for n in 0..5 {
+        api_publish(&a, json!({ "n": n })).await;
+    }
+    let mut got = Vec::new();
+    within(30.0, "the first five", async {
+        while got.len() < 5 {
+            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
+        }
+    })
+    .await;
+    let offset = |redis: &Redis| -> u64 {
+        redis.command("INCRBY halley:offset 0")[1..]
+            .parse()
+            .unwrap()
+    };
+    let before = offset(&redis);
+    assert!(before >= 5, "{before}");
+
+    // Redis restarts empty: no records, no log, no counter.
+    let port = redis.port;
+    redis.kill();
+    a.logged("Redis lost").await;
+    let redis = Redis::start_on(port);
+    a.logged("Redis is back").await;
+    b.logged("Redis is back").await;
+    // The owner writes its sessions again within a few seconds.
+    let key = format!("EXISTS halley:session:{client_id}");
+    within(30.0, "the record written again", async {
+        while redis.command(&key) != ":1" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // polling Redis
+        }
+    })
+    .await;
+    assert!(
+        offset(&redis) >= before,
+        "the counter goes on from where the cluster was, not from 1"
+    );
+    // The session moves to B and goes on.
+    for n in 5..10 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    within(30.0, "the next five, on B", async {
+        while got.len() < 10 {
+            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
+        }
+    })
+    .await;
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}

@@ -87,6 +87,8 @@ pub struct Shared {
     store_sha: String,
     claim_sha: String,
     forget_sha: String,
+    /// The newest log offset this node has received.
+    last_offset: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -98,7 +100,18 @@ impl Shared {
             store_sha: sha(STORE_SCRIPT),
             claim_sha: sha(CLAIM_SCRIPT),
             forget_sha: sha(FORGET_SCRIPT),
+            last_offset: Default::default(),
         }
+    }
+
+    /// The reader received the publication at `offset`.
+    pub fn received(&self, offset: u64) {
+        self.last_offset
+            .fetch_max(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.last_offset.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn node_id(&self) -> &str {

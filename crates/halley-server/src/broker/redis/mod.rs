@@ -109,6 +109,16 @@ redis.call('PUBLISH', ARGV[3], offset .. ' ' .. ARGV[1])
 return offset
 "#;
 
+/// Keeps the offset counter from going back: after Redis lost its data
+/// (restarted without persistence), the first node to reconnect sets it to
+/// the newest offset it has seen, so batch numbers and positions of live
+/// sessions stay meaningful. KEYS[1]: the counter; ARGV[1]: the offset.
+pub const CONTINUE_SCRIPT: &str = r#"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#;
+
 /// A publication as it travels through Redis: JSON, `data`, `id` and `ext`
 /// carried raw (byte for byte, never parsed into a tree).
 #[derive(Serialize, Deserialize)]
@@ -412,6 +422,21 @@ async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), Strin
     Ok(())
 }
 
+/// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen.
+async fn continue_offsets(
+    connection: &mut MultiplexedConnection,
+    offset: u64,
+) -> Result<(), String> {
+    redis::cmd("EVAL")
+        .arg(CONTINUE_SCRIPT)
+        .arg(1)
+        .arg(OFFSET)
+        .arg(offset)
+        .query_async::<()>(connection)
+        .await
+        .map_err(|e| format!("keeping the log's offsets: {e}"))
+}
+
 /// Refreshes this node's heartbeat key; its value is the time of the beat
 /// (Unix milliseconds), for whoever looks.
 async fn beat(connection: &mut MultiplexedConnection, node_id: &str) -> Result<(), String> {
@@ -524,7 +549,11 @@ async fn write(
             }
             match connect_commands(&client).await {
                 Ok(mut connection) => {
-                    if let Err(error) = load_script(&mut connection).await {
+                    let resumed = async {
+                        load_script(&mut connection).await?;
+                        continue_offsets(&mut connection, shared.last_offset()).await
+                    };
+                    if let Err(error) = resumed.await {
                         tracing::debug!(%error, "reconnecting to Redis");
                         continue;
                     }
@@ -639,6 +668,7 @@ async fn read(
                     }
                     let delivered = decode(message.get_payload_bytes(), |offset, publication| {
                         tracing::trace!(offset, channel = %publication.channel, "publication from Redis");
+                        shared.received(offset);
                         local.fan_out_logged(publication, offset)
                     });
                     if let Err(error) = delivered {
