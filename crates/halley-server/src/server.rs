@@ -293,6 +293,8 @@ impl Server {
         for link in remote_links {
             let _ = link.await;
         }
+        // A cluster node: where each client stands, for the node it moves to.
+        node.store_all_sessions().await;
         // Last: the answers above may still have published.
         node.broker().stop();
         if let Some(broker) = broker {

@@ -278,3 +278,42 @@ async fn after_redis_lost_its_data_sessions_are_written_again_and_can_still_move
     .await;
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_node_stopping_writes_where_its_clients_stand_so_nothing_comes_twice() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    // No ack extension: what the client has is what its node wrote.
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    for n in 0..5 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    let mut got = Vec::new();
+    within(30.0, "the first five on A", async {
+        while got.len() < 5 {
+            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
+        }
+    })
+    .await;
+    let status = a.terminate(std::time::Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    for n in 5..10 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    within(30.0, "the rest on B", async {
+        while got.len() < 10 {
+            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
+        }
+    })
+    .await;
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "nothing twice, nothing lost"
+    );
+}

@@ -107,6 +107,10 @@ pub trait Directory: Send + Sync {
     /// where their clients stand).
     fn store_later(&self, records: Vec<SessionRecord>);
 
+    /// Writes many records and waits (a node stopping: where each of its
+    /// clients stands, for the nodes they move to).
+    fn store_many(&self, records: Vec<SessionRecord>) -> Pending<'_, Result<(), String>>;
+
     /// Forgets a session this node owns (disconnected, expired).
     fn forget(&self, client_id: &str);
 

@@ -196,6 +196,28 @@ impl Node {
         Some(record)
     }
 
+    /// Writes where each client of this node stands, and waits: a node
+    /// stopping leaves the nodes its clients move to an exact account.
+    pub async fn store_all_sessions(&self) {
+        let Some(directory) = self.directory() else {
+            return;
+        };
+        let records = self.live_records();
+        let count = records.len();
+        if let Err(error) = directory.store_many(records).await {
+            tracing::warn!(%error, count, "sessions not written before stopping: their clients may get messages twice on another node");
+        }
+    }
+
+    fn live_records(&self) -> Vec<SessionRecord> {
+        self.sessions
+            .all()
+            .iter()
+            .filter(|s| !s.is_closed())
+            .map(|s| self.record_of(s))
+            .collect()
+    }
+
     /// Writes where each client of this node stands, every
     /// [`RECORD_REFRESH`], until shutdown (spawned by the server on a
     /// cluster node).
@@ -210,14 +232,7 @@ impl Node {
                 _ = every.tick() => {}
                 _ = self.shutdown.wait() => return,
             }
-            let records = self
-                .sessions
-                .all()
-                .iter()
-                .filter(|s| !s.is_closed())
-                .map(|s| self.record_of(s))
-                .collect();
-            directory.store_later(records);
+            directory.store_later(self.live_records());
         }
     }
 }

@@ -126,6 +126,14 @@ impl Shared {
         self.connection.lock().clone()
     }
 
+    fn store_pipeline(&self, records: &[SessionRecord]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for record in records {
+            pipe.add_command(self.store_command(record)).ignore();
+        }
+        pipe
+    }
+
     fn store_command(&self, record: &SessionRecord) -> redis::Cmd {
         let json = serde_json::to_string(record).expect("a record serializes");
         let mut cmd = redis::cmd("EVALSHA");
@@ -164,10 +172,7 @@ impl Directory for Shared {
         if records.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for record in &records {
-            pipe.add_command(self.store_command(record)).ignore();
-        }
+        let pipe = self.store_pipeline(&records);
         let mut connection = self.connection();
         tokio::spawn(async move {
             if let Err(error) = bounded(
@@ -179,6 +184,17 @@ impl Directory for Shared {
                 tracing::debug!(%error, "session records not refreshed");
             }
         });
+    }
+
+    fn store_many(&self, records: Vec<SessionRecord>) -> Pending<'_, Result<(), String>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let pipe = self.store_pipeline(&records);
+            let mut connection = self.connection();
+            bounded("writing sessions", pipe.query_async::<()>(&mut connection)).await
+        })
     }
 
     fn forget(&self, client_id: &str) {
