@@ -35,6 +35,7 @@
 //! | `halley_remote_adapter_links` | `adapter::remote::link` |
 //! | `halley_broker_up`, `halley_broker_publish_errors_total` | the admin listener (at scrape); `node` (a refused publish) |
 //! | `halley_draining` | [`crate::server`] |
+//! | `halley_takeovers_total{outcome}`, `halley_takeover_seconds` | `node::takeover` (a cluster node taking a session over) |
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +100,19 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// How a cluster takeover ended, as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Takeover {
+    /// The old owner was alive and let go.
+    Released,
+    /// The old owner did not answer (dead): what it last wrote was used.
+    Presumed,
+    /// No such session in the cluster (or one that may not move).
+    Unknown,
+    /// Redis could not be asked.
+    Failed,
+}
+
 /// A Metadata Adapter's question, as a label value.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Action {
@@ -125,6 +139,7 @@ label_values!(Transport { LongPolling => "long-polling", CallbackPolling => "cal
 label_values!(Origin { Bayeux => "bayeux", HttpApi => "http-api", Adapter => "adapter", Service => "service" });
 label_values!(DropReason { Overflow => "overflow", Qos => "qos", SessionEnd => "session_end" });
 label_values!(Outcome { Accepted => "accepted", Denied => "denied", Unavailable => "unavailable" });
+label_values!(Takeover { Released => "released", Presumed => "presumed-dead", Unknown => "unknown", Failed => "failed" });
 label_values!(Action { Handshake => "handshake", Subscribe => "subscribe", Publish => "publish" });
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,6 +166,11 @@ struct OutcomeLabel {
 struct DecisionLabel {
     action: Action,
     outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TakeoverLabel {
+    outcome: Takeover,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,6 +224,10 @@ pub struct Metrics {
     pub broker_publish_errors: Counter,
     /// 1 once a drain has begun.
     pub draining: Gauge,
+    /// Sessions this node took over from another, by outcome.
+    pub takeovers: ByLabel<Takeover, Counter>,
+    /// From a request for a session held elsewhere to the session served here.
+    pub takeover_latency: Histogram,
 }
 
 impl Metrics {
@@ -373,8 +397,36 @@ impl Metrics {
             "1 once the node is draining (not ready, moving its clients away)",
             draining.clone(),
         );
+        let takeovers = Family::<TakeoverLabel, Counter>::default();
+        registry.register(
+            "halley_takeovers",
+            "Requests for a session this node did not hold, by outcome (released, presumed-dead, unknown, failed)",
+            takeovers.clone(),
+        );
+        let takeovers = ByLabel {
+            handles: [
+                Takeover::Released,
+                Takeover::Presumed,
+                Takeover::Unknown,
+                Takeover::Failed,
+            ]
+            .into_iter()
+            .map(|outcome| {
+                let label = TakeoverLabel { outcome };
+                (outcome, takeovers.get_or_create(&label).clone())
+            })
+            .collect(),
+        };
+        let takeover_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "halley_takeover_seconds",
+            "Seconds to take a session over (claim, release by a live owner, replay from the log)",
+            takeover_latency.clone(),
+        );
         Metrics {
             registry,
+            takeovers,
+            takeover_latency,
             sessions,
             connections,
             websockets_open,

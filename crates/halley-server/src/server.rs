@@ -181,8 +181,10 @@ impl Server {
         for feature in node.config().features() {
             tracing::info!("{feature}");
         }
-        tracing::info!("listening on http://{addr}{}", node.config().path);
+        // Ready before saying so: whoever waits for the line below may ask
+        // `/readyz` at once (the listener is bound; accepting starts now).
         health.set_phase(Phase::Serving);
+        tracing::info!("listening on http://{addr}{}", node.config().path);
 
         let sweeper = tokio::spawn({
             let node = node.clone();

@@ -10,13 +10,8 @@ use std::time::{Duration, Instant};
 use common::{connect, first_connect, handshake, held_in_browser, reply_with_id, within, Server};
 use serde_json::{json, Value};
 
-/// The admin listener's `http://ADDR`, from the server's start-up log.
 async fn admin_url(server: &Server) -> String {
-    server.logged("admin endpoints at http://").await;
-    let log = server.log();
-    let start = log.find("admin endpoints at ").unwrap() + "admin endpoints at ".len();
-    let rest = &log[start..];
-    rest[..rest.find(' ').unwrap()].to_owned()
+    server.admin_url().await
 }
 
 /// GET `url`: its status and body.

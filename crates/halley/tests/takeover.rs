@@ -162,6 +162,17 @@ async fn long_polling_without_sticky_sessions_every_request_on_the_next_node() {
     // The same clientId all along, and one more round finds nothing new.
     let (_, data) = browser.connect(&nodes[turn % 3], &client_id, None).await;
     assert!(data.is_empty(), "nothing twice: {data:?}");
+    // Every request on another node than the last one was a takeover from
+    // a live owner, which let go.
+    let mut released = 0.0;
+    for node in &nodes {
+        released += node.metric("halley_takeovers_total").await;
+        assert!(node.metric("halley_takeover_seconds_count").await > 0.0);
+    }
+    assert!(
+        released >= (turn - 1) as f64,
+        "{released} takeovers for {turn} requests"
+    );
 }
 
 #[tokio::test]
