@@ -121,6 +121,7 @@ pub async fn handle(
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
     let session = node.sessions().create(browser_id.as_deref(), strict);
+
     // Without an adapter every session is anonymous: the grant stays unset
     // (embedders and tests may still set one).
     if let Some(metadata) = node.metadata_adapter() {

@@ -46,8 +46,11 @@ impl Node {
             strict: session.is_bound_strictly(),
             user: grant.user().map(str::to_owned),
             limits: grant.limits.clone(),
-            attached: grant.attachment.is_some(),
             ack: session.ack_enabled(),
+            // What the Metadata Adapter attached (a token's channels)
+            // cannot travel: that client handshakes again, with its token.
+            movable: grant.attachment.is_none()
+                && (session.bound_socket() == 0 || self.config.trust_client_session),
             subscriptions: session.subscription_patterns(),
             has_through: session.has_through(),
         }
@@ -119,13 +122,6 @@ impl Node {
             }
         };
         let record = claimed.record;
-        if record.attached {
-            // What the Metadata Adapter attached (a token's channels) did
-            // not travel: the client handshakes again, with its token.
-            tracing::debug!(client_id, "not taken over: its grant has an attachment");
-            directory.forget(client_id);
-            return (None, Takeover::Unknown);
-        }
         let Some(session) =
             self.sessions
                 .adopt(client_id, record.browser.as_deref(), record.strict, |_| {})
