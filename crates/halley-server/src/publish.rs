@@ -10,6 +10,7 @@ use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
 use tokio::time::Instant;
 
 use crate::node::Node;
+use crate::state::limits::Limit;
 use crate::state::session::Session;
 
 pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
@@ -17,6 +18,7 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     let reply = Reply::to(channel_str.clone(), message.id.clone());
     // Over its publish rate: refused, not delivered; the session goes on.
     if !crate::qos::allow_publish(node.config().max_publish_rate, session, Instant::now()) {
+        rate_exceeded(node, session);
         return reply.failure(BayeuxError::PUBLISH_RATE_EXCEEDED);
     }
     let channel = match ChannelName::parse(&channel_str) {
@@ -51,4 +53,11 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
         return reply.failure(crate::broker::UNAVAILABLE);
     }
     reply.success()
+}
+
+/// Counts a publish (or service call) refused by `max-publish-rate`.
+pub(crate) fn rate_exceeded(node: &Node, session: &Session) {
+    node.limits().hit(Limit::PublishRate, || {
+        format!("{} over max-publish-rate; refused", session.client_id())
+    });
 }

@@ -496,6 +496,33 @@ settings! {
         max_request_bytes: usize = 1024 * 1024, "BYTES";
         /// Most messages accepted in one request (more: HTTP 413).
         max_batch_messages: usize = 1_000, "N";
+        /// Milliseconds a connection may take to send a request's headers,
+        /// counted from when it waits for one: also how long a keep-alive
+        /// connection may sit idle between requests (a held long poll is
+        /// bounded by `timeout` instead). Closed when exceeded.
+        header_read_timeout: u64 = 30_000, "MS";
+        /// Most connections open at once (beyond: closed at once); keep it
+        /// below the open-file limit (`ulimit -n`), which adapters, Redis
+        /// and logs share.
+        max_connections: usize = 19_000, "N";
+        /// Most connections open at once from one client IP (an IPv6 /64);
+        /// a NAT puts many users behind one address. Load tests from one
+        /// machine raise it.
+        max_connections_per_ip: usize = 1_000, "N";
+        /// Handshakes per second from one client IP (an IPv6 /64), with
+        /// bursts of as many; beyond it 429::handshake_rate_exceeded with
+        /// advice to retry later (0: unlimited).
+        handshake_rate_per_ip: f64 = 50.0, "N";
+        /// Most sessions on this node; a handshake beyond it is refused
+        /// with 503::sessions_exhausted and advice to retry later.
+        max_sessions: usize = 100_000, "N";
+        /// Most channels in one /meta/subscribe (beyond: 400::too_many_channels).
+        max_channels_per_subscribe: usize = 128, "N";
+        /// Most subscriptions one session may hold (beyond:
+        /// 403::too_many_subscriptions).
+        max_subscriptions_per_session: usize = 1_024, "N";
+        /// Most members of one /service/presence room (beyond: 403::room_full).
+        max_room_members: usize = 10_000, "N";
         /// Most deliveries queued for one session; a delivery beyond it is
         /// handled by the overflow policy (overflow-policy, `[[overflow]]`).
         max_queue: usize = 10_000, "N";

@@ -47,6 +47,8 @@ use crate::metadata::MetadataAdapter;
 use crate::qos::ThrottledPublish;
 use crate::rules::ChannelRules;
 use crate::shutdown::Shutdown;
+use crate::state::handshake_rate::HandshakeRate;
+use crate::state::limits::Limits;
 use crate::state::listeners::{SessionEnd, SessionListeners};
 use crate::state::session::Session;
 use crate::state::sessions::Sessions;
@@ -75,6 +77,10 @@ pub struct Node {
     metadata: std::sync::OnceLock<Arc<dyn MetadataAdapter>>,
     /// Sessions per authenticated user (`max-sessions-per-user`).
     user_sessions: UserSessions,
+    /// What clients hit of the node's limits (counters, bounded warnings).
+    limits: Limits,
+    /// Handshakes per client IP (`handshake-rate-per-ip`).
+    handshake_rate: HandshakeRate,
     /// The extensions every message and reply passes through (ack,
     /// timesync, replay, and any the embedding application adds).
     extensions: Extensions,
@@ -99,6 +105,7 @@ impl Node {
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
         Arc::new_cyclic(|me| Node {
+            handshake_rate: HandshakeRate::new(config.handshake_rate_per_ip),
             config,
             sessions,
             data_adapters: DataAdapters::new(subscriptions.clone()),
@@ -111,6 +118,7 @@ impl Node {
             rules,
             metadata: std::sync::OnceLock::new(),
             user_sessions,
+            limits: Limits::default(),
             extensions: Extensions::with_builtins(),
             broker,
             me: me.clone(),
@@ -175,6 +183,16 @@ impl Node {
     /// Sessions per authenticated user, and the cap on them.
     pub fn user_sessions(&self) -> &UserSessions {
         &self.user_sessions
+    }
+
+    /// The limits clients hit, counted (see [`crate::state::limits`]).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Handshakes per client IP.
+    pub fn handshake_rate(&self) -> &HandshakeRate {
+        &self.handshake_rate
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -423,6 +441,18 @@ impl Node {
             self.config.sweep_period(),
             self.shutdown.wait(),
             |session| self.remove_session(session, SessionEnd::Expired),
+            || {
+                let now = Instant::now();
+                self.handshake_rate.prune(now);
+                self.sessions.shrink_if_sparse();
+                self.subscriptions.shrink_if_sparse();
+                crate::history::forget_stale(
+                    self.history.as_ref(),
+                    &self.sequencers,
+                    |channel| self.rules.retention(channel),
+                    self.sessions.now_ms(),
+                );
+            },
         )
         .await
     }

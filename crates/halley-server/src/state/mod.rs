@@ -10,11 +10,17 @@
 //! - [`throttle`]: a session's held updates of rate-limited channels (QoS);
 //! - `token_bucket`: rates with bursts (bandwidth, publish rate);
 //! - `unacked`: deliveries sent but not acknowledged yet (ack extension);
-//! - [`listeners`]: who is told when a session ends (disconnect or expiry).
+//! - [`listeners`]: who is told when a session ends (disconnect or expiry);
+//! - [`limits`]: a counter per limit a client can hit, and their warnings;
+//! - [`log_throttle`]: warnings an attacker can trigger, at a bounded rate;
+//! - [`handshake_rate`]: handshakes per client IP (token buckets).
 
 pub mod clock;
 pub mod grant;
+pub mod handshake_rate;
+pub mod limits;
 pub mod listeners;
+pub mod log_throttle;
 pub mod outbox;
 pub mod session;
 pub mod sessions;

@@ -145,6 +145,12 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    /// Gives back the map's memory after a flood of sessions has expired
+    /// (a hash map keeps its largest capacity otherwise).
+    pub fn shrink_if_sparse(&self) {
+        super::sweeper::shrink_if_sparse(&self.by_client_id);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_client_id.is_empty()
     }

@@ -70,6 +70,12 @@ impl Unsubscribed {
 }
 
 impl Subscriptions {
+    /// Gives back the pattern map's memory after a flood of subscriptions
+    /// has gone.
+    pub fn shrink_if_sparse(&self) {
+        super::sweeper::shrink_if_sparse(&self.by_pattern);
+    }
+
     /// Adds `session` to `pattern` (already validated).
     pub fn subscribe(&self, pattern: &str, session: &Arc<Session>) -> Subscribed {
         // The shard lock of `entry` is held while inserting, so a concurrent

@@ -3,10 +3,16 @@
 //! A session that holds no connect and has shown no sign of life for
 //! `interval + maxInterval` is ended by `end` (the engine's
 //! `remove_session` with [`super::listeners::SessionEnd::Expired`]: removed
-//! with its subscriptions, like CometD, and the listeners told).
+//! with its subscriptions, like CometD, and the listeners told). After each
+//! sweep `tidy` runs: what else forgets with time (idle per-IP handshake
+//! buckets, channel histories past their age) and maps given back their
+//! memory after a flood ([`shrink_if_sparse`]).
 
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use super::session::Session;
 use super::sessions::Sessions;
@@ -18,13 +24,17 @@ pub async fn run(
     period: Duration,
     stop: impl Future<Output = ()>,
     end: impl Fn(&Session),
+    tidy: impl Fn(),
 ) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = ticker.tick() => { sweep(sessions, max_silence_ms, &end); }
+            _ = ticker.tick() => {
+                sweep(sessions, max_silence_ms, &end);
+                tidy();
+            }
             _ = &mut stop => return,
         }
     }
@@ -38,4 +48,13 @@ pub fn sweep(sessions: &Sessions, max_silence_ms: u64, end: impl Fn(&Session)) -
         end(session);
     }
     expired.len()
+}
+
+/// Shrinks `map` when it holds less than a quarter of its capacity (and is
+/// not small anyway): a hash map otherwise keeps its largest capacity, so
+/// the memory of a flood would stay after the flood has expired.
+pub fn shrink_if_sparse<K: Eq + Hash, V>(map: &DashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
 }

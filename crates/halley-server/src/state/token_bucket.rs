@@ -75,6 +75,13 @@ impl TokenBucket {
         ready
     }
 
+    /// Whether the bucket has refilled to its burst (it remembers nothing
+    /// a new bucket would not).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
     /// When the bucket will be ready again (now, if it is).
     pub fn ready_at(&self) -> Instant {
         if self.tokens > 0.0 {

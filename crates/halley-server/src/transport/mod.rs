@@ -5,7 +5,8 @@
 //! - [`websocket`]: upgrade on the same path, frames of JSON arrays;
 //! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`;
 //! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key;
-//! - [`http`]: what they share (cookies, decoding, errors, [`respond`]).
+//! - [`http`]: what they share (cookies, decoding, errors, [`respond`]);
+//! - [`connections`]: open connections, capped in total and per client IP.
 //!
 //! The transports are shells: they read bytes, hand messages to the
 //! dispatcher ([`Engine::handle_batch`]), and write what the connection
@@ -14,6 +15,7 @@
 //! ([`drive_http`]) and writes its body as one response.
 
 pub mod callback_polling;
+pub mod connections;
 pub mod http;
 pub mod long_polling;
 pub mod pages;

@@ -111,6 +111,11 @@ pub fn handle(
     };
     let accept = halley_protocol::websocket::accept_key(key.as_bytes());
     let browser = browser_id(&request);
+    // Holds the connection's place (see `connections`) while the socket lives.
+    let peer = request
+        .extensions()
+        .get::<super::connections::Peer>()
+        .cloned();
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
     let opened_ms = engine.node().sessions().now_ms();
@@ -124,7 +129,7 @@ pub fn handle(
                 let ws = ServerBuilder::new()
                     .limits(limits)
                     .serve(TokioIo::new(upgraded));
-                Socket::new(engine, browser, opened_ms).run(ws).await;
+                Socket::new(engine, browser, opened_ms, peer).run(ws).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -158,6 +163,8 @@ struct Socket {
     engine: Arc<Engine>,
     /// The cookie of the upgrade request: every batch on this socket speaks for it.
     browser_id: Option<String>,
+    /// The client, and its place among the open connections.
+    peer: Option<super::connections::Peer>,
     /// What to write and when (see [`crate::connection`]).
     connection: Connection,
     last_heard: Instant,
@@ -166,7 +173,12 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(engine: Arc<Engine>, browser_id: Option<String>, opened_ms: u64) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        browser_id: Option<String>,
+        opened_ms: u64,
+        peer: Option<super::connections::Peer>,
+    ) -> Self {
         let node = engine.node().clone();
         let id = node.sessions().new_socket_id();
         Socket {
@@ -174,6 +186,7 @@ impl Socket {
             opened_ms,
             engine,
             browser_id,
+            peer,
             connection: Connection::websocket(node, id),
             last_heard: Instant::now(),
             ping_sent: false,
@@ -316,7 +329,8 @@ impl Socket {
             let detail = format!("at most {} messages per frame", config.max_batch_messages);
             return send(ws, error_frame(BayeuxError::BATCH_TOO_LARGE, &detail)).await;
         }
-        let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone());
+        let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone())
+            .from_peer(self.peer.as_ref().map(|peer| peer.addr.ip()));
         let exchange = self.engine.handle_batch(batch, origin).await;
         let mut body = BodyWriter::new();
         self.connection
@@ -382,7 +396,7 @@ mod tests {
     async fn an_idle_sockets_task_stays_small() {
         let engine = Engine::new(crate::Config::default());
         let (stream, _peer) = tokio::io::duplex(64);
-        let task = Socket::new(engine, None, 0).run(ServerBuilder::new().serve(stream));
+        let task = Socket::new(engine, None, 0, None).run(ServerBuilder::new().serve(stream));
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a socket's task future is {size} bytes");
     }

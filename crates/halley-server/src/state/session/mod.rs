@@ -507,6 +507,15 @@ impl Session {
         self.subscriptions.lock().remove(pattern)
     }
 
+    /// How many patterns this session is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().len()
+    }
+
+    pub fn is_subscribed(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().contains(pattern)
+    }
+
     pub fn take_subscriptions(&self) -> Vec<Box<str>> {
         self.subscriptions.lock().drain().collect()
     }
