@@ -190,6 +190,11 @@ impl Node {
         &self.limits
     }
 
+    /// Channels whose history (sequencer) this node holds now.
+    pub fn history_channels(&self) -> usize {
+        self.sequencers.len()
+    }
+
     /// Handshakes per client IP.
     pub fn handshake_rate(&self) -> &HandshakeRate {
         &self.handshake_rate
