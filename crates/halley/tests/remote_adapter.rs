@@ -430,8 +430,13 @@ async fn connections_that_never_say_hello_cannot_keep_the_adapter_out() {
     // connections in the order they were made).
     let (mut restarted, hello) = FakeAdapter::dial(port).await;
     assert_eq!(hello["type"], "hello");
+    // Closed, having heard at most Halley's hello (none if it was closed
+    // before its task ran).
     let oldest = silent[0].closed().await;
-    assert_eq!(oldest.len(), 1, "only Halley's hello: {oldest:?}");
+    assert!(
+        oldest.len() <= 1 && oldest.iter().all(|line| line["type"] == "hello"),
+        "{oldest:?}"
+    );
     server.logged("waiting for their hello").await;
     assert_eq!(
         link.closed().await,
