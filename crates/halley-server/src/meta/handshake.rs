@@ -97,7 +97,10 @@ pub async fn handle(
         None
     };
     if let Some((limit, error)) = refused_by {
-        let peer = exchange.origin.peer;
+        let peer = exchange
+            .origin
+            .peer
+            .map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
         node.limits().hit(limit, || match limit {
             Limit::Sessions => format!(
                 "max-sessions ({}) reached; handshake refused",
