@@ -106,7 +106,7 @@ impl HistoryStore for MemoryHistory {
         };
         self.forgotten_up_to
             .fetch_max(log.into_inner().last_id, Ordering::Relaxed);
-        crate::state::sweeper::shrink_if_sparse(&self.channels);
+        super::shrink_if_sparse(&self.channels);
         true
     }
 }

@@ -133,8 +133,17 @@ pub fn forget_stale(
         forgotten += usize::from(stale);
         !stale
     });
-    crate::state::sweeper::shrink_if_sparse(&sequencers.by_channel);
+    shrink_if_sparse(&sequencers.by_channel);
     forgotten
+}
+
+/// Shrinks `map` once it holds less than a quarter of its capacity (a hash
+/// map keeps its largest capacity otherwise, so the memory of many
+/// forgotten channels would stay).
+pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &DashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
 }
 
 /// The value a client asked to replay from: `-1` new only, `-2` everything

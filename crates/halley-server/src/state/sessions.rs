@@ -148,7 +148,10 @@ impl Sessions {
     /// Gives back the map's memory after a flood of sessions has expired
     /// (a hash map keeps its largest capacity otherwise).
     pub fn shrink_if_sparse(&self) {
-        super::sweeper::shrink_if_sparse(&self.by_client_id);
+        let map = &self.by_client_id;
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
+        }
     }
 
     pub fn is_empty(&self) -> bool {

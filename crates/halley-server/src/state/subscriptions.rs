@@ -73,7 +73,10 @@ impl Subscriptions {
     /// Gives back the pattern map's memory after a flood of subscriptions
     /// has gone.
     pub fn shrink_if_sparse(&self) {
-        super::sweeper::shrink_if_sparse(&self.by_pattern);
+        let map = &self.by_pattern;
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
+        }
     }
 
     /// Adds `session` to `pattern` (already validated).

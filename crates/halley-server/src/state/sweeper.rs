@@ -6,13 +6,10 @@
 //! with its subscriptions, like CometD, and the listeners told). After each
 //! sweep `tidy` runs: what else forgets with time (idle per-IP handshake
 //! buckets, channel histories past their age) and maps given back their
-//! memory after a flood ([`shrink_if_sparse`]).
+//! memory after a flood (a hash map otherwise keeps its largest capacity).
 
 use std::future::Future;
-use std::hash::Hash;
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use super::session::Session;
 use super::sessions::Sessions;
@@ -48,13 +45,4 @@ pub fn sweep(sessions: &Sessions, max_silence_ms: u64, end: impl Fn(&Session)) -
         end(session);
     }
     expired.len()
-}
-
-/// Shrinks `map` when it holds less than a quarter of its capacity (and is
-/// not small anyway): a hash map otherwise keeps its largest capacity, so
-/// the memory of a flood would stay after the flood has expired.
-pub fn shrink_if_sparse<K: Eq + Hash, V>(map: &DashMap<K, V>) {
-    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
-        map.shrink_to_fit();
-    }
 }
