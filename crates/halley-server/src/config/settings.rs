@@ -547,6 +547,10 @@ settings! {
         trust_client_session: bool = false, "BOOL";
         /// Offer callback-polling (JSONP) to clients.
         callback_polling: bool = true, "BOOL";
+        /// Origins (`https://app.example`) whose pages may open a WebSocket
+        /// or use callback-polling, besides the server's own; `*` allows any.
+        /// Requests without an Origin (non-browser clients) are allowed.
+        allowed_origins: Vec<String> = Vec::new(), "ORIGIN", unset = "the server's own origin only";
         /// Offer WebSocket to clients, on the Bayeux path (false: long-polling only).
         websocket: bool = true, "BOOL";
         /// Milliseconds a WebSocket may stay silent (no frame, no pong)

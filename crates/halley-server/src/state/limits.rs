@@ -66,6 +66,9 @@ limits! {
     PublishRate = "publish_rate",
     /// `max-room-members` of `/service/presence`.
     RoomMembers = "room_members",
+    /// `allowed-origins`: a WebSocket or callback-polling request from
+    /// another site's page was refused (403).
+    Origin = "origin",
     /// A remote adapter connection refused at hello (wrong or missing
     /// `secret`, no hello in time, or too many pending connections).
     RemoteAdapterHello = "remote_adapter_hello",
