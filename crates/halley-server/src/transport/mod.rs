@@ -54,16 +54,16 @@ pub async fn route(
     } else if on_bayeux_path {
         match *request.method() {
             Method::GET if websocket::is_upgrade(&request) => {
-                match from_allowed_page(&engine, &request) {
-                    Ok(()) => websocket::handle(&engine, request, &sockets),
-                    Err(response) => response,
+                match refused_page(&engine, &request) {
+                    None => websocket::handle(&engine, request, &sockets),
+                    Some(refusal) => refusal,
                 }
             }
             Method::POST => long_polling::handle(&engine, request).await,
             Method::GET if engine.node().config().callback_polling => {
-                match from_allowed_page(&engine, &request) {
-                    Ok(()) => callback_polling::handle(&engine, request).await,
-                    Err(response) => response,
+                match refused_page(&engine, &request) {
+                    None => callback_polling::handle(&engine, request).await,
+                    Some(refusal) => refusal,
                 }
             }
             _ => plain(
@@ -77,16 +77,16 @@ pub async fn route(
     Ok(response)
 }
 
-/// Refuses (403) a browser page of an origin `allowed-origins` does not allow.
-fn from_allowed_page(engine: &Engine, request: &Request<Incoming>) -> Result<(), Response<Body>> {
+/// The 403 for a browser page of an origin `allowed-origins` does not
+/// allow, if this request comes from one.
+fn refused_page(engine: &Engine, request: &Request<Incoming>) -> Option<Response<Body>> {
     let node = engine.node();
-    origins::check(request, &node.config().allowed_origins).map_err(|origins::Refused(page)| {
-        node.limits().hit(Limit::Origin, || {
-            format!("a page of {page} was refused (not the server's origin nor in allowed-origins)")
-        });
-        plain(
-            StatusCode::FORBIDDEN,
-            "this page's origin is not allowed to use this server (allowed-origins)\n",
-        )
-    })
+    let origins::Refused(page) = origins::check(request, &node.config().allowed_origins).err()?;
+    node.limits().hit(Limit::Origin, || {
+        format!("a page of {page} was refused (not the server's origin nor in allowed-origins)")
+    });
+    Some(plain(
+        StatusCode::FORBIDDEN,
+        "this page's origin is not allowed to use this server (allowed-origins)\n",
+    ))
 }
