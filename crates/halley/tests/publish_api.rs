@@ -220,3 +220,27 @@ async fn halley_publish_to_the_bayeux_endpoint_fails_and_says_why() {
         "nothing printed as if it had worked"
     );
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start(&["--api-key", "k"]);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/publish", server.origin))
+            .header("content-type", "application/json")
+            .header("authorization", format!("{scheme} k"))
+            .body(r#"{"channel":"/a","data":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{scheme}");
+    }
+    let basic = reqwest::Client::new()
+        .post(format!("{}/api/publish", server.origin))
+        .header("authorization", "Basic k")
+        .body(r#"{"channel":"/a","data":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 401, "another scheme is not a key");
+}

@@ -545,6 +545,9 @@ settings! {
         sweep_period: u64 = 1_000, "MS";
         /// Accept a clientId without the BAYEUX_BROWSER cookie it was issued with.
         trust_client_session: bool = false, "BOOL";
+        /// Mark the BAYEUX_BROWSER cookie `Secure` (sent over HTTPS only): set
+        /// it when clients reach Halley through TLS (a proxy in front).
+        cookie_secure: bool = false, "BOOL";
         /// Offer callback-polling (JSONP) to clients.
         callback_polling: bool = true, "BOOL";
         /// Origins (`https://app.example`) whose pages may open a WebSocket
