@@ -50,6 +50,7 @@ errors! {
     SESSIONS_EXHAUSTED = 503, "sessions_exhausted";
     TOO_MANY_CHANNELS = 400, "too_many_channels";
     TOO_MANY_SUBSCRIPTIONS = 403, "too_many_subscriptions";
+    DATA_TOO_DEEP = 400, "data_too_deep";
 }
 
 impl fmt::Display for BayeuxError {

@@ -5,6 +5,7 @@
 //! through the node's broker, to every subscriber, the publisher included
 //! when it is subscribed. A cluster broker that cannot reach its engine
 //! refuses the publish: the reply fails with `503::broker_unavailable`.
+//! Data nested deeper than `max-data-depth` is refused (`400::data_too_deep`).
 
 use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
 use tokio::time::Instant;
@@ -35,6 +36,9 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     let Some(data) = message.data.as_deref() else {
         return reply.failure(BayeuxError::DATA_MISSING);
     };
+    if too_deep(node, data, session) {
+        return reply.failure(BayeuxError::DATA_TOO_DEEP);
+    }
     if let Some(metadata) = node.metadata_adapter() {
         if let Err(denial) = metadata.publish(session, &channel, data).await {
             tracing::debug!(client_id = session.client_id(), %channel, reason = %denial.reason, "publish denied");
@@ -60,4 +64,62 @@ pub(crate) fn rate_exceeded(node: &Node, session: &Session) {
     node.limits().hit(Limit::PublishRate, || {
         format!("{} over max-publish-rate; refused", session.client_id())
     });
+}
+
+/// Whether `data` nests deeper than `max-data-depth` (counted and warned).
+/// Every subscriber's JSON parser has to descend it: a browser's may give
+/// up, a recursive one may overflow its stack.
+pub(crate) fn too_deep(node: &Node, data: &serde_json::value::RawValue, session: &Session) -> bool {
+    let max = node.config().max_data_depth;
+    let deep = json_depth(data.get()) > max;
+    if deep {
+        node.limits().hit(Limit::DataDepth, || {
+            format!(
+                "{}: data nested deeper than {max} (max-data-depth); refused",
+                session.client_id()
+            )
+        });
+    }
+    deep
+}
+
+/// How deep arrays and objects nest in valid JSON `text` (0 for a scalar),
+/// without recursion: a scan of brackets outside strings.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_depth(r#"["[[[[", "\"[[", {"x":"}}}"}]"#), 2);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(json_depth(&deep), 10_000);
+    }
 }

@@ -65,9 +65,10 @@ async fn send(engine: &Arc<Engine>, client_id: &str, mut message: Value) -> Valu
     message["clientId"] = json!(client_id);
     message["id"] = json!("m");
     let replies = from(engine, "10.0.0.1", &json!([message])).await;
+    // The reply, not a delivery of the same message (which carries its id).
     replies
         .into_iter()
-        .find(|r| r["id"] == "m")
+        .find(|r| r["id"] == "m" && r.get("successful").is_some())
         .expect("a reply")
 }
 
@@ -320,4 +321,42 @@ async fn a_history_channel_older_than_its_max_age_is_forgotten_whole() {
         delivery["ext"]["replay"]["id"].as_u64().unwrap() > 1,
         "{delivery}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_nested_deeper_than_the_cap_is_refused_and_reaches_no_one() {
+    let engine = Engine::new(Config {
+        max_data_depth: 8,
+        ..base()
+    });
+    let id = session(&engine).await;
+    let subscribe = json!({"channel": "/meta/subscribe", "subscription": "/deep"});
+    assert_eq!(send(&engine, &id, subscribe).await["successful"], true);
+    let nested = |depth: usize| -> Value {
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        serde_json::from_str(&text).unwrap()
+    };
+    let batch = json!([
+        {"channel": "/deep", "clientId": id, "id": "ok", "data": nested(8)},
+        {"channel": "/deep", "clientId": id, "id": "deep", "data": nested(9)},
+        {"channel": "/service/echo", "clientId": id, "id": "echo", "data": nested(9)},
+    ]);
+    let replies = from(&engine, "10.0.0.1", &batch).await;
+    let reply = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r["id"] == id && r.get("successful").is_some())
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(reply("ok")["successful"], true);
+    assert_eq!(reply("deep")["error"], "400::data_too_deep");
+    assert_eq!(reply("echo")["error"], "400::data_too_deep");
+    assert_eq!(engine.node().limits().count(Limit::DataDepth), 2);
+    let delivered: Vec<&Value> = replies
+        .iter()
+        .filter(|m| m["channel"] == "/deep" && m.get("successful").is_none())
+        .collect();
+    assert_eq!(delivered.len(), 1, "only the allowed one: {replies:?}");
+    assert_eq!(delivered[0]["id"], "ok");
 }

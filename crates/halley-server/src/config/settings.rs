@@ -521,7 +521,10 @@ settings! {
         /// Most subscriptions one session may hold (beyond:
         /// 403::too_many_subscriptions).
         max_subscriptions_per_session: usize = 1_024, "N";
-        /// Most members of one /service/presence room (beyond: 403::room_full).
+        /// Deepest nesting of arrays and objects in a client's published
+        /// data (deeper: 400::data_too_deep).
+        max_data_depth: usize = 64, "N";
+        /// Most members of one /service/presence room (beyond: 400::room_full).
         max_room_members: usize = 10_000, "N";
         /// Most deliveries queued for one session; a delivery beyond it is
         /// handled by the overflow policy (overflow-policy, `[[overflow]]`).

@@ -48,6 +48,9 @@ pub(crate) async fn handle(node: &Node, message: Message, session: &Arc<Session>
     let data = message
         .data
         .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
+    if crate::publish::too_deep(node, &data, session) {
+        return reply.failure(BayeuxError::DATA_TOO_DEEP);
+    }
     if let Some(metadata) = node.metadata_adapter() {
         if let Err(denial) = metadata.publish(session, &name, &data).await {
             let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);

@@ -64,6 +64,8 @@ limits! {
     SubscriptionsPerSession = "subscriptions_per_session",
     /// `max-publish-rate`, for publishes and service calls alike.
     PublishRate = "publish_rate",
+    /// `max-data-depth`: published (or service) data nested too deep.
+    DataDepth = "data_depth",
     /// `max-room-members` of `/service/presence`.
     RoomMembers = "room_members",
     /// `allowed-origins`: a WebSocket or callback-polling request from
