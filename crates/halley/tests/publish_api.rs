@@ -244,3 +244,40 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .unwrap();
     assert_eq!(basic.status().as_u16(), 401, "another scheme is not a key");
 }
+
+#[tokio::test]
+async fn an_address_guessing_keys_is_refused_for_a_while() {
+    // 0.01 a second: no attempt comes back during the test.
+    let server = Server::start(&["--api-key", "k", "--api-key-failures-per-ip", "0.01"]);
+    let body = r#"{"channel":"/a","data":1}"#;
+    for guess in 0..10 {
+        let (status, _) = post(&server, Some(&format!("guess-{guess}")), body).await;
+        assert_eq!(status, 401, "attempt {guess}: the burst");
+    }
+    let (status, answer) = post(&server, Some("k"), body).await;
+    assert_eq!(
+        status, 429,
+        "even the right key, from this address: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed"),
+        "{answer}"
+    );
+    server.logged("api-key-failures-per-ip").await;
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{}/api/publish", server.origin))
+        .header("content-type", "application/json")
+        .bearer_auth("k")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+}

@@ -568,6 +568,10 @@ settings! {
         #[serde(alias = "api-key")]
         api_keys: Vec<String> = Vec::new(), "KEY", secret = true, aliases = &["api-key"],
             unset = "none, the API is off";
+        /// Failed API-key attempts a second from one client IP, after a
+        /// burst of 10; beyond it every attempt from that address gets
+        /// HTTP 429 until its rate allows again (0: unlimited).
+        api_key_failures_per_ip: f64 = 1.0, "N";
         /// Most sessions one authenticated user may hold at once (users come
         /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";

@@ -47,9 +47,9 @@ use crate::metadata::MetadataAdapter;
 use crate::qos::ThrottledPublish;
 use crate::rules::ChannelRules;
 use crate::shutdown::Shutdown;
-use crate::state::handshake_rate::HandshakeRate;
 use crate::state::limits::Limits;
 use crate::state::listeners::{SessionEnd, SessionListeners};
+use crate::state::per_ip_rate::PerIpRate;
 use crate::state::session::Session;
 use crate::state::sessions::Sessions;
 use crate::state::subscriptions::{Subscribed, Subscriptions, Unsubscribed};
@@ -57,6 +57,9 @@ use crate::state::throttle::{Limit, Offered, Release};
 
 pub use data_adapters::{DataAdapter, DataAdapters};
 pub use services::{ServiceError, ServiceRequest, Services};
+
+/// Failed API-key attempts one address may make at once, after a pause.
+const API_KEY_FAILURE_BURST: f64 = 10.0;
 
 pub struct Node {
     config: Config,
@@ -80,7 +83,9 @@ pub struct Node {
     /// What clients hit of the node's limits (counters, bounded warnings).
     limits: Limits,
     /// Handshakes per client IP (`handshake-rate-per-ip`).
-    handshake_rate: HandshakeRate,
+    handshake_rate: PerIpRate,
+    /// Failed API-key attempts per client IP (`api-key-failures-per-ip`).
+    api_key_failures: PerIpRate,
     /// The extensions every message and reply passes through (ack,
     /// timesync, replay, and any the embedding application adds).
     extensions: Extensions,
@@ -105,7 +110,11 @@ impl Node {
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
         Arc::new_cyclic(|me| Node {
-            handshake_rate: HandshakeRate::new(config.handshake_rate_per_ip),
+            handshake_rate: PerIpRate::new(
+                config.handshake_rate_per_ip,
+                config.handshake_rate_per_ip,
+            ),
+            api_key_failures: PerIpRate::new(config.api_key_failures_per_ip, API_KEY_FAILURE_BURST),
             config,
             sessions,
             data_adapters: DataAdapters::new(subscriptions.clone()),
@@ -196,8 +205,13 @@ impl Node {
     }
 
     /// Handshakes per client IP.
-    pub fn handshake_rate(&self) -> &HandshakeRate {
+    pub fn handshake_rate(&self) -> &PerIpRate {
         &self.handshake_rate
+    }
+
+    /// Failed API-key attempts per client IP.
+    pub fn api_key_failures(&self) -> &PerIpRate {
+        &self.api_key_failures
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -449,6 +463,7 @@ impl Node {
             || {
                 let now = Instant::now();
                 self.handshake_rate.prune(now);
+                self.api_key_failures.prune(now);
                 self.sessions.shrink_if_sparse();
                 self.subscriptions.shrink_if_sparse();
                 crate::history::forget_stale(

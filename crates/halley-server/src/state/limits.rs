@@ -71,6 +71,9 @@ limits! {
     /// `allowed-origins`: a WebSocket or callback-polling request from
     /// another site's page was refused (403).
     Origin = "origin",
+    /// `api-key-failures-per-ip`: an address that failed too many API-key
+    /// attempts was answered 429.
+    ApiKeyFailures = "api_key_failures",
     /// A remote adapter connection refused at hello (wrong or missing
     /// `secret`, no hello in time, or too many pending connections).
     RemoteAdapterHello = "remote_adapter_hello",

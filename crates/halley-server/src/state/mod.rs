@@ -13,15 +13,15 @@
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry);
 //! - [`limits`]: a counter per limit a client can hit, and their warnings;
 //! - [`log_throttle`]: warnings an attacker can trigger, at a bounded rate;
-//! - [`handshake_rate`]: handshakes per client IP (token buckets).
+//! - [`per_ip_rate`]: a rate per client IP (handshakes, failed API keys).
 
 pub mod clock;
 pub mod grant;
-pub mod handshake_rate;
 pub mod limits;
 pub mod listeners;
 pub mod log_throttle;
 pub mod outbox;
+pub mod per_ip_rate;
 pub mod session;
 pub mod sessions;
 pub mod subscriptions;
