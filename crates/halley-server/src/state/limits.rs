@@ -66,6 +66,8 @@ limits! {
     PublishRate = "publish_rate",
     /// `max-data-depth`: published (or service) data nested too deep.
     DataDepth = "data_depth",
+    /// `max-request-bytes` on a WebSocket: the socket was closed with 1009.
+    WebSocketMessageSize = "websocket_message_size",
     /// `max-room-members` of `/service/presence`.
     RoomMembers = "room_members",
     /// `allowed-origins`: a WebSocket or callback-polling request from

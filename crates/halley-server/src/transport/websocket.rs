@@ -53,6 +53,7 @@ use super::http::{browser_id, plain, Body};
 use crate::connection::{Connection, Status};
 use crate::engine::Engine;
 use crate::exchange::Origin;
+use crate::state::limits::Limit;
 
 /// A frame the client does not read within this time closes the socket: a
 /// stuck peer must not hold its task (and the session's deliveries) forever.
@@ -256,7 +257,10 @@ impl Socket {
                         // (1009 for too big, 1002 for protocol errors); the
                         // next read flushes it and ends the stream.
                         if let tokio_websockets::Error::PayloadTooLong { len, max_len } = &error {
-                            tracing::warn!(len, max_len, "websocket message over max-request-bytes: closing with 1009");
+                            let (len, max_len) = (*len, *max_len);
+                            self.engine.node().limits().hit(Limit::WebSocketMessageSize, || {
+                                format!("websocket message of {len} bytes over max-request-bytes ({max_len}): closing with 1009")
+                            });
                         } else {
                             tracing::debug!(%error, "websocket read failed");
                         }
