@@ -373,6 +373,44 @@ function scenarios(transport) {
     }
   }, 25000);
 
+  it('a drained node (SIGTERM) sends the client away with retry; restarted, the client is back with its subscription', async () => {
+    const s = await Halley.start(['--timeout', '2000', '--max-sessions-per-browser', '-1',
+      '--drain-delay', '200', '--drain-timeout', '500']);
+    servers.push(s);
+    const ch = `${uniqueChannel('drain')}/x`;
+    const c = newClient(s.url);
+    const subAcks = [];
+    const got = [];
+    // The documented CometD pattern: (re)subscribe in the /meta/handshake listener.
+    c.addListener('/meta/handshake', (m) => {
+      if (!m.successful) return;
+      c.batch(() => {
+        c.subscribe(ch, (msg) => got.push(msg.data), (r) => subAcks.push(r));
+      });
+    });
+    await handshake(c);
+    await until(() => subAcks.length === 1, { label: 'first subscribe ack' });
+    await publish(c, ch, { n: 1 });
+    await until(() => got.length === 1, { label: 'first delivery' });
+
+    // SIGTERM: the node drains (its held connect answered with retry) and exits 0 by
+    // itself, before the harness would kill it; then it starts again on the same port.
+    await s.restart();
+    assert.equal(s.lastExit.killed, false, JSON.stringify(s.lastExit));
+    assert.equal(s.lastExit.code, 0, JSON.stringify(s.lastExit));
+    const sentAway = c.received.find((m) => m.channel === '/meta/connect' && m.successful === true &&
+      m.advice && m.advice.reconnect === 'retry' && m.advice.interval === 0);
+    assert.ok(sentAway, 'the drain answered the held connect with reconnect: retry, interval 0');
+
+    await until(() => subAcks.length === 2, { timeout: 10000, label: 're-handshake and re-subscribe' });
+    assert.equal(subAcks[1].successful, true, JSON.stringify(subAcks[1]));
+    await until(() => c.getStatus() === 'connected', { label: 'connected again' });
+    const r = await publish(c, ch, { n: 2 });
+    assert.equal(r.successful, true, JSON.stringify(r));
+    await until(() => got.length === 2, { label: 'delivery after the restart' });
+    assert.deepEqual(got, [{ n: 1 }, { n: 2 }]);
+  }, 25000);
+
   it('disconnect ends the session on the server', async () => {
     const ch = `${uniqueChannel('disc')}/x`;
     const a = await connectedClient(h.url);

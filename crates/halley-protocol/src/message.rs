@@ -44,8 +44,18 @@ pub struct Message {
     pub connection_type: Option<String>,
     pub subscription: Option<Subscription>,
     pub advice: Option<Advice>,
+    /// `None` only when absent: `"data": null` is data (JSON's `null`).
+    #[serde(default, deserialize_with = "present")]
     pub data: Option<Box<RawValue>>,
     pub ext: Option<Box<RawValue>>,
+}
+
+/// Reads a field that is there as `Some`, `null` included (serde's `Option`
+/// reads `null` as `None`); with `#[serde(default)]`, an absent one is `None`.
+pub fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl Message {
@@ -170,5 +180,13 @@ mod tests {
             serde_json::to_string(&reply).unwrap(),
             r#"{"channel":"/meta/subscribe","id":"9","successful":false,"error":"403::subscribe_denied"}"#
         );
+    }
+
+    #[test]
+    fn null_data_is_data_and_absent_data_is_none() {
+        let null: Message = serde_json::from_str(r#"{"channel":"/a","data":null}"#).unwrap();
+        assert_eq!(null.data.as_deref().map(RawValue::get), Some("null"));
+        let absent: Message = serde_json::from_str(r#"{"channel":"/a"}"#).unwrap();
+        assert!(absent.data.is_none());
     }
 }

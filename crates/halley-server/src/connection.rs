@@ -166,11 +166,13 @@ impl Connection {
         };
         let now_ms = self.node.sessions().clock().ms_at(now);
         let session = pending.session().clone();
+        let leaving = self.node.shutdown().asks_to_leave(session.client_id());
         let holdable = exchange.batch_len == 1
             && !pending.hold_for().is_zero()
-            && !session.has_due_deliveries(now_ms, now)
-            && !self.node.shutdown().is_started();
-        let end = if !holdable {
+            && !session.has_due_deliveries(now_ms, now);
+        let end = if leaving {
+            ConnectEnd::Shutdown
+        } else if !holdable {
             ConnectEnd::Immediate
         } else {
             // One held poll per browser (HTTP/1.1 connection limits): the others poll.
@@ -255,7 +257,13 @@ impl Connection {
         let mut connect_reply = None;
         let mut superseded = None;
         if let Some(pending) = exchange.connect.take() {
-            if pending.hold_for().is_zero() || self.node.shutdown().is_started() {
+            if self
+                .node
+                .shutdown()
+                .asks_to_leave(pending.session().client_id())
+            {
+                connect_reply = Some(pending.answer(&self.node, ConnectEnd::Shutdown, now));
+            } else if pending.hold_for().is_zero() {
                 connect_reply = Some(pending.answer(&self.node, ConnectEnd::Immediate, now));
             } else {
                 let deadline = now + pending.hold_for();

@@ -134,16 +134,27 @@ impl Engine {
             let ext_value = handshake_ext(&message);
             let (mut reply, session) =
                 handlers::handshake::handle(node, message, ext_value, exchange).await;
+            let outcome = match session {
+                Some(_) => crate::metrics::Outcome::Accepted,
+                None => crate::metrics::Outcome::Denied,
+            };
+            crate::metrics::metrics().handshakes.get(outcome).inc();
             let now = node.sessions().clock().wall_ms();
             node.extensions().outgoing(
                 &mut reply,
                 &context(session.as_ref(), &ext, received_ms, now),
             );
+            if let Some(session) = &session {
+                // A cluster node: in Redis before the client hears of it, so
+                // its next request may reach any node.
+                node.store_session(session).await;
+            }
             exchange.handshake_replies.push(reply);
             return;
         }
 
-        let session = match exchange.resolve_session(node, &message) {
+        let acknowledged = crate::ext::ack::received(ext.ack.as_ref());
+        let session = match exchange.resolve_session(node, &message, acknowledged).await {
             Ok(session) => session,
             Err(mut reply) => {
                 if kind != ChannelKind::Broadcast && channel != meta::CONNECT {
@@ -186,8 +197,16 @@ impl Engine {
                 // Its outgoing hooks run when it is answered.
                 return;
             }
-            meta::SUBSCRIBE => handlers::subscribe::handle(node, message, &session, &ext).await,
-            meta::UNSUBSCRIBE => handlers::unsubscribe::handle(node, message, &session),
+            meta::SUBSCRIBE => {
+                let reply = handlers::subscribe::handle(node, message, &session, &ext).await;
+                node.store_session(&session).await;
+                reply
+            }
+            meta::UNSUBSCRIBE => {
+                let reply = handlers::unsubscribe::handle(node, message, &session);
+                node.store_session(&session).await;
+                reply
+            }
             meta::DISCONNECT => {
                 handlers::disconnect::handle(node, message, session.clone(), exchange)
             }

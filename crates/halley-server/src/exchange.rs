@@ -136,10 +136,15 @@ impl Exchange {
     /// session, if its handshake also came without a cookie (a browser that
     /// already had one always presents it). A thief's socket, opened after
     /// the clientId was issued, gets nothing. Any message is a sign of life.
-    pub fn resolve_session(
+    ///
+    /// On a cluster node, a clientId this node does not hold may be
+    /// another node's session: it is taken over (see `node/takeover.rs`);
+    /// `acknowledged` is the ack extension's batch number of a connect.
+    pub async fn resolve_session(
         &mut self,
         node: &Node,
         message: &Message,
+        acknowledged: Option<u64>,
     ) -> Result<Arc<Session>, Box<Reply>> {
         let config = node.config();
         let reply_channel = message.channel.clone().unwrap_or_default();
@@ -150,21 +155,21 @@ impl Exchange {
                     .with_advice(Advice::handshake(config.interval as i64)),
             ));
         };
+        let mut session = node.sessions().get(client_id);
+        if session.is_none() {
+            session = node.adopt(client_id, acknowledged).await;
+        }
         let origin = &self.origin;
-        let session = node
-            .sessions()
-            .get(client_id)
-            .filter(|s| !s.is_closed())
-            .filter(|s| {
-                config.trust_client_session
-                    || s.browser_id().is_none()
-                    || s.browser_id() == origin.browser_id.as_deref()
-                    || (origin.browser_id.is_none()
-                        && !s.is_bound_strictly()
-                        && origin
-                            .socket_opened_ms
-                            .is_some_and(|opened| opened <= s.created_ms()))
-            });
+        let session = session.filter(|s| !s.is_closed()).filter(|s| {
+            config.trust_client_session
+                || s.browser_id().is_none()
+                || s.browser_id() == origin.browser_id.as_deref()
+                || (origin.browser_id.is_none()
+                    && !s.is_bound_strictly()
+                    && origin
+                        .socket_opened_ms
+                        .is_some_and(|opened| opened <= s.created_ms()))
+        });
         let Some(session) = session else {
             return Err(Box::new(
                 Reply::to(reply_channel, message.id.clone())
@@ -254,14 +259,15 @@ impl PendingConnect {
         self.hold_for
     }
 
-    /// Whether the session's end, a newer connect or shutdown means this
+    /// Whether the session's end, a newer connect, shutdown or a drain means this
     /// connect must be answered now.
     pub fn must_end(&self, node: &Node) -> Option<ConnectEnd> {
         if self.session.is_closed() {
             Some(ConnectEnd::Closed)
         } else if !self.session.is_current_connect(self.generation) {
             Some(ConnectEnd::Superseded)
-        } else if node.shutdown().is_started() {
+        } else if node.shutdown().asks_to_leave(self.session.client_id()) {
+            // Shutdown, or a drain that reached this session.
             Some(ConnectEnd::Shutdown)
         } else {
             None
@@ -281,6 +287,8 @@ impl PendingConnect {
             // A session ended for overflowing its outbox may come back
             // (with replay it loses nothing); one that disconnected may not.
             ConnectEnd::Closed if session.overflowed() => Advice::handshake(config.interval as i64),
+            // Another node of the cluster serves it now: go on, there.
+            ConnectEnd::Closed if session.moved() => Advice::retry(0, config.timeout as i64),
             ConnectEnd::Closed => Advice::none(),
             ConnectEnd::Shutdown => Advice::retry(0, config.timeout as i64),
             ConnectEnd::MultipleClients => {

@@ -10,6 +10,7 @@
 use halley_protocol::{BayeuxError, ChannelKind, ChannelName, Message, Reply};
 use tokio::time::Instant;
 
+use crate::metrics::{self, metrics};
 use crate::node::Node;
 use crate::state::limits::Limit;
 use crate::state::session::Session;
@@ -56,6 +57,7 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     if published.is_unavailable() {
         return reply.failure(crate::broker::UNAVAILABLE);
     }
+    metrics().publishes.get(metrics::Origin::Bayeux).inc();
     reply.success()
 }
 

@@ -1,12 +1,30 @@
-//! The accept loop and graceful shutdown.
+//! The accept loop, the drain and graceful shutdown.
 //!
-//! [`Server::bind`] opens the socket (so `127.0.0.1:0` can be bound and its
-//! port read before serving); [`Server::run`] serves until the given signal
-//! resolves, then: stops accepting, answers every held `/meta/connect` with
-//! `reconnect: retry`, lets in-flight responses finish (bounded by a grace
-//! period), and returns. The links of remote adapters run beside it and
-//! end with it, and so do the broker's tasks (with `redis` set: the
-//! cluster's reader and writer, see [`crate::broker::redis`]).
+//! [`Server::bind`] opens the sockets, the public one and the admin one
+//! (so `127.0.0.1:0` can be bound and its port read before serving);
+//! [`Server::run`] serves until the given signal resolves, then: stops
+//! accepting, answers every held `/meta/connect` with `reconnect: retry`,
+//! lets in-flight responses finish (bounded by a grace period), and
+//! returns. The links of remote adapters run beside it and end with it,
+//! and so do the broker's tasks (with `redis` set: the cluster's reader and
+//! writer, see [`crate::broker::redis`]), and the admin listener
+//! ([`crate::admin`]).
+//!
+//! [`Server::run_with_drain`] adds a drain, for a node a load balancer
+//! sends clients to. When its `drain` signal resolves:
+//!
+//! 1. `/readyz` answers 503 at once; the node serves as before for
+//!    `drain-delay`, while the balancers notice and stop sending it clients;
+//! 2. it stops accepting connections, and HTTP connections close after
+//!    their response (a client's next request opens a new connection);
+//! 3. over `drain-timeout` it asks its sessions to leave, spread evenly in
+//!    a fixed order ([`crate::shutdown`]): a held connect is answered with
+//!    `reconnect: retry` (the client keeps its clientId and subscriptions,
+//!    and reconnects on a new connection, so to another node), a
+//!    WebSocket is then closed (1001);
+//! 4. then it shuts down as above.
+//!
+//! Its `stop` signal, at any time, shuts down at once.
 //!
 //! What bounds a connection here (see `docs/security.md`): a place among
 //! the open connections, in total and per client IP
@@ -28,9 +46,11 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
 use crate::adapter;
+use crate::admin::health::{Health, Phase};
 use crate::broker::LocalFanout;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::metadata::measured::Measured;
 use crate::node::Node;
 use crate::state::limits::Limit;
 use crate::transport;
@@ -53,8 +73,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     engine: Arc<Engine>,
     listener: TcpListener,
+    /// The admin listener's socket (none: `admin-listen = "off"`).
+    admin: Option<TcpListener>,
+    /// Starting, serving, draining; read by `/readyz`.
+    health: Arc<Health>,
     /// The links of the remote adapters, started by [`Server::run`].
     remote_links: Vec<adapter::remote::Link>,
+}
+
+/// Why the accept loop ended.
+enum Ended {
+    /// Shut down at once.
+    Stop,
+    /// A drain reached the point where clients are moved away.
+    Draining,
 }
 
 impl Server {
@@ -68,11 +100,25 @@ impl Server {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let metadata = config.metadata_adapter().map_err(invalid)?;
         let listener = listen(config.listen)?;
+        let admin_addr = config.admin_listen.addr();
         let engine = Engine::with_node(node(config).await?);
         let node = engine.node();
-        if let Some(metadata) = metadata {
-            node.set_metadata_adapter(metadata).map_err(invalid)?;
+        // After joining the cluster: an unreachable Redis is the error to show.
+        let admin =
+            match admin_addr {
+                Some(addr) => Some(listen(addr).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("admin-listen {addr}: {e}"))
+                })?),
+                None => None,
+            };
+        // Measured: the metrics count its answers, `/readyz` sees its
+        // backend go down.
+        let metadata = metadata.map(Measured::new);
+        if let Some(metadata) = &metadata {
+            node.set_metadata_adapter(metadata.clone())
+                .map_err(invalid)?;
         }
+        let health = Arc::new(Health::new(metadata));
         // Registered now, so the adapters own their channels before the
         // first client arrives; their `listen` sockets are bound now too.
         let mut remote_links = Vec::new();
@@ -82,12 +128,19 @@ impl Server {
         Ok(Server {
             engine,
             listener,
+            admin,
+            health,
             remote_links,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address (none when `admin-listen` is `off`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The engine, e.g. to register service handlers on its node before serving.
@@ -102,22 +155,59 @@ impl Server {
 
     /// Serves until `signal` resolves, then shuts down gracefully.
     pub async fn run(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.run_with_drain(std::future::pending(), signal).await
+    }
+
+    /// Serves until `stop` resolves (then shuts down at once, as
+    /// [`Server::run`]) or `drain` does (then drains, see the module
+    /// documentation; `stop` still cuts the drain short).
+    pub async fn run_with_drain(
+        self,
+        drain: impl Future<Output = ()>,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let Server {
             engine,
             listener,
+            admin,
+            health,
             remote_links,
         } = self;
         let addr = listener.local_addr()?;
         let node = engine.node().clone();
+        // Up first, so `/readyz` says "starting" until the node serves.
+        let admin = match admin {
+            Some(admin) => {
+                tracing::info!(
+                    "admin endpoints at http://{} (/metrics, /healthz, /readyz)",
+                    admin.local_addr()?
+                );
+                Some(tokio::spawn(crate::admin::serve(
+                    admin,
+                    node.clone(),
+                    health.clone(),
+                )))
+            }
+            None => None,
+        };
         // Before the first client: a cluster node must hear the others'
         // publications (and its own) from the moment it serves.
         let local: Weak<Node> = node.weak();
         let broker = node.broker().start(local as Weak<dyn LocalFanout>);
+        for feature in node.config().features() {
+            tracing::info!("{feature}");
+        }
         tracing::info!("listening on http://{addr}{}", node.config().path);
+        health.set_phase(Phase::Serving);
 
         let sweeper = tokio::spawn({
             let node = node.clone();
             async move { node.run_sweeper().await }
+        });
+        // A cluster node writes where its clients stand (nothing otherwise).
+        tokio::spawn({
+            let node = node.clone();
+            async move { node.run_record_refresh().await }
         });
         // Each ends on the shutdown signal.
         let remote_links: Vec<_> = remote_links
@@ -131,8 +221,10 @@ impl Server {
         let open = OpenConnections::new(config.max_connections, config.max_connections_per_ip);
         let header_read_timeout = Duration::from_millis(config.header_read_timeout);
         let mut backoff = MIN_ACCEPT_BACKOFF;
-        tokio::pin!(signal);
-        loop {
+        tokio::pin!(drain);
+        tokio::pin!(stop);
+        let mut pacing = None;
+        let ended = loop {
             let (stream, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -144,13 +236,24 @@ impl Server {
                         });
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = &mut signal => break,
+                            _ = &mut stop => break Ended::Stop,
                         }
                         backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                         continue;
                     }
                 },
-                _ = &mut signal => break,
+                _ = &mut drain, if pacing.is_none() => {
+                    let config = node.config();
+                    let (delay, window) = (config.drain_delay(), config.drain_timeout());
+                    tracing::info!(
+                        "draining: not ready; serving {delay:?} more, then moving clients away over {window:?}"
+                    );
+                    health.set_phase(Phase::Draining);
+                    pacing = Some(tokio::spawn(drain_clients(node.clone(), delay, window)));
+                    continue;
+                }
+                _ = node.shutdown().wait_draining(), if pacing.is_some() => break Ended::Draining,
+                _ = &mut stop => break Ended::Stop,
             };
             backoff = MIN_ACCEPT_BACKOFF;
             let peer = match open.admit(addr) {
@@ -186,9 +289,12 @@ impl Server {
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
-                    _ = node.shutdown().wait() => {
+                    _ = node.shutdown().wait_draining() => {
                         // Finish the response in flight (held connects are
-                        // being answered), then close.
+                        // answered at shutdown, or as a drain reaches their
+                        // session), then close: the client's next request
+                        // opens a new connection, which a balancer sends
+                        // to another node.
                         connection.as_mut().graceful_shutdown();
                         connection.await
                     }
@@ -205,10 +311,29 @@ impl Server {
                     }
                 }
             });
-        }
+        };
 
-        tracing::info!("shutting down: answering held connects");
         drop(listener);
+        match (ended, pacing) {
+            (Ended::Draining, Some(mut pacing)) => {
+                tracing::info!(
+                    "draining: no longer accepting connections; asking clients to reconnect elsewhere"
+                );
+                tokio::select! {
+                    _ = &mut pacing => tracing::info!("drained: every session was asked to reconnect elsewhere"),
+                    _ = &mut stop => {
+                        pacing.abort();
+                        tracing::info!("drain cut short");
+                    }
+                }
+            }
+            (Ended::Stop, Some(pacing)) => {
+                pacing.abort();
+                tracing::info!("drain cut short");
+            }
+            (_, None) => {}
+        }
+        tracing::info!("shutting down: answering held connects");
         node.shutdown().trigger();
         tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
@@ -221,13 +346,51 @@ impl Server {
         for link in remote_links {
             let _ = link.await;
         }
+        // A cluster node: where each client stands, for the node it moves to.
+        node.store_all_sessions().await;
         // Last: the answers above may still have published.
         node.broker().stop();
         if let Some(broker) = broker {
             let _ = broker.await;
         }
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// A drain's work once `/readyz` says 503: waits `delay`, then moves the
+/// sessions away evenly over `window`, in the order of their slots
+/// ([`crate::shutdown::slot`]): each step raises the bound and wakes the
+/// sessions it passed, whose held connect is then answered.
+async fn drain_clients(node: Arc<Node>, delay: Duration, window: Duration) {
+    tokio::time::sleep(delay).await;
+    let shutdown = node.shutdown();
+    shutdown.begin_drain();
+    // About 50 steps over the window: spread enough, cheap enough (each
+    // step looks at every session).
+    let step = (window / 50).max(Duration::from_millis(10));
+    let start = tokio::time::Instant::now();
+    loop {
+        let elapsed = start.elapsed();
+        let bound = if elapsed >= window {
+            u64::MAX
+        } else {
+            (elapsed.as_secs_f64() / window.as_secs_f64() * u64::MAX as f64) as u64
+        };
+        let previous = shutdown.ask_below(bound);
+        for session in node.sessions().all() {
+            let slot = crate::shutdown::slot(session.client_id());
+            if slot >= previous && (slot < bound || bound == u64::MAX) {
+                session.wake().notify_waiters();
+            }
+        }
+        if bound == u64::MAX {
+            return;
+        }
+        tokio::time::sleep(step).await;
     }
 }
 

@@ -27,6 +27,7 @@ struct Running {
 async fn serve(config: Config) -> Running {
     let server = Server::bind(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: halley_server::config::AdminListen::Off,
         ..config
     })
     .await

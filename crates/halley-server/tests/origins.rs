@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 async fn serve(config: Config) -> (std::net::SocketAddr, std::sync::Arc<halley_server::Node>) {
     let server = Server::bind(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: halley_server::config::AdminListen::Off,
         ..config
     })
     .await

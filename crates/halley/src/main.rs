@@ -16,6 +16,7 @@ mod serve;
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
+use halley_server::config::LogFormat;
 
 /// jemalloc instead of the system allocator: a push server allocates and
 /// frees small buffers per request and per delivery, and glibc's malloc
@@ -49,19 +50,42 @@ enum Command {
     BenchWorker,
 }
 
-fn main() -> anyhow::Result<()> {
+/// An error ends the process with one clear message and status 1: no
+/// stack backtrace (anyhow prints one with `RUST_BACKTRACE` set), since
+/// these are a user's errors (a bad setting, a port in use), not bugs.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match cli.command {
+    let result = match cli.command {
+        // Its log format is a setting: logs start once settings are read.
         Command::Serve(args) => serve::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Publish(args) => publish::run(args),
-        Command::BenchWorker => bench::worker(),
+        command => {
+            init_logs(LogFormat::Text);
+            match command {
+                Command::Bench(args) => bench::run(args),
+                Command::Publish(args) => publish::run(args),
+                Command::BenchWorker => bench::worker(),
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}`: the error and its causes on one line.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub(crate) fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
 }

@@ -344,6 +344,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = loaded.config;
+    crate::init_logs(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -353,31 +354,66 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(config)
             .await
             .with_context(|| format!("starting the server on {listen}"))?;
-        server.run(shutdown_signal()).await?;
+        let (drain, stop) = signals();
+        server
+            .run_with_drain(
+                async {
+                    // Dropped unsent when SIGINT stops at once: no drain.
+                    if drain.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                },
+                async {
+                    let _ = stop.await;
+                },
+            )
+            .await?;
         Ok(())
     })
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// The first SIGTERM drains (see `halley_server::server`); a second one,
+/// or SIGINT (Ctrl-C) at any time, stops at once.
+fn signals() -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (drain_tx, drain) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        #[cfg(not(unix))]
+        let mut terminate = None;
+        tokio::select! {
+            _ = sigterm(&mut terminate) => {
+                let _ = drain_tx.send(());
+                tokio::select! {
+                    _ = sigterm(&mut terminate) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        let _ = stop_tx.send(());
+    });
+    (drain, stop)
+}
+
+#[cfg(unix)]
+async fn sigterm(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
+}
+
+#[cfg(not(unix))]
+async fn sigterm(_: &mut Option<()>) {
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ async fn invalid_requests_get_400_and_publish_nothing() {
         (r#"{"channel":"/service/echo","data":1}"#, "/service"),
         (
             r#"[{"channel":"/a","data":1},{"channel":"/a/*","data":1}]"#,
-            "message 1",
+            "message 2: ",
         ),
     ] {
         let (status, answer) = post(&server, Some(KEY), body).await;

@@ -48,7 +48,8 @@ async function spawnHalley(args, port) {
   }
   // Only the flags given here apply: drop HALLEY_* settings from the environment.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HALLEY_')));
-  const child = spawn(HALLEY_BIN, ['serve', '--listen', `127.0.0.1:${port}`, ...args], {
+  const child = spawn(HALLEY_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0',
+    '--drain-delay', '0', '--drain-timeout', '0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...env, NO_COLOR: '1' },
   });

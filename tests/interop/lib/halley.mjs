@@ -91,7 +91,12 @@ export class Halley {
 
   _spawn(port) {
     const gen = ++this.generation;
-    const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...this.args];
+    // Servers run side by side: each admin listener on a port of its own. SIGTERM (stop,
+    // restart) stops at once, as before drains existed, unless a test asks for a drain.
+    const defaults = [['--admin-listen', '127.0.0.1:0'], ['--drain-delay', '0'], ['--drain-timeout', '0']]
+      .filter(([flag]) => !this.args.includes(flag))
+      .flat();
+    const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...defaults, ...this.args];
     this._append(`\n----- [interop] start #${gen}: ${HALLEY_BIN} ${argv.join(' ')}\n`);
     // The server also reads HALLEY_* settings from the environment: drop them so that only the
     // flags given here apply.

@@ -7,6 +7,7 @@ use halley_protocol::ChannelName;
 use serde_json::value::RawValue;
 
 use crate::broker::Published;
+use crate::metrics::{metrics, Origin};
 use crate::node::Node;
 
 /// A handle to publish into the node from server-side code. Holds the node
@@ -34,12 +35,27 @@ impl Publisher {
     /// Like [`Publisher::publish`], telling what the broker did with it
     /// ([`Published::Unavailable`]: a cluster broker that lost its engine).
     pub fn try_publish(&self, channel: &ChannelName, data: &RawValue) -> Published {
+        self.try_publish_as(channel, data, Origin::Adapter)
+    }
+
+    /// [`Publisher::try_publish`], counted in the metrics under `origin`.
+    pub(crate) fn try_publish_as(
+        &self,
+        channel: &ChannelName,
+        data: &RawValue,
+        origin: Origin,
+    ) -> Published {
         let Some(node) = self.node.upgrade() else {
             return Published::Delivered(0);
         };
         // In the owning adapter's turn: a new subscriber gets its snapshot
         // before any later message of that adapter.
-        node.data_adapters()
-            .in_turn(channel, || node.publish(channel, data, None, None))
+        let published = node
+            .data_adapters()
+            .in_turn(channel, || node.publish(channel, data, None, None));
+        if !published.is_unavailable() {
+            metrics().publishes.get(origin).inc();
+        }
+        published
     }
 }

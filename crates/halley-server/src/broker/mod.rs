@@ -23,6 +23,7 @@
 //! what arrives, its own publications included. [`redis::RedisBroker`]
 //! (cargo feature `redis`) is that engine on Redis; see `docs/cluster.md`.
 
+pub mod directory;
 pub mod local;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -92,6 +93,20 @@ pub trait LocalFanout: Send + Sync {
     /// Delivers `publication` to this node's subscribers of its channel;
     /// returns how many sessions it was queued for.
     fn fan_out(&self, publication: Publication<'_>) -> usize;
+
+    /// Like [`LocalFanout::fan_out`], for a publication the cluster's log
+    /// numbered `offset` (offsets arrive in rising order).
+    fn fan_out_logged(&self, publication: Publication<'_>, offset: u64) -> usize {
+        let _ = offset;
+        self.fan_out(publication)
+    }
+
+    /// Another node takes `client_id` over: this node lets go of it (its
+    /// client goes on there) and returns its latest record, if it had it.
+    fn release_session(&self, client_id: &str) -> Option<directory::SessionRecord> {
+        let _ = client_id;
+        None
+    }
 }
 
 /// Carries publications between nodes. See the module documentation.
@@ -123,5 +138,11 @@ pub trait Broker: Send + Sync + 'static {
     /// For callers that want all or nothing, such as the HTTP publish API.
     fn available(&self) -> bool {
         true
+    }
+
+    /// The cluster's sessions and log, for a node to take sessions over
+    /// (none for the local broker).
+    fn directory(&self) -> Option<&dyn directory::Directory> {
+        None
     }
 }

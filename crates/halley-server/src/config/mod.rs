@@ -5,7 +5,7 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `mod.rs` | [`Config::validate`], the Metadata Adapter a config asks for |
+//! | `mod.rs` | [`Config::validate`], the Metadata Adapter a config asks for, [`Config::features`] (the start-up log) |
 //! | [`tables`] | the array-of-table settings (`[[qos]]`, `[[history]]`, ...), file-only |
 //! | [`settings`](mod@settings) | the one declaration of every scalar setting: the [`Config`] struct, its defaults, help and [`Setting`] descriptors |
 
@@ -21,7 +21,7 @@ use crate::state::throttle::Mode;
 pub mod settings;
 pub mod tables;
 
-pub use settings::{setting, settings, Config, Setting, Shape, Shown};
+pub use settings::{setting, settings, AdminListen, Config, LogFormat, Setting, Shape, Shown};
 pub use tables::{ChannelHistory, ChannelLazy, ChannelOverflow, ChannelQos, RemoteAdapterConfig};
 
 /// The shortest API key accepted: shorter ones can be guessed.
@@ -30,6 +30,90 @@ pub const MIN_API_KEY_CHARS: usize = 16;
 impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout)
+    }
+
+    /// How long a draining node keeps serving before moving clients away.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay)
+    }
+
+    /// How long a draining node takes to move its clients away.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout)
+    }
+
+    /// One line per feature, as the server logs them at start: what an
+    /// operator checks first (no secret in them).
+    pub fn features(&self) -> Vec<String> {
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        let mut transports = vec!["long-polling"];
+        if self.websocket {
+            transports.push("websocket");
+        }
+        if self.callback_polling {
+            transports.push("callback-polling");
+        }
+        let mut lines = vec![format!("transports: {}", transports.join(", "))];
+        lines.push(match self.api_keys.len() {
+            0 => "HTTP publish API: off (no API key)".into(),
+            n => format!("HTTP publish API: on, {n} API key(s)"),
+        });
+        lines.push(match &self.jwt {
+            Some(jwt) => format!(
+                "JWT Metadata Adapter: on ({}, anonymous {})",
+                if jwt.hs256_secret.is_some() {
+                    "HS256"
+                } else {
+                    "RS256"
+                },
+                if jwt.allow_anonymous {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+            ),
+            None => "JWT Metadata Adapter: off".into(),
+        });
+        lines.push(match &self.webhook {
+            Some(webhook) => format!(
+                "webhook Metadata Adapter: on ({}, fails {})",
+                webhook.url,
+                if webhook.fail_open { "open" } else { "closed" }
+            ),
+            None => "webhook Metadata Adapter: off".into(),
+        });
+        lines.push(format!(
+            "remote adapters: {}",
+            match self.remote_adapter.len() {
+                0 => "none".to_owned(),
+                _ => self
+                    .remote_adapter
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        ));
+        lines.push(format!(
+            "per-channel rules: {} qos, {} history, {} lazy, {} overflow",
+            self.qos.len(),
+            self.history.len(),
+            self.lazy.len(),
+            self.overflow.len()
+        ));
+        lines.push(match self.admin_listen.addr() {
+            Some(addr) => format!("admin listener: on ({addr})"),
+            None => "admin listener: off".into(),
+        });
+        lines.push(match &self.redis {
+            Some(_) => format!(
+                "cluster: on (Redis, node id {})",
+                self.node_id.as_deref().unwrap_or("random")
+            ),
+            None => "cluster: off (a single node in memory)".into(),
+        });
+        lines.push(format!("chat demo at /: {}", on_off(self.demo)));
+        lines
     }
 
     pub fn sweep_period(&self) -> Duration {

@@ -153,7 +153,9 @@ setting_value!(
     SocketAddr,
     PathBuf,
     OverflowPolicy,
-    Action
+    Action,
+    AdminListen,
+    LogFormat
 );
 
 fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
@@ -268,6 +270,76 @@ impl Scalar for Action {
         // serde names the variants in lowercase (`rename_all`); Action has
         // no Serialize to ask.
         format!("{self:?}").to_lowercase()
+    }
+}
+
+/// Where the admin listener listens (`admin-listen`): an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl AdminListen {
+    /// The address, unless it is off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            AdminListen::Off => None,
+            AdminListen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl Scalar for AdminListen {
+    const QUOTED: bool = true;
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(AdminListen::Off),
+            other => other.parse().map(AdminListen::At).map_err(|_| {
+                format!("expected an address like 127.0.0.1:8081, or off, got {text:?}")
+            }),
+        }
+    }
+    fn text(&self) -> String {
+        match self {
+            AdminListen::Off => "off".into(),
+            AdminListen::At(addr) => addr.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        <AdminListen as Scalar>::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How log lines are written (`log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+impl Scalar for LogFormat {
+    const QUOTED: bool = true;
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected text or json, got {text:?}")),
+        }
+    }
+    fn text(&self) -> String {
+        match self {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        }
     }
 }
 
@@ -582,6 +654,20 @@ settings! {
         /// This node's id in the cluster (its heartbeat key halley:node:<id>):
         /// letters, digits, '-', '_' and '.'.
         node_id: Option<String> = None, "ID", unset = "a random id";
+        /// Address of the admin listener (/metrics, /healthz, /readyz), or
+        /// `off`; port 0 picks a free port (logged at start).
+        admin_listen: AdminListen = AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 8081))), "ADDR";
+        /// Milliseconds a draining node (first SIGTERM) keeps serving, not
+        /// ready, so load balancers stop sending it clients.
+        drain_delay: u64 = 2_000, "MS";
+        /// Milliseconds over which a draining node then asks its clients,
+        /// spread out, to reconnect elsewhere, before it exits.
+        drain_timeout: u64 = 10_000, "MS";
+        /// Log lines as `text` or `json` (one object per line).
+        log_format: LogFormat = LogFormat::Text, "FORMAT";
+        /// Serve the chat demo at `/` (false: 404; the Bayeux endpoint and
+        /// `/halley.js` stay).
+        demo: bool = true, "BOOL";
     }
     tables {
         /// Per-channel overflow policies (`[[overflow]]`); the first matching pattern wins.

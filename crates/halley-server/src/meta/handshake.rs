@@ -170,7 +170,7 @@ pub async fn handle(
     tracing::debug!(
         client_id = session.client_id(),
         user = session.user(),
-        "handshake"
+        "session opened"
     );
 
     let mut reply = reply

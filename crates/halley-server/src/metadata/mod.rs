@@ -25,13 +25,15 @@
 //!
 //! Independent of the adapter, [`caps::UserSessions`] caps the sessions
 //! one user may hold (`max-sessions-per-user`); [`permissions`] is the
-//! pattern arithmetic both adapters share.
+//! pattern arithmetic both adapters share. [`measured`] wraps the
+//! configured adapter for the metrics and the readiness check.
 //!
 //! Server-side publishers (the HTTP publish API with its API keys, Data
 //! Adapters, services) are trusted and never asked.
 
 pub mod caps;
 pub mod jwt;
+pub mod measured;
 pub mod permissions;
 pub mod webhook;
 

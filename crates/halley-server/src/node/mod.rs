@@ -26,6 +26,7 @@
 //! Adapter's turn is taken before any of those. No lock is held across an
 //! `.await`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 
 pub mod data_adapters;
 pub mod services;
+pub mod takeover;
 
 use crate::broker::local::LocalBroker;
 use crate::broker::{Broker, LocalFanout, Publication, Published};
@@ -91,6 +93,10 @@ pub struct Node {
     extensions: Extensions,
     /// Where publishes go: this node only, or the cluster's engine.
     broker: Box<dyn Broker>,
+    /// Takeovers in progress, one per clientId (see `takeover.rs`).
+    adopting: dashmap::DashMap<Box<str>, Arc<tokio::sync::Mutex<()>>>,
+    /// The newest log offset this node has delivered (cluster nodes).
+    last_offset: AtomicU64,
     /// This node, for the tasks it spawns (QoS releases): they must not
     /// keep it alive.
     me: Weak<Node>,
@@ -104,8 +110,11 @@ impl Node {
 
     /// A node whose publishes go through `broker`.
     pub fn with_broker(config: Config, broker: Box<dyn Broker>) -> Arc<Self> {
-        let sessions =
+        let mut sessions =
             Sessions::new(config.outbox_limits()).with_max_bandwidth(config.max_bandwidth);
+        if broker.directory().is_some() {
+            sessions.set_logged();
+        }
         let rules = ChannelRules::from_config(&config);
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
@@ -130,8 +139,15 @@ impl Node {
             limits: Limits::default(),
             extensions: Extensions::with_builtins(),
             broker,
+            adopting: dashmap::DashMap::new(),
+            last_offset: AtomicU64::new(0),
             me: me.clone(),
         })
+    }
+
+    /// The newest log offset this node has delivered (0 on a single node).
+    pub fn last_offset(&self) -> u64 {
+        self.last_offset.load(Ordering::Acquire)
     }
 
     /// A handle on this node that does not keep it alive.
@@ -233,13 +249,22 @@ impl Node {
             id,
             ext,
         };
-        self.broker.publish(publication, self)
+        let published = self.broker.publish(publication, self);
+        if published.is_unavailable() {
+            crate::metrics::metrics().broker_publish_errors.inc();
+        }
+        published
     }
 
     /// A publish on a channel with history: numbered, kept, delivered, all
     /// under the channel's sequencer so a replaying subscribe sees each
     /// message exactly once (replayed or live).
-    fn fan_out_with_history(&self, publication: Publication<'_>, retention: Retention) -> usize {
+    fn fan_out_with_history(
+        &self,
+        publication: Publication<'_>,
+        retention: Retention,
+        offset: Option<u64>,
+    ) -> usize {
         let Publication {
             channel,
             data,
@@ -264,7 +289,7 @@ impl Node {
             delivery: delivery.clone(),
         };
         self.history.append(channel.as_str(), entry, retention);
-        self.enqueue_for_subscribers(channel, data, delivery)
+        self.enqueue_for_subscribers(channel, data, delivery, offset)
     }
 
     /// Subscribes `session` to `pattern`, first replaying what a channel
@@ -348,11 +373,14 @@ impl Node {
     /// Pushes one encoded delivery into the outbox of every subscriber, or
     /// through its throttle when the channel's `[[qos]]` rule or the
     /// session's grant limits its frequency (see [`crate::qos`]).
+    /// `offset`: the cluster log's number of the publication (a session
+    /// taken over skips what its replay already queued).
     fn enqueue_for_subscribers(
         &self,
         channel: &ChannelName,
         data: &RawValue,
         delivery: Bytes,
+        offset: Option<u64>,
     ) -> usize {
         let policy = self.rules.overflow_policy(channel);
         let lazy_timeout = self.rules.lazy_timeout_ms(channel);
@@ -361,7 +389,31 @@ impl Node {
         // a frequency of its own, takes the plain path.
         let qos = self.rules.qos(channel);
         let mut overflowed = Vec::new();
-        let delivered = if qos.is_none() && !self.sessions.any_frequency_grant() {
+        let delivered = if let Some(offset) = offset {
+            // A cluster node: the plain path, plus the session's place in
+            // the log.
+            self.subscriptions.for_each_subscriber(channel, |session| {
+                if !session.admit_logged(offset) {
+                    return;
+                }
+                let kept = match crate::qos::frequency_limit(qos, session) {
+                    None => session.enqueue_lazily(delivery.clone(), policy, lazy_deadline),
+                    Some(limit) => {
+                        let release = Release {
+                            policy,
+                            lazy_timeout_ms: lazy_timeout,
+                        };
+                        let publish =
+                            ThrottledPublish::new(channel, data, qos, release, Instant::now());
+                        self.offer_throttled(session, &publish, limit, delivery.clone())
+                    }
+                };
+                session.queued_logged(offset);
+                if !kept {
+                    overflowed.push(session.clone());
+                }
+            })
+        } else if qos.is_none() && !self.sessions.any_frequency_grant() {
             self.subscriptions.for_each_subscriber(channel, |session| {
                 if !session.enqueue_lazily(delivery.clone(), policy, lazy_deadline) {
                     overflowed.push(session.clone());
@@ -421,7 +473,13 @@ impl Node {
                 }
                 true
             }
-            Offered::Dropped => true,
+            Offered::Dropped => {
+                crate::metrics::metrics()
+                    .dropped
+                    .get(crate::metrics::DropReason::Qos)
+                    .inc();
+                true
+            }
             Offered::Overflow => false,
         }
     }
@@ -438,6 +496,11 @@ impl Node {
     /// session listeners `why`.
     pub fn remove_session(&self, session: &Session, why: SessionEnd) {
         let ended = crate::state::end_session(&self.sessions, &self.subscriptions, session);
+        if ended.registered && why != SessionEnd::Moved {
+            if let Some(directory) = self.directory() {
+                directory.forget(session.client_id());
+            }
+        }
         for pattern in &ended.emptied {
             self.data_adapters.emptied(pattern);
         }
@@ -480,8 +543,24 @@ impl Node {
 
 impl LocalFanout for Node {
     fn fan_out(&self, publication: Publication<'_>) -> usize {
+        self.fan_out_at(publication, None)
+    }
+
+    fn fan_out_logged(&self, publication: Publication<'_>, offset: u64) -> usize {
+        self.last_offset.fetch_max(offset, Ordering::AcqRel);
+        self.fan_out_at(publication, Some(offset))
+    }
+
+    fn release_session(&self, client_id: &str) -> Option<crate::broker::directory::SessionRecord> {
+        self.release(client_id)
+    }
+}
+
+impl Node {
+    fn fan_out_at(&self, publication: Publication<'_>, offset: Option<u64>) -> usize {
+        let _published = crate::metrics::PublishTime::start();
         if let Some(retention) = self.rules.retention(publication.channel) {
-            return self.fan_out_with_history(publication, retention);
+            return self.fan_out_with_history(publication, retention, offset);
         }
         let Publication {
             channel,
@@ -490,7 +569,7 @@ impl LocalFanout for Node {
             ext,
         } = publication;
         let delivery: Bytes = halley_protocol::encode_delivery(channel.as_str(), data, id, ext);
-        self.enqueue_for_subscribers(channel, data, delivery)
+        self.enqueue_for_subscribers(channel, data, delivery, offset)
     }
 }
 

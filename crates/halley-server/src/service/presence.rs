@@ -347,6 +347,8 @@ fn valid_name(name: &str) -> Option<&str> {
 fn publish(node: &Node, channel: &ChannelName, event: &Value) {
     if let Ok(raw) = serde_json::value::to_raw_value(event) {
         node.publish(channel, &raw, None, None);
+        let origin = crate::metrics::Origin::Service;
+        crate::metrics::metrics().publishes.get(origin).inc();
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Per-session limits; `None` means "the server's configured default".
 /// In JSON (token claims, webhook answers) the keys are kebab-case:
 /// `{"max-frequency": 10, "max-bandwidth": 65536, "max-publish-rate": 5}`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SessionLimits {
     /// Most deliveries per second on one channel for this session (QoS),

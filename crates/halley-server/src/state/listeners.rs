@@ -26,6 +26,8 @@ pub enum SessionEnd {
     Expired,
     /// Its outbox overflowed on a channel whose policy is `disconnect`.
     Overflowed,
+    /// Another node of the cluster took it over (its client goes on there).
+    Moved,
 }
 
 impl SessionEnd {
@@ -34,6 +36,7 @@ impl SessionEnd {
             SessionEnd::Disconnected => "disconnected",
             SessionEnd::Expired => "expired",
             SessionEnd::Overflowed => "overflowed",
+            SessionEnd::Moved => "moved",
         }
     }
 }

@@ -42,6 +42,9 @@ pub fn end_session(sessions: &Sessions, subscriptions: &Subscriptions, session: 
     let registered = sessions.remove(session.client_id()).is_some();
     session.close();
     let emptied = subscriptions.remove_session(session);
+    if registered {
+        tracing::debug!(client_id = session.client_id(), "session closed");
+    }
     Ended {
         registered,
         emptied,

@@ -8,10 +8,18 @@
 //! [`OverflowPolicy`]: by default the oldest deliveries are dropped (a live
 //! feed is worth more than stale history); a channel may instead drop the
 //! newest, or disconnect the slow client so it re-handshakes.
+//!
+//! The outbox also keeps each delivery's queuing time, and counts what
+//! passes through it in the process's metrics ([`crate::metrics`]): the
+//! deliveries taken to be written and their latency, its depth, and what
+//! it dropped (overflow, or still queued when its session ended).
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
+
+use crate::metrics::{metrics, DropReason};
 
 /// Limits of one outbox.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +32,9 @@ pub struct OutboxLimits {
 #[derive(Debug)]
 pub struct Outbox {
     queue: VecDeque<Bytes>,
+    /// When each queued delivery was queued (its publish accepted), in
+    /// step with `queue`: the delivery latency metric is measured from it.
+    queued_at: VecDeque<Instant>,
     bytes: usize,
     limits: OutboxLimits,
     /// Deliveries dropped because the outbox was full, since the session began.
@@ -78,6 +89,7 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Outbox {
             queue: VecDeque::new(),
+            queued_at: VecDeque::new(),
             bytes: 0,
             limits,
             dropped: 0,
@@ -95,6 +107,7 @@ impl Outbox {
             || (!fits && policy != OverflowPolicy::DropOldest)
         {
             self.dropped += 1;
+            metrics().dropped.get(DropReason::Overflow).inc();
             return Pushed::Rejected;
         }
         let mut evicted = 0;
@@ -105,15 +118,24 @@ impl Outbox {
                 .queue
                 .pop_front()
                 .expect("over a limit means not empty");
+            self.queued_at.pop_front();
             self.bytes -= oldest.len();
             evicted += 1;
         }
         self.bytes += delivery.len();
         self.queue.push_back(delivery);
+        self.queued_at.push_back(crate::metrics::queued_at());
         self.dropped += evicted as u64;
         if evicted == 0 {
+            metrics().outbox_depth.inc();
             Pushed::Queued
         } else {
+            // Each evicted one left the depth; the new one entered it.
+            metrics().outbox_depth.dec_by(evicted as i64 - 1);
+            metrics()
+                .dropped
+                .get(DropReason::Overflow)
+                .inc_by(evicted as u64);
             Pushed::QueuedDroppingOldest(evicted)
         }
     }
@@ -131,20 +153,32 @@ impl Outbox {
         if !fits && policy == OverflowPolicy::Disconnect {
             return false;
         }
-        // Re-sent deliveries are late already: never lazy.
+        // Re-sent deliveries are late already: never lazy. Their latency
+        // counts again from now (they were counted when first written).
         self.eager |= !deliveries.is_empty();
+        let now = Instant::now();
+        metrics().outbox_depth.inc_by(deliveries.len() as i64);
         for delivery in deliveries.into_iter().rev() {
             self.bytes += delivery.len();
             self.queue.push_front(delivery);
+            self.queued_at.push_front(now);
         }
         while self.queue.len() > self.limits.max_messages || self.bytes > self.limits.max_bytes {
             let dropped = match policy {
-                OverflowPolicy::DropNewest => self.queue.pop_back(),
-                _ => self.queue.pop_front(),
+                OverflowPolicy::DropNewest => {
+                    self.queued_at.pop_back();
+                    self.queue.pop_back()
+                }
+                _ => {
+                    self.queued_at.pop_front();
+                    self.queue.pop_front()
+                }
             };
             let dropped = dropped.expect("over a limit means not empty");
             self.bytes -= dropped.len();
             self.dropped += 1;
+            metrics().outbox_depth.dec();
+            metrics().dropped.get(DropReason::Overflow).inc();
         }
         true
     }
@@ -153,11 +187,13 @@ impl Outbox {
         self.limits
     }
 
-    /// Takes everything queued, oldest first.
+    /// Takes everything queued, oldest first, to be written now.
     pub fn drain(&mut self) -> VecDeque<Bytes> {
         self.bytes = 0;
         self.eager = false;
         self.lazy_deadline_ms = None;
+        metrics().outbox_depth.dec_by(self.queue.len() as i64);
+        metrics().written(self.queued_at.drain(..));
         std::mem::take(&mut self.queue)
     }
 
@@ -173,6 +209,8 @@ impl Outbox {
             self.bytes -= front.len();
             taken.push_back(front);
         }
+        metrics().outbox_depth.dec_by(taken.len() as i64);
+        metrics().written(self.queued_at.drain(..taken.len()));
         if self.queue.is_empty() {
             self.eager = false;
             self.lazy_deadline_ms = None;
@@ -227,6 +265,20 @@ impl Outbox {
 
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+}
+
+/// A session's end drops what it had queued: counted, and out of the depth.
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let left = self.queue.len();
+        if left > 0 {
+            metrics().outbox_depth.dec_by(left as i64);
+            metrics()
+                .dropped
+                .get(DropReason::SessionEnd)
+                .inc_by(left as u64);
+        }
     }
 }
 
@@ -380,5 +432,25 @@ mod tests {
         );
         assert_eq!(o.len(), 1);
         assert_eq!(o.dropped(), 2);
+    }
+
+    #[test]
+    fn queuing_times_stay_in_step_with_the_queue() {
+        let in_step = |o: &Outbox| assert_eq!(o.queue.len(), o.queued_at.len());
+        let mut o = outbox(3, 100);
+        for d in [&b"a"[..], b"b", b"c", b"d"] {
+            o.push_oldest(Bytes::copy_from_slice(d));
+            in_step(&o);
+        }
+        o.requeue_front(vec![Bytes::from_static(b"r")], OverflowPolicy::DropNewest);
+        in_step(&o);
+        o.drain_while(|_| false);
+        in_step(&o);
+        // [r, b, c] (d dropped, the newest): takes r and b.
+        assert_eq!(o.drain_while(|d| d != b"c".as_slice()).len(), 2);
+        in_step(&o);
+        o.drain();
+        in_step(&o);
+        assert!(o.is_empty());
     }
 }

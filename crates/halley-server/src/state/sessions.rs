@@ -38,6 +38,9 @@ pub struct Sessions {
     /// Numbers WebSockets (from 1; 0 is HTTP), so a session knows which one
     /// its latest connect came on.
     next_socket_id: AtomicU64,
+    /// A cluster node's sessions carry log offsets (see
+    /// [`Session::is_logged`]).
+    logged: bool,
 }
 
 impl Sessions {
@@ -50,6 +53,7 @@ impl Sessions {
             max_bandwidth: None,
             browsers: Arc::new(BrowserPolls::default()),
             frequency_grants: AtomicUsize::new(0),
+            logged: false,
             next_socket_id: AtomicU64::new(1),
         }
     }
@@ -96,19 +100,53 @@ impl Sessions {
     /// Creates and registers a new session with a fresh clientId, bound to
     /// `browser_id`; `strict` when that browser presented its cookie.
     pub fn create(&self, browser_id: Option<&str>, strict: bool) -> Arc<Session> {
+        let session = Arc::new(self.new_session(new_random_id().into(), browser_id, strict));
+        self.by_client_id
+            .insert(session.client_id().into(), session.clone());
+        session
+    }
+
+    /// Registers a session another node created (a cluster takeover), under
+    /// its clientId; `None` if one by that id is already here.
+    pub fn adopt(
+        &self,
+        client_id: &str,
+        browser_id: Option<&str>,
+        strict: bool,
+        prepare: impl FnOnce(&mut Session),
+    ) -> Option<Arc<Session>> {
+        use dashmap::mapref::entry::Entry;
+        match self.by_client_id.entry(client_id.into()) {
+            Entry::Occupied(_) => None,
+            Entry::Vacant(vacant) => {
+                let mut session = self.new_session(client_id.into(), browser_id, strict);
+                prepare(&mut session);
+                let session = Arc::new(session);
+                vacant.insert(session.clone());
+                Some(session)
+            }
+        }
+    }
+
+    /// Marks this registry's sessions as a cluster node's.
+    pub fn set_logged(&mut self) {
+        self.logged = true;
+    }
+
+    fn new_session(&self, client_id: Box<str>, browser_id: Option<&str>, strict: bool) -> Session {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let mut session = Session::new(
             key,
-            new_random_id().into(),
+            client_id,
             browser_id.map(Into::into),
             self.limits,
             self.now_ms(),
         );
         session.set_bound_strictly(strict);
         session.set_default_max_bandwidth(self.max_bandwidth);
-        let session = Arc::new(session);
-        self.by_client_id
-            .insert(session.client_id().into(), session.clone());
+        if self.logged {
+            session.set_logged();
+        }
         session
     }
 

@@ -47,13 +47,30 @@ impl UnackedBatches {
     }
 
     /// Numbers the next connect reply's batch and keeps its deliveries.
+    #[cfg(test)]
     pub fn record(&mut self, deliveries: &[Bytes]) -> u64 {
-        self.last_batch += 1;
+        self.record_at(deliveries, None)
+    }
+
+    /// Like [`UnackedBatches::record`]; on a cluster node, `offset` is the
+    /// log offset the batch reaches, written into its number (see
+    /// [`crate::state::session::batch_number`]).
+    pub fn record_at(&mut self, deliveries: &[Bytes], offset: Option<u64>) -> u64 {
+        self.last_batch = match offset {
+            Some(offset) => crate::state::session::batch_number(self.last_batch, offset),
+            None => self.last_batch + 1,
+        };
         if !deliveries.is_empty() {
             self.batches
                 .push_back((self.last_batch, deliveries.to_vec()));
         }
         self.last_batch
+    }
+
+    /// Numbers continue after `batch` (a session taken over from another
+    /// node, whose client acknowledged `batch` there).
+    pub fn continue_after(&mut self, batch: u64) {
+        self.last_batch = self.last_batch.max(batch);
     }
 
     /// The client received every batch up to `batch`: forget those; return

@@ -17,6 +17,8 @@ use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
 pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
+    let transport = crate::metrics::Transport::CallbackPolling;
+    crate::metrics::metrics().connections.get(transport).inc();
     let query = request.uri().query().unwrap_or("");
     let mut callback = None;
     let mut message = None;

@@ -21,6 +21,8 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     if declared.is_some_and(|len| len > max as u64) {
         return too_large(max);
     }
+    let transport = crate::metrics::Transport::LongPolling;
+    crate::metrics::metrics().connections.get(transport).inc();
     let origin = Origin::http(ConnectionType::LongPolling, browser_id(&request))
         .from_peer(super::connections::peer_ip(&request));
     let body = match Limited::new(request.into_body(), max).collect().await {

@@ -72,7 +72,7 @@ pub async fn route(
             ),
         }
     } else {
-        pages::handle(&request)
+        pages::handle(&request, engine.node().config())
     };
     Ok(response)
 }

@@ -8,18 +8,24 @@
 //! and get `304 Not Modified` for as long as the binary, and so the `ETag`,
 //! stays the same. The client files may be loaded from any origin (CORS `*`):
 //! an ES module imported across origins needs it.
+//!
+//! With `demo = false` the demo's files are not served (404); the client
+//! files and `/healthz` stay. The demo talks to `/cometd` unless its URL
+//! says `?endpoint=`: on a server whose Bayeux path is another, `/` redirects
+//! to `/?endpoint=<path>` so the demo finds it by itself.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use super::http::{plain, Body};
+use crate::config::Config;
 
 /// One embedded file.
 struct Asset {
@@ -71,10 +77,38 @@ static ASSETS: &[Asset] = &[
     ),
 ];
 
-pub fn handle<B>(request: &Request<B>) -> Response<Body> {
+/// The demo's files (the rest are the client's).
+const DEMO: &[&str] = &["/", "/index.html", "/demo.js", "/demo.css", "/favicon.svg"];
+
+/// The Bayeux path the demo uses when its URL names none.
+const DEMO_DEFAULT_ENDPOINT: &str = "/cometd";
+
+pub fn handle<B>(request: &Request<B>, config: &Config) -> Response<Body> {
     let path = request.uri().path();
     if path == "/healthz" {
         return plain(StatusCode::OK, "ok\n");
+    }
+    let demo_file = DEMO.contains(&path);
+    if demo_file && !config.demo {
+        return plain(StatusCode::NOT_FOUND, "not found (the demo is off)\n");
+    }
+    let names_endpoint = request
+        .uri()
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "endpoint"));
+    if (path == "/" || path == "/index.html")
+        && config.path != DEMO_DEFAULT_ENDPOINT
+        && !names_endpoint
+    {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("endpoint", &config.path)
+            .finish();
+        let target = format!("/?{query}");
+        let mut response = plain(StatusCode::FOUND, "the demo's endpoint\n");
+        if let Ok(location) = HeaderValue::from_str(&target) {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        return response;
     }
     let Some(index) = ASSETS.iter().position(|a| a.path == path) else {
         return plain(StatusCode::NOT_FOUND, "not found\n");
@@ -154,7 +188,7 @@ mod tests {
         if let Some(tag) = if_none_match {
             request = request.header(IF_NONE_MATCH, tag);
         }
-        handle(&request.body(()).unwrap())
+        handle(&request.body(()).unwrap(), &Config::default())
     }
 
     fn header(response: &Response<Body>, name: http::header::HeaderName) -> &str {
@@ -222,8 +256,42 @@ mod tests {
     #[test]
     fn other_methods_are_405() {
         let request = Request::post("/halley.js").body(()).unwrap();
-        let response = handle(&request);
+        let response = handle(&request, &Config::default());
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(header(&response, ALLOW), "GET, HEAD");
+    }
+
+    #[test]
+    fn without_the_demo_its_files_are_404_and_the_client_stays() {
+        let config = Config {
+            demo: false,
+            ..Config::default()
+        };
+        for path in ["/", "/index.html", "/demo.js", "/demo.css", "/favicon.svg"] {
+            let response = handle(&Request::get(path).body(()).unwrap(), &config);
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        for path in ["/halley.js", "/healthz"] {
+            let response = handle(&Request::get(path).body(()).unwrap(), &config);
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
+
+    #[test]
+    fn on_another_bayeux_path_the_demo_is_sent_its_endpoint() {
+        let config = Config {
+            path: "/x/bayeux".into(),
+            ..Config::default()
+        };
+        let response = handle(&Request::get("/").body(()).unwrap(), &config);
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert_eq!(header(&response, LOCATION), "/?endpoint=%2Fx%2Fbayeux");
+        let named = Request::get("/?endpoint=%2Fx%2Fbayeux").body(()).unwrap();
+        assert_eq!(handle(&named, &config).status(), StatusCode::OK);
+        assert_eq!(
+            get("/", None).status(),
+            StatusCode::OK,
+            "/cometd: no redirect"
+        );
     }
 }

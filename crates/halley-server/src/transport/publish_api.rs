@@ -59,6 +59,8 @@ pub const PATH: &str = "/api/publish";
 #[serde(deny_unknown_fields)]
 struct Publish {
     channel: String,
+    /// `null` is data; only an absent `data` is missing.
+    #[serde(default, deserialize_with = "halley_protocol::message::present")]
     data: Option<Box<RawValue>>,
 }
 
@@ -140,7 +142,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
     let results: Vec<serde_json::Value> = messages
         .iter()
         .map(|(channel, data)| {
-            let published = publisher.try_publish(channel, data);
+            let published = publisher.try_publish_as(channel, data, crate::metrics::Origin::HttpApi);
             if published.is_unavailable() {
                 refused = true;
                 return serde_json::json!({
@@ -225,7 +227,8 @@ fn parse(body: &[u8], max_messages: usize) -> Result<Vec<(ChannelName, Box<RawVa
     }
     let at = |i: usize| {
         if is_array {
-            format!("message {i}: ")
+            // Counted from 1, as people count.
+            format!("message {}: ", i + 1)
         } else {
             String::new()
         }
@@ -294,9 +297,8 @@ mod tests {
         assert_eq!(refused("not json").0, StatusCode::BAD_REQUEST);
         assert_eq!(refused("[]").0, StatusCode::BAD_REQUEST);
         assert!(refused(r#"{"channel":"/x"}"#).1.contains("data is missing"));
-        assert!(refused(r#"{"channel":"/x","data":null}"#)
-            .1
-            .contains("data is missing"));
+        let null = parse(br#"{"channel":"/x","data":null}"#, 10).unwrap();
+        assert_eq!(null[0].1.get(), "null", "null is data");
         assert!(refused(r#"{"channel":"x","data":1}"#)
             .1
             .contains("invalid channel"));
@@ -313,7 +315,7 @@ mod tests {
             .1
             .contains("unknown field"));
         let second = refused(r#"[{"channel":"/x","data":1},{"channel":"/meta","data":1}]"#);
-        assert!(second.1.starts_with("message 1: "), "{}", second.1);
+        assert!(second.1.starts_with("message 2: "), "{}", second.1);
         let three =
             r#"[{"channel":"/x","data":1},{"channel":"/x","data":1},{"channel":"/x","data":1}]"#;
         assert_eq!(refused(three).0, StatusCode::PAYLOAD_TOO_LARGE);

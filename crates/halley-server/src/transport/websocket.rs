@@ -17,8 +17,8 @@
 //! - a binary frame: close 1003 (unsupported data);
 //! - a message over `max-request-bytes`: close 1009 (message too big);
 //! - silence (no frame, no pong) for `websocket-idle-timeout`: close 1001;
-//! - server shutdown: the held connect is answered with `reconnect: retry`,
-//!   then close 1001.
+//! - server shutdown, or a drain reaching the session: the held connect is
+//!   answered with `reconnect: retry`, then close 1001.
 //!
 //! Only the socket of a session's latest `/meta/connect` takes its
 //! deliveries: when a client reconnects on a new socket while the old one is
@@ -58,6 +58,15 @@ use crate::state::limits::Limit;
 /// A frame the client does not read within this time closes the socket: a
 /// stuck peer must not hold its task (and the session's deliveries) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts one open WebSocket in the metrics for as long as it lives.
+struct OpenSocket;
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        crate::metrics::metrics().websockets_open.dec();
+    }
+}
 
 /// Whether a request asks to switch to WebSocket.
 pub fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -122,9 +131,17 @@ pub fn handle(
     let opened_ms = engine.node().sessions().now_ms();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let engine = engine.clone();
+    let metrics = crate::metrics::metrics();
+    metrics
+        .connections
+        .get(crate::metrics::Transport::Websocket)
+        .inc();
     sockets.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                metrics.websockets_open.inc();
+                // Decremented however the socket's task ends.
+                let _open = OpenSocket;
                 let limits = Limits::default()
                     .max_payload_len(Some(engine.node().config().max_request_bytes));
                 let ws = ServerBuilder::new()
@@ -236,6 +253,17 @@ impl Socket {
                     if send(ws, body.finish(b"")).await.is_err() {
                         return Closed::Error;
                     }
+                    continue;
+                }
+                // A drain reached this session: its held connect has just
+                // been answered (reconnect: retry); the client reconnects
+                // on a new socket, which a load balancer sends elsewhere.
+                let leaving = session
+                    .as_ref()
+                    .is_some_and(|s| node.shutdown().asks_to_leave(s.client_id()));
+                if leaving && !self.connection.is_holding() {
+                    self.close(ws, CloseCode::GOING_AWAY, "server draining")
+                        .await;
                     continue;
                 }
             }

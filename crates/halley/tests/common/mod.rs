@@ -140,9 +140,20 @@ impl Server {
     /// harness clears the ones of its own environment).
     pub fn start_with_env(listen: &str, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_halley"));
+        command.arg("serve").args(["--listen", listen]);
+        // Tests run side by side: each admin listener on a port of its own.
+        // SIGTERM stops at once, as before drains existed, unless the test
+        // is about the drain.
+        for (flag, value) in [
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--drain-delay", "0"),
+            ("--drain-timeout", "0"),
+        ] {
+            if !flags.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
         command
-            .arg("serve")
-            .args(["--listen", listen])
             .args(flags)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")

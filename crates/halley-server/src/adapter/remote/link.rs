@@ -285,6 +285,7 @@ async fn serve(
         listened = registration.resync.len(), "remote adapter link up"
     );
     let mut close = registration.close;
+    crate::metrics::metrics().remote_links.inc();
     let ended = tokio::select! {
         ended = write_lines(&mut write, registration.outgoing, registration.resync, shared.ping_interval) => ended,
         ended = read_lines(&mut lines, shared, node, registration.replies, silence) => ended,
@@ -292,6 +293,7 @@ async fn serve(
         _ = node.shutdown().wait() => Ended::quietly("shutting down"),
     };
     shared.link_down(generation);
+    crate::metrics::metrics().remote_links.dec();
     tracing::info!(adapter = %name, %peer, reason = %ended.reason, "remote adapter link down");
     say_farewell(&mut write, &mut lines, ended.farewell).await;
     true

@@ -166,6 +166,10 @@ impl Shared {
                     kept.push_back(data.clone());
                 }
             }
+            crate::metrics::metrics()
+                .publishes
+                .get(crate::metrics::Origin::Adapter)
+                .inc();
             node.publish(channel, &data, None, None).local()
         }))
     }
@@ -190,6 +194,10 @@ impl Shared {
                 let skip = data.len().saturating_sub(self.snapshot_length);
                 *kept = data.iter().skip(skip).cloned().collect();
             }
+            crate::metrics::metrics()
+                .publishes
+                .get(crate::metrics::Origin::Adapter)
+                .inc_by(data.len() as u64);
             data.iter()
                 .map(|d| node.publish(channel, d, None, None).local())
                 .sum()

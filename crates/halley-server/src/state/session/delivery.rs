@@ -213,25 +213,30 @@ impl Delivery {
     /// [`Delivery::acknowledge`] holds while a newer connect registers),
     /// with their batch number when acks are on. Returns also whether the
     /// unacknowledged batches had to be trimmed to the limit.
+    /// On a cluster node, `reached` is asked, under the outbox lock and
+    /// with whether the outbox was emptied, for the log offset the batch
+    /// reaches (written into its number).
     #[inline]
     pub(super) fn take_for_connect_reply(
         &self,
         is_current: impl FnOnce() -> bool,
         max_bandwidth: Option<u64>,
         now: Instant,
+        reached: Option<&dyn Fn(bool) -> u64>,
     ) -> (VecDeque<Bytes>, Option<u64>, bool) {
         let mut unacked = self.unacked.lock();
-        let deliveries = if is_current() {
+        let (deliveries, offset) = if is_current() {
             let mut outbox = self.outbox.lock();
-            self.take_within(&mut outbox, max_bandwidth, now)
+            let taken = self.take_within(&mut outbox, max_bandwidth, now);
+            (taken, reached.map(|reached| reached(outbox.is_empty())))
         } else {
-            VecDeque::new()
+            (VecDeque::new(), reached.map(|reached| reached(false)))
         };
         let mut trimmed = false;
         let batch = unacked.as_mut().map(|batches| {
             // Cloning a `Bytes` is a reference count, not a copy.
             let kept: Vec<Bytes> = deliveries.iter().cloned().collect();
-            let batch = batches.record(&kept);
+            let batch = batches.record_at(&kept, offset);
             // Sent but unacknowledged deliveries count against the same
             // limit as queued ones: a client that never acknowledges costs
             // bounded memory (it loses the oldest, as with drop-oldest).
@@ -241,12 +246,39 @@ impl Delivery {
         (deliveries, batch, trimmed)
     }
 
-    /// The batch number of a reply that carries nothing, with acks.
+    /// The batch number of a reply that carries nothing, with acks
+    /// (`offset`: the log offset it reaches, on a cluster node).
     #[inline]
-    pub(super) fn number_empty_reply(&self) -> Option<u64> {
+    pub(super) fn number_empty_reply(&self, offset: Option<u64>) -> Option<u64> {
         self.unacked
             .lock()
             .as_mut()
-            .map(|batches| batches.record(&[]))
+            .map(|batches| batches.record_at(&[], offset))
+    }
+
+    /// With acks, numbers continue after `batch` (a taken-over session).
+    pub(super) fn continue_after(&self, batch: u64) {
+        if let Some(batches) = self.unacked.lock().as_mut() {
+            batches.continue_after(batch);
+        }
+    }
+
+    /// Puts `deliveries` in front of what is queued (a taken-over
+    /// session's replay); `false` if they did not fit under `disconnect`.
+    pub(super) fn requeue_front(&self, deliveries: Vec<Bytes>, policy: OverflowPolicy) -> bool {
+        self.outbox.lock().requeue_front(deliveries, policy)
+    }
+
+    /// Whether the outbox is empty, asked with `then` under its lock.
+    pub(super) fn take_with<R>(
+        &self,
+        max_bandwidth: Option<u64>,
+        now: Instant,
+        then: impl FnOnce(bool) -> R,
+    ) -> (VecDeque<Bytes>, R) {
+        let mut outbox = self.outbox.lock();
+        let taken = self.take_within(&mut outbox, max_bandwidth, now);
+        let r = then(outbox.is_empty());
+        (taken, r)
     }
 }

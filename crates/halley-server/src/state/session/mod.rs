@@ -26,6 +26,7 @@
 
 mod connects;
 mod delivery;
+mod position;
 mod rates;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -43,6 +44,8 @@ use super::throttle::{Limit, Offered, Release};
 pub use connects::ConnectionType;
 use connects::Connects;
 use delivery::Delivery;
+use position::Position;
+pub use position::{batch_number, batch_offset};
 use rates::Rates;
 
 /// Server-internal, dense session number (cheaper to hash than the clientId).
@@ -67,6 +70,9 @@ pub struct Session {
     last_seen_ms: AtomicU64,
     /// Set on disconnect or expiry; a closed session is never used again.
     closed: AtomicBool,
+    /// Set when another node took the session over: a held connect tells
+    /// its client to go on (there), not to stop.
+    moved: AtomicBool,
     /// Patterns this session subscribed to, for cleanup and unsubscribe.
     subscriptions: Mutex<HashSet<Box<str>>>,
     /// Replay ids asked for at handshake, per channel, used by later subscribes.
@@ -77,6 +83,11 @@ pub struct Session {
     grant: OnceLock<Box<Grant>>,
     /// `max-bandwidth` of the server, unless the grant sets one.
     default_max_bandwidth: Option<u64>,
+    /// Set on a cluster node: deliveries carry log offsets, batch numbers
+    /// say the offset they reach.
+    logged: bool,
+    /// Where the session stands in the cluster's log.
+    position: Position,
 }
 
 impl Session {
@@ -99,11 +110,24 @@ impl Session {
             wake: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
             closed: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             subscriptions: Mutex::new(HashSet::new()),
             replay_requests: Mutex::new(HashMap::new()),
             grant: OnceLock::new(),
             default_max_bandwidth: None,
+            logged: false,
+            position: Position::default(),
         }
+    }
+
+    /// Marks a session of a cluster node (see [`Session::is_logged`]).
+    pub fn set_logged(&mut self) {
+        self.logged = true;
+    }
+
+    /// Whether the session lives on a cluster node.
+    pub fn is_logged(&self) -> bool {
+        self.logged
     }
 
     // Identity.
@@ -249,7 +273,17 @@ impl Session {
     /// [`Session::bandwidth_ready_at`]).
     #[inline]
     pub fn take_deliveries(&self, now: Instant) -> VecDeque<Bytes> {
-        self.delivery.take(self.max_bandwidth(), now)
+        if !self.logged || self.ack_enabled() {
+            return self.delivery.take(self.max_bandwidth(), now);
+        }
+        let (taken, ()) = self
+            .delivery
+            .take_with(self.max_bandwidth(), now, |emptied| {
+                if emptied {
+                    self.position.sent(self.position.last_queued());
+                }
+            });
+        taken
     }
 
     /// When queued deliveries held back by the bandwidth may leave (`None`:
@@ -292,10 +326,26 @@ impl Session {
         generation: u64,
         now: Instant,
     ) -> (VecDeque<Bytes>, Option<u64>) {
+        // What the batch reaches in the log: everything queued when the
+        // outbox was emptied, else no further than before (safe side: a
+        // takeover may then send a message twice, never skip one).
+        // Read before: the closure runs under the `unacked` lock.
+        let ack = self.logged && self.ack_enabled();
+        let reached = |emptied: bool| {
+            let queued = self.position.last_queued();
+            if !emptied {
+                return self.position.last_sent();
+            }
+            if !ack {
+                self.position.sent(queued);
+            }
+            queued
+        };
         let (deliveries, batch, trimmed) = self.delivery.take_for_connect_reply(
             || self.connects.is_current(generation),
             self.max_bandwidth(),
             now,
+            self.logged.then_some(&reached as &dyn Fn(bool) -> u64),
         );
         if trimmed {
             self.log_overflow_once();
@@ -307,7 +357,55 @@ impl Session {
     /// superseded connect's), with the ack extension; the outbox is left
     /// alone for whichever connect comes next.
     pub fn number_empty_reply(&self) -> Option<u64> {
-        self.delivery.number_empty_reply()
+        self.delivery
+            .number_empty_reply(self.logged.then(|| self.position.last_sent()))
+    }
+
+    // The cluster's log (cluster nodes only).
+
+    /// A live message at log `offset` is about to be queued: `false` when
+    /// it must be skipped (a takeover replayed it already).
+    #[inline]
+    pub fn admit_logged(&self, offset: u64) -> bool {
+        self.position.admit(offset)
+    }
+
+    /// The message at log `offset` was queued.
+    #[inline]
+    pub fn queued_logged(&self, offset: u64) {
+        self.position.queued(offset);
+    }
+
+    /// The log offset up to which the client has everything: sent to it
+    /// (without acks) or acknowledged by it (with acks).
+    pub fn has_through(&self) -> u64 {
+        self.position.last_sent()
+    }
+
+    /// A taken-over session starts: its client has everything up to
+    /// `offset`, and with acks acknowledged batch `batch` on its old node.
+    pub fn begin_catch_up(&self, offset: u64, batch: Option<u64>) {
+        if let Some(batch) = batch {
+            self.delivery.continue_after(batch);
+        }
+        self.position.begin_catch_up(offset);
+    }
+
+    /// Ends a takeover's catch-up: `replay` gets the first live offset and
+    /// returns the replayed deliveries, which go in front of the live ones
+    /// in the same step. `false` if they did not fit under `disconnect`.
+    pub fn end_catch_up(
+        &self,
+        read_to: u64,
+        policy: OverflowPolicy,
+        replay: impl FnOnce(Option<u64>) -> Vec<Bytes>,
+    ) -> bool {
+        let fitted = self.position.end_catch_up(read_to, |first_live| {
+            let deliveries = replay(first_live);
+            deliveries.is_empty() || self.delivery.requeue_front(deliveries, policy)
+        });
+        self.wake.notify_waiters();
+        fitted
     }
 
     pub fn has_deliveries(&self) -> bool {
@@ -421,6 +519,11 @@ impl Session {
         let (generation, refused) = self.delivery.acknowledge(acknowledged, policy, || {
             self.connects.begin(connection_type, socket_id)
         });
+        if self.logged {
+            if let Some(batch) = acknowledged {
+                self.position.sent(batch_offset(batch));
+            }
+        }
         if refused {
             // The re-sent batch does not fit and the policy is
             // `disconnect`: the caller ends the session.
@@ -490,6 +593,22 @@ impl Session {
         first
     }
 
+    /// Marks the session as taken over by another node (before closing it).
+    pub fn mark_moved(&self) {
+        self.moved.store(true, Ordering::Release);
+    }
+
+    pub fn moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
+    }
+
+    /// A new session of a cluster node starts at the log's current `offset`:
+    /// nothing before it is owed to its client.
+    pub fn start_at(&self, offset: u64) {
+        self.position.queued(offset);
+        self.position.sent(offset);
+    }
+
     #[inline]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -514,6 +633,15 @@ impl Session {
 
     pub fn is_subscribed(&self, pattern: &str) -> bool {
         self.subscriptions.lock().contains(pattern)
+    }
+
+    /// The patterns it subscribed to (for its cluster record).
+    pub fn subscription_patterns(&self) -> Vec<String> {
+        self.subscriptions
+            .lock()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     pub fn take_subscriptions(&self) -> Vec<Box<str>> {

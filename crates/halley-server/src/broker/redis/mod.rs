@@ -56,23 +56,33 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::directory::Directory;
 use super::{Broker, LocalFanout, Publication, Published};
+
+mod directory;
+use directory::Shared;
 
 /// The pub/sub channel every node listens to.
 pub const PUBLICATIONS: &str = "halley:publications";
-/// A channel's stream is this and the channel's name: `halley:stream:/chat/1`.
-pub const STREAM_PREFIX: &str = "halley:stream:";
+/// The pub/sub channel of takeovers: `release <clientId> <owner> <claimer>`
+/// asks a node to let go of a session, `released <clientId> <claimer>`
+/// answers.
+pub const CONTROL: &str = "halley:control";
+/// The offset counter and the log of recent publications.
+pub const OFFSET: &str = "halley:offset";
+pub const LOG: &str = "halley:log";
 /// A node's heartbeat key is this and its id: `halley:node:a1b2c3`.
 pub const NODE_PREFIX: &str = "halley:node:";
-/// Entries a channel's stream keeps, about (`MAXLEN ~`: Redis trims whole
-/// blocks, which is cheaper than trimming to the exact count).
-pub const STREAM_LENGTH: usize = 1000;
-/// A channel's stream expires this long after its last publish.
-pub const STREAM_TTL: Duration = Duration::from_secs(300);
+/// Entries the log keeps, about (`MAXLEN ~`: Redis trims whole blocks,
+/// which is cheaper than trimming to the exact count): at 20,000
+/// publishes a second, five seconds of them, the longest a takeover
+/// should need to reach back.
+pub const LOG_LENGTH: usize = 100_000;
 /// How often a node refreshes its heartbeat key (and PINGs its subscription).
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// How long a node's heartbeat key outlives its last refresh.
-pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a node's heartbeat key outlives its last refresh: a node
+/// killed without notice counts as dead after this.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 
 /// Publications accepted but not yet sent; beyond it publishes are refused
 /// (Redis is too slow or gone), not queued without bound.
@@ -87,14 +97,26 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Stores the publication in its channel's stream and tells every node, in
-/// one step. KEYS[1]: the stream; ARGV: the publication, the stream's
-/// length, its TTL in seconds, the pub/sub channel. Returns the offset.
+/// Numbers the publication, keeps it in the cluster's log and tells every
+/// node, in one step. KEYS[1]: the offset counter, KEYS[2]: the log; ARGV:
+/// the publication, the log's length, the pub/sub channel. Returns the
+/// offset. Offsets are consecutive: the log's entry ids are `<offset>-0`,
+/// so a gap in what a node reads back is a trimmed log, nothing else.
 pub const PUBLISH_SCRIPT: &str = r#"
-local offset = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], offset .. ' ' .. ARGV[1])
+local offset = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'p', ARGV[1])
+redis.call('PUBLISH', ARGV[3], offset .. ' ' .. ARGV[1])
 return offset
+"#;
+
+/// Keeps the offset counter from going back: after Redis lost its data
+/// (restarted without persistence), the first node to reconnect sets it to
+/// the newest offset it has seen, so batch numbers and positions of live
+/// sessions stay meaningful. KEYS[1]: the counter; ARGV[1]: the offset.
+pub const CONTINUE_SCRIPT: &str = r#"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
 "#;
 
 /// A publication as it travels through Redis: JSON, `data`, `id` and `ext`
@@ -124,24 +146,30 @@ fn encode(publication: &Publication<'_>) -> Vec<u8> {
 
 /// Decodes a `halley:publications` message, `<offset> <publication>`, and
 /// hands it to `fan_out`.
-fn decode<R>(
-    message: &[u8],
-    fan_out: impl FnOnce(&str, Publication<'_>) -> R,
-) -> Result<R, String> {
+fn decode<R>(message: &[u8], fan_out: impl FnOnce(u64, Publication<'_>) -> R) -> Result<R, String> {
     let space = message.iter().position(|&b| b == b' ').ok_or("no offset")?;
-    let offset = std::str::from_utf8(&message[..space]).map_err(|_| "offset not UTF-8")?;
-    let wire: Wire<'_> =
-        serde_json::from_slice(&message[space + 1..]).map_err(|e| e.to_string())?;
+    let offset = std::str::from_utf8(&message[..space])
+        .ok()
+        .and_then(|o| o.parse::<u64>().ok())
+        .ok_or("offset not a number")?;
+    decode_payload(&message[space + 1..], |publication| {
+        fan_out(offset, publication)
+    })
+}
+
+/// Decodes a publication as the log and the pub/sub channel carry it.
+fn decode_payload<R>(
+    payload: &[u8],
+    fan_out: impl FnOnce(Publication<'_>) -> R,
+) -> Result<R, String> {
+    let wire: Wire<'_> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     let channel = ChannelName::parse(&wire.channel).map_err(|e| e.to_string())?;
-    Ok(fan_out(
-        offset,
-        Publication {
-            channel: &channel,
-            data: wire.data,
-            id: wire.id,
-            ext: wire.ext,
-        },
-    ))
+    Ok(fan_out(Publication {
+        channel: &channel,
+        data: wire.data,
+        id: wire.id,
+        ext: wire.ext,
+    }))
 }
 
 /// `url` without its password, for logs and errors.
@@ -218,7 +246,6 @@ impl Health {
 
 /// One publication on its way to Redis.
 struct Outgoing {
-    stream: String,
     payload: Vec<u8>,
 }
 
@@ -233,6 +260,9 @@ struct Parts {
 /// The Redis broker. See the module documentation.
 pub struct RedisBroker {
     client: Client,
+    /// What the directory's calls and the tasks share: this node's id, the
+    /// command connection of the moment, the takeovers waiting for a release.
+    shared: Arc<Shared>,
     node_id: String,
     shown_url: String,
     queue: mpsc::Sender<Outgoing>,
@@ -255,8 +285,10 @@ impl RedisBroker {
         beat(&mut commands, node_id).await.map_err(unreachable)?;
         let pubsub = subscribe(&client).await.map_err(unreachable)?;
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared::new(node_id, commands.clone()));
         Ok(RedisBroker {
             client,
+            shared,
             node_id: node_id.to_owned(),
             shown_url,
             queue,
@@ -286,7 +318,6 @@ impl Broker for RedisBroker {
             return Published::Unavailable;
         }
         let outgoing = Outgoing {
-            stream: format!("{STREAM_PREFIX}{}", publication.channel.as_str()),
             payload: encode(&publication),
         };
         // Full: Redis does not keep up (or is gone and not yet noticed);
@@ -312,7 +343,7 @@ impl Broker for RedisBroker {
             self.client.clone(),
             commands,
             queue,
-            self.node_id.clone(),
+            self.shared.clone(),
             self.health.clone(),
             self.stop.clone(),
         ));
@@ -320,6 +351,7 @@ impl Broker for RedisBroker {
             self.client.clone(),
             pubsub,
             local,
+            self.shared.clone(),
             self.health.clone(),
             self.stop.clone(),
         ));
@@ -335,6 +367,10 @@ impl Broker for RedisBroker {
 
     fn available(&self) -> bool {
         self.health.up()
+    }
+
+    fn directory(&self) -> Option<&dyn Directory> {
+        Some(&*self.shared)
     }
 }
 
@@ -356,7 +392,7 @@ async fn connect_commands(client: &Client) -> Result<MultiplexedConnection, Stri
 async fn subscribe(client: &Client) -> Result<PubSub, String> {
     let subscribed = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(PUBLICATIONS).await?;
+        pubsub.subscribe(&[PUBLICATIONS, CONTROL]).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(TIMEOUT, subscribed).await {
@@ -370,13 +406,35 @@ fn script_hash() -> String {
 }
 
 async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), String> {
-    redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(PUBLISH_SCRIPT)
-        .query_async::<String>(connection)
+    for script in [
+        PUBLISH_SCRIPT,
+        directory::STORE_SCRIPT,
+        directory::CLAIM_SCRIPT,
+        directory::FORGET_SCRIPT,
+    ] {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query_async::<String>(&mut *connection)
+            .await
+            .map_err(|e| format!("loading a script: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen.
+async fn continue_offsets(
+    connection: &mut MultiplexedConnection,
+    offset: u64,
+) -> Result<(), String> {
+    redis::cmd("EVAL")
+        .arg(CONTINUE_SCRIPT)
+        .arg(1)
+        .arg(OFFSET)
+        .arg(offset)
+        .query_async::<()>(connection)
         .await
-        .map(|_| ())
-        .map_err(|e| format!("loading the publish script: {e}"))
+        .map_err(|e| format!("keeping the log's offsets: {e}"))
 }
 
 /// Refreshes this node's heartbeat key; its value is the time of the beat
@@ -411,11 +469,11 @@ async fn send(
         for outgoing in &pending {
             pipe.cmd("EVALSHA")
                 .arg(sha)
-                .arg(1)
-                .arg(&outgoing.stream)
+                .arg(2)
+                .arg(OFFSET)
+                .arg(LOG)
                 .arg(outgoing.payload.as_slice())
-                .arg(STREAM_LENGTH)
-                .arg(STREAM_TTL.as_secs())
+                .arg(LOG_LENGTH)
                 .arg(PUBLICATIONS);
         }
         let answers: Vec<Value> = pipe
@@ -428,7 +486,7 @@ async fn send(
                 if error.kind() == Some(ServerErrorKind::NoScript) && attempt == 0 {
                     no_script.push(*outgoing);
                 } else {
-                    tracing::warn!(stream = %outgoing.stream, %error, "Redis refused a publication");
+                    tracing::warn!(bytes = outgoing.payload.len(), %error, "Redis refused a publication");
                 }
             }
         }
@@ -461,10 +519,11 @@ async fn write(
     client: Client,
     commands: MultiplexedConnection,
     mut queue: mpsc::Receiver<Outgoing>,
-    node_id: String,
+    shared: Arc<Shared>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) {
+    let node_id = shared.node_id().to_owned();
     let sha = script_hash();
     let mut commands = Some(commands);
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -489,7 +548,16 @@ async fn write(
                 _ = tokio::time::sleep(retry.next()) => {}
             }
             match connect_commands(&client).await {
-                Ok(connection) => {
+                Ok(mut connection) => {
+                    let resumed = async {
+                        load_script(&mut connection).await?;
+                        continue_offsets(&mut connection, shared.last_offset()).await
+                    };
+                    if let Err(error) = resumed.await {
+                        tracing::debug!(%error, "reconnecting to Redis");
+                        continue;
+                    }
+                    shared.set_connection(connection.clone());
                     // This connection is newer than any loss the reader saw.
                     health.reconnect_writer.store(false, Ordering::Release);
                     commands = Some(connection);
@@ -556,6 +624,7 @@ async fn read(
     client: Client,
     pubsub: PubSub,
     local: Weak<dyn LocalFanout>,
+    shared: Arc<Shared>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) {
@@ -593,9 +662,14 @@ async fn read(
                     let Some(local) = local.upgrade() else {
                         return;
                     };
+                    if message.get_channel_name() == CONTROL {
+                        directory::on_control(&shared, &*local, message.get_payload_bytes());
+                        continue;
+                    }
                     let delivered = decode(message.get_payload_bytes(), |offset, publication| {
                         tracing::trace!(offset, channel = %publication.channel, "publication from Redis");
-                        local.fan_out(publication)
+                        shared.received(offset);
+                        local.fan_out_logged(publication, offset)
                     });
                     if let Err(error) = delivered {
                         tracing::warn!(%error, "ignoring a malformed message on {PUBLICATIONS}");
@@ -637,11 +711,11 @@ mod tests {
             id: Some(&id),
             ext: Some(&ext),
         };
-        let mut message = b"1700000000000-0 ".to_vec();
+        let mut message = b"1700 ".to_vec();
         message.extend(encode(&publication));
         let seen = decode(&message, |offset, p| {
             (
-                offset.to_owned(),
+                offset,
                 p.channel.as_str().to_owned(),
                 p.data.get().to_owned(),
                 p.id.map(|r| r.get().to_owned()),
@@ -649,7 +723,7 @@ mod tests {
             )
         })
         .unwrap();
-        assert_eq!(seen.0, "1700000000000-0");
+        assert_eq!(seen.0, 1700);
         assert_eq!(seen.1, "/chat/room-1");
         assert_eq!(seen.2, data.get(), "data kept byte for byte");
         assert_eq!(seen.3.as_deref(), Some(r#""m1""#));
@@ -672,10 +746,11 @@ mod tests {
     fn malformed_messages_are_refused() {
         let refused = |message: &str| decode(message.as_bytes(), |_, _| ()).unwrap_err();
         refused("no-offset-here");
-        refused("1-0 not json");
-        refused(r#"1-0 {"channel":"no-slash","data":1}"#);
-        refused(r#"1-0 {"channel":"/a/*","data":1}"#);
-        refused(r#"1-0 {"channel":"/a"}"#);
+        refused("1 not json");
+        refused(r#"1-0 {"channel":"/a","data":1}"#);
+        refused(r#"1 {"channel":"no-slash","data":1}"#);
+        refused(r#"1 {"channel":"/a/*","data":1}"#);
+        refused(r#"1 {"channel":"/a"}"#);
     }
 
     #[test]

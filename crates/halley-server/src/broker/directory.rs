@@ -1,0 +1,124 @@
+//! The cluster's memory of sessions and messages: what a node needs to
+//! take over a session another node created (see `docs/cluster.md`).
+//!
+//! A cluster engine that implements [`Directory`] (the Redis broker does)
+//! keeps, for every live session, a [`SessionRecord`] naming the node that
+//! serves it, and a bounded log of recent publications, each with its
+//! offset. When a message for an unknown clientId reaches a node, the node
+//! claims the record ([`Directory::claim`]; a live owner is asked to let go
+//! first), rebuilds the session, and replays from the log what its client
+//! does not have yet ([`Directory::read_log`]). The node side of this is
+//! [`crate::node`]'s `takeover.rs`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use halley_protocol::ChannelName;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::Publication;
+use crate::state::grant::SessionLimits;
+
+/// A boxed future borrowing the directory.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What another node needs to serve a session on: everything but the
+/// deliveries themselves, which the log has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(rename = "id")]
+    pub client_id: String,
+    /// The `BAYEUX_BROWSER` cookie the session is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+    /// Whether the handshake came with that cookie.
+    #[serde(default)]
+    pub strict: bool,
+    /// The authenticated user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub limits: SessionLimits,
+    /// The Metadata Adapter attached state to the grant (e.g. a token's
+    /// channel patterns), which cannot travel: such a session is not taken
+    /// over, its client handshakes again (and presents its token again).
+    #[serde(default)]
+    pub attached: bool,
+    /// The ack extension is on.
+    #[serde(default)]
+    pub ack: bool,
+    /// The patterns it subscribed to.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    /// The log offset up to which its client has everything (sent, or
+    /// acknowledged with acks).
+    #[serde(default)]
+    pub has_through: u64,
+}
+
+/// A publication read back from the log.
+pub struct LoggedPublication {
+    pub offset: u64,
+    pub channel: ChannelName,
+    pub data: Box<RawValue>,
+    pub id: Option<Box<RawValue>>,
+    pub ext: Option<Box<RawValue>>,
+}
+
+impl LoggedPublication {
+    pub fn publication(&self) -> Publication<'_> {
+        Publication {
+            channel: &self.channel,
+            data: &self.data,
+            id: self.id.as_deref(),
+            ext: self.ext.as_deref(),
+        }
+    }
+}
+
+/// What [`Directory::read_log`] found after an offset.
+pub struct LogRead {
+    /// Oldest first.
+    pub entries: Vec<LoggedPublication>,
+    /// The newest offset in the log when it was read (at least the last
+    /// entry's).
+    pub read_to: u64,
+    /// Messages after the asked offset were already trimmed from the log:
+    /// the replay is incomplete.
+    pub gap: bool,
+}
+
+/// A claimed session: its record, and whether its old owner let go of it
+/// (a live node that answered) or was presumed dead.
+pub struct Claimed {
+    pub record: SessionRecord,
+    pub released: bool,
+}
+
+/// The cluster's sessions and log. See the module documentation.
+pub trait Directory: Send + Sync {
+    /// Writes `record`, owned by this node; done when the engine has it, so
+    /// a client learns of its session (or subscription) only once another
+    /// node could serve it.
+    fn store(&self, record: SessionRecord) -> Pending<'_, Result<(), String>>;
+
+    /// Writes many records, not waited for (refreshing their expiry and
+    /// where their clients stand).
+    fn store_later(&self, records: Vec<SessionRecord>);
+
+    /// Writes many records and waits (a node stopping: where each of its
+    /// clients stands, for the nodes they move to).
+    fn store_many(&self, records: Vec<SessionRecord>) -> Pending<'_, Result<(), String>>;
+
+    /// Forgets a session this node owns (disconnected, expired).
+    fn forget(&self, client_id: &str);
+
+    /// Takes a session over: makes this node its owner, asks a live old
+    /// owner to let go (and waits a moment for it), and returns the record.
+    /// `None`: no such session in the cluster.
+    fn claim<'a>(&'a self, client_id: &'a str) -> Pending<'a, Result<Option<Claimed>, String>>;
+
+    /// The log's publications after `offset`, oldest first.
+    fn read_log(&self, after: u64) -> Pending<'_, Result<LogRead, String>>;
+}

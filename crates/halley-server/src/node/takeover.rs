@@ -1,0 +1,238 @@
+//! Sessions that survive their node (cluster nodes only): the node side of
+//! [`crate::broker::directory`].
+//!
+//! - A new session, and every change of its subscriptions, is written to
+//!   the cluster ([`Node::store_session`]) before its client hears of it,
+//!   so the client's next request may land on any node.
+//! - Every [`RECORD_REFRESH`] the node writes where each of its clients
+//!   stands in the log ([`Node::run_record_refresh`]), which also keeps
+//!   the records from expiring.
+//! - A request for a clientId this node does not hold makes it take the
+//!   session over ([`Node::adopt`]): claim it (a live owner lets go, see
+//!   [`LocalFanout::release_session`]), rebuild it with its browser
+//!   binding, grant, ack state and subscriptions, then replay from the log
+//!   what its client does not have, in front of what arrives live
+//!   meanwhile. With the ack extension, what the client has is exactly the
+//!   batch number its connect carries (see `state/session/position.rs`);
+//!   without it, what its old node last wrote.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use halley_protocol::ChannelPattern;
+
+use super::Node;
+use crate::broker::directory::{Directory, SessionRecord};
+use crate::state::grant::Grant;
+use crate::state::listeners::SessionEnd;
+use crate::state::session::{batch_offset, Session};
+
+/// How often a node writes its sessions' records.
+pub const RECORD_REFRESH: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// The cluster's sessions and log (none on a single node).
+    pub fn directory(&self) -> Option<&dyn Directory> {
+        self.broker.directory()
+    }
+
+    /// The record another node would need to serve `session`.
+    pub fn record_of(&self, session: &Session) -> SessionRecord {
+        let grant = session.grant();
+        SessionRecord {
+            client_id: session.client_id().to_owned(),
+            browser: session.browser_id().map(str::to_owned),
+            strict: session.is_bound_strictly(),
+            user: grant.user().map(str::to_owned),
+            limits: grant.limits.clone(),
+            attached: grant.attachment.is_some(),
+            ack: session.ack_enabled(),
+            subscriptions: session.subscription_patterns(),
+            has_through: session.has_through(),
+        }
+    }
+
+    /// Writes `session`'s record to the cluster and waits for it (nothing
+    /// on a single node). A failure is logged: the session goes on here,
+    /// it just cannot move.
+    pub async fn store_session(&self, session: &Session) {
+        let Some(directory) = self.directory() else {
+            return;
+        };
+        if session.has_through() == 0 {
+            session.start_at(self.last_offset());
+        }
+        if let Err(error) = directory.store(self.record_of(session)).await {
+            tracing::warn!(client_id = session.client_id(), %error, "session not written to the cluster: it cannot move to another node");
+        }
+    }
+
+    /// Takes over `client_id` from the node that holds it (see the module
+    /// documentation); `acknowledged`: the batch number of the ack
+    /// extension on the request's connect. `None`: no such session in the
+    /// cluster (or a single node, or the cluster cannot be reached).
+    pub async fn adopt(&self, client_id: &str, acknowledged: Option<u64>) -> Option<Arc<Session>> {
+        let directory = self.directory()?;
+        if self.shutdown.is_started() {
+            return None;
+        }
+        // One takeover per clientId at a time on this node: a publish and
+        // a connect of the same client may arrive together.
+        let turn = self.adopting.entry(client_id.into()).or_default().clone();
+        let adopted = {
+            let _turn = turn.lock().await;
+            match self.sessions.get(client_id) {
+                Some(session) => Some(session),
+                None => self.take_over(directory, client_id, acknowledged).await,
+            }
+        };
+        self.adopting
+            .remove_if(client_id, |_, t| Arc::strong_count(t) <= 2);
+        adopted
+    }
+
+    async fn take_over(
+        &self,
+        directory: &dyn Directory,
+        client_id: &str,
+        acknowledged: Option<u64>,
+    ) -> Option<Arc<Session>> {
+        let claimed = match directory.claim(client_id).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(client_id, %error, "cannot take a session over");
+                return None;
+            }
+        };
+        let record = claimed.record;
+        if record.attached {
+            // What the Metadata Adapter attached (a token's channels) did
+            // not travel: the client handshakes again, with its token.
+            tracing::debug!(client_id, "not taken over: its grant has an attachment");
+            directory.forget(client_id);
+            return None;
+        }
+        let session =
+            self.sessions
+                .adopt(client_id, record.browser.as_deref(), record.strict, |_| {})?;
+        self.sessions.set_grant(
+            &session,
+            Grant {
+                user: record.user.as_deref().map(Into::into),
+                limits: record.limits.clone(),
+                attachment: None,
+            },
+        );
+        if let Some(user) = session.user() {
+            // Counted here now; its old node counted it down.
+            let _ = self.user_sessions.try_open(user);
+        }
+        if record.ack {
+            session.enable_ack();
+        }
+        // With acks the connect says exactly what the client has.
+        let acknowledged = acknowledged.filter(|_| record.ack);
+        let has_through = acknowledged.map_or(record.has_through, batch_offset);
+        session.begin_catch_up(has_through, acknowledged);
+        let patterns: Vec<ChannelPattern> = record
+            .subscriptions
+            .iter()
+            .filter_map(|p| ChannelPattern::parse(p).ok())
+            .collect();
+        for pattern in &patterns {
+            self.subscriptions.subscribe(pattern.as_str(), &session);
+        }
+        let read = directory.read_log(has_through).await;
+        let (entries, read_to) = match read {
+            Ok(read) => {
+                if read.gap {
+                    tracing::warn!(client_id, has_through, "the log no longer reaches back to where this client stood: messages in between are lost to it");
+                }
+                (read.entries, read.read_to)
+            }
+            Err(error) => {
+                tracing::warn!(client_id, %error, "cannot read the log: this client misses what its old node had not sent");
+                (Vec::new(), has_through)
+            }
+        };
+        let policy = entries
+            .first()
+            .map_or_else(Default::default, |e| self.rules.overflow_policy(&e.channel));
+        let fitted = session.end_catch_up(read_to, policy, |first_live| {
+            entries
+                .iter()
+                .filter(|e| first_live.is_none_or(|live| e.offset < live))
+                .filter(|e| patterns.iter().any(|p| p.matches(&e.channel)))
+                .map(|e| {
+                    let p = e.publication();
+                    halley_protocol::encode_delivery(p.channel.as_str(), p.data, p.id, p.ext)
+                })
+                .collect()
+        });
+        if !fitted {
+            self.remove_session(&session, SessionEnd::Overflowed);
+            return None;
+        }
+        tracing::debug!(
+            client_id,
+            released = claimed.released,
+            has_through,
+            read_to,
+            "session taken over"
+        );
+        self.store_session(&session).await;
+        Some(session)
+    }
+
+    /// Lets go of `client_id` for the node that took it over: its record
+    /// as it stands, then the session ends here without its client being
+    /// told to stop (a held connect answers `retry`).
+    pub(super) fn release(&self, client_id: &str) -> Option<SessionRecord> {
+        let session = self.sessions.get(client_id)?;
+        let record = self.record_of(&session);
+        session.mark_moved();
+        self.remove_session(&session, SessionEnd::Moved);
+        Some(record)
+    }
+
+    /// Writes where each client of this node stands, and waits: a node
+    /// stopping leaves the nodes its clients move to an exact account.
+    pub async fn store_all_sessions(&self) {
+        let Some(directory) = self.directory() else {
+            return;
+        };
+        let records = self.live_records();
+        let count = records.len();
+        if let Err(error) = directory.store_many(records).await {
+            tracing::warn!(%error, count, "sessions not written before stopping: their clients may get messages twice on another node");
+        }
+    }
+
+    fn live_records(&self) -> Vec<SessionRecord> {
+        self.sessions
+            .all()
+            .iter()
+            .filter(|s| !s.is_closed())
+            .map(|s| self.record_of(s))
+            .collect()
+    }
+
+    /// Writes where each client of this node stands, every
+    /// [`RECORD_REFRESH`], until shutdown (spawned by the server on a
+    /// cluster node).
+    pub async fn run_record_refresh(&self) {
+        let Some(directory) = self.directory() else {
+            return;
+        };
+        let mut every = tokio::time::interval(RECORD_REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = self.shutdown.wait() => return,
+            }
+            directory.store_later(self.live_records());
+        }
+    }
+}

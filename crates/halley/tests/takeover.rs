@@ -1,0 +1,319 @@
+//! Sessions that survive their node: a client's requests may reach any node
+//! of the cluster (a non-sticky balancer, a dead node), and it keeps its
+//! clientId, its subscriptions and every message. Real `redis-server` and
+//! `halley serve` processes on free ports; a test returns early, saying
+//! so, when `redis-server` is not installed outside CI.
+
+mod common;
+
+use common::{within, Redis, Server};
+use serde_json::{json, Value};
+
+fn node(redis: &Redis, id: &str) -> Server {
+    Server::start(&[
+        "--redis",
+        redis.url.as_str(),
+        "--node-id",
+        id,
+        "--api-key",
+        "takeover-test-api-key",
+        // A held connect with nothing to deliver returns within a second.
+        "--timeout",
+        "1000",
+    ])
+}
+
+/// One browser (one cookie jar for 127.0.0.1, whatever the port) that
+/// sends each request to the node it is told.
+struct Browser {
+    http: reqwest::Client,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn send(&self, node: &Server, body: Value) -> Vec<Value> {
+        let response = self
+            .http
+            .post(&node.url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("a Bayeux request");
+        assert_eq!(response.status(), 200);
+        serde_json::from_str(&response.text().await.unwrap()).expect("a JSON array")
+    }
+
+    /// Handshake on `node` (with the ack extension when `ack`): the clientId.
+    async fn handshake(&self, node: &Server, ack: bool) -> String {
+        let ext = if ack { json!({"ack": true}) } else { json!({}) };
+        let replies = self
+            .send(
+                node,
+                json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                        "supportedConnectionTypes": ["long-polling"], "ext": ext}]),
+            )
+            .await;
+        assert_eq!(replies[0]["successful"], true, "{replies:?}");
+        replies[0]["clientId"].as_str().unwrap().to_owned()
+    }
+
+    async fn subscribe(&self, node: &Server, client_id: &str, channel: &str) {
+        let replies = self
+            .send(
+                node,
+                json!([{"id": "s", "channel": "/meta/subscribe", "clientId": client_id,
+                        "subscription": channel}]),
+            )
+            .await;
+        let reply = replies.iter().find(|m| m["id"] == "s").unwrap();
+        assert_eq!(reply["successful"], true, "{replies:?}");
+    }
+
+    /// A connect on `node` (acknowledging `ack` when given): the connect
+    /// reply and the deliveries' data.
+    async fn connect(
+        &self,
+        node: &Server,
+        client_id: &str,
+        ack: Option<u64>,
+    ) -> (Value, Vec<Value>) {
+        let mut connect = json!({"id": "c", "channel": "/meta/connect", "clientId": client_id,
+                                 "connectionType": "long-polling"});
+        if let Some(ack) = ack {
+            connect["ext"] = json!({ "ack": ack });
+        }
+        let replies = self.send(node, json!([connect])).await;
+        let reply = replies
+            .iter()
+            .find(|m| m["channel"] == "/meta/connect")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            reply["successful"], true,
+            "the session lives on, wherever the request lands: {replies:?}"
+        );
+        let data = replies
+            .iter()
+            .filter(|m| m.get("successful").is_none())
+            .map(|m| m["data"].clone())
+            .collect();
+        (reply, data)
+    }
+}
+
+async fn api_publish(node: &Server, data: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/publish", node.origin))
+        .bearer_auth("takeover-test-api-key")
+        .header("content-type", "application/json")
+        .body(json!({ "channel": "/chat/room", "data": data }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+fn numbers(data: &[Value]) -> Vec<u64> {
+    data.iter().map(|d| d["n"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn long_polling_without_sticky_sessions_every_request_on_the_next_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let nodes = [node(&redis, "a"), node(&redis, "b"), node(&redis, "c")];
+    let browser = Browser::new();
+    // Round robin, as a balancer without stickiness: handshake on A,
+    // subscribe on B, then each connect on the next node.
+    let client_id = browser.handshake(&nodes[0], false).await;
+    browser.subscribe(&nodes[1], &client_id, "/chat/room").await;
+    const N: u64 = 30;
+    let mut got = Vec::new();
+    let mut turn = 2;
+    for n in 0..N {
+        api_publish(&nodes[(n % 3) as usize], json!({ "n": n })).await;
+        let (_, data) = browser.connect(&nodes[turn % 3], &client_id, None).await;
+        got.extend(numbers(&data));
+        turn += 1;
+    }
+    within(30.0, "every message", async {
+        while got.len() < N as usize {
+            let (_, data) = browser.connect(&nodes[turn % 3], &client_id, None).await;
+            got.extend(numbers(&data));
+            turn += 1;
+        }
+    })
+    .await;
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "each message once, in order, though the session moved at every connect"
+    );
+    // The same clientId all along, and one more round finds nothing new.
+    let (_, data) = browser.connect(&nodes[turn % 3], &client_id, None).await;
+    assert!(data.is_empty(), "nothing twice: {data:?}");
+}
+
+#[tokio::test]
+async fn with_acks_a_node_killed_loses_nothing_and_repeats_nothing() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, true).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    let (reply, _) = browser.connect(&a, &client_id, None).await;
+    let mut acked = reply["ext"]["ack"].as_u64().expect("a batch number");
+
+    // 0..10 received and acknowledged on A.
+    for n in 0..10 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    let mut got = Vec::new();
+    within(30.0, "the first ten on A", async {
+        while got.len() < 10 {
+            let (reply, data) = browser.connect(&a, &client_id, Some(acked)).await;
+            acked = reply["ext"]["ack"].as_u64().unwrap();
+            got.extend(numbers(&data));
+        }
+    })
+    .await;
+    // 10..20: A sends some of them in a reply the client never reads (the
+    // node dies as it writes), then A is killed without notice.
+    for n in 10..20 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    let (_, lost) = browser.connect(&a, &client_id, Some(acked)).await;
+    a.kill();
+    for n in 20..30 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    // The client goes on on B with what it acknowledged on A.
+    within(30.0, "the rest on B", async {
+        while got.len() < 30 {
+            let (reply, data) = browser.connect(&b, &client_id, Some(acked)).await;
+            acked = reply["ext"]["ack"].as_u64().unwrap();
+            got.extend(numbers(&data));
+        }
+    })
+    .await;
+    assert_eq!(
+        got,
+        (0..30).collect::<Vec<_>>(),
+        "exactly once, in order (A's unread reply had {} of them)",
+        lost.len()
+    );
+    let (_, data) = browser.connect(&b, &client_id, Some(acked)).await;
+    assert!(data.is_empty(), "nothing twice: {data:?}");
+}
+
+#[tokio::test]
+async fn after_redis_lost_its_data_sessions_are_written_again_and_can_still_move() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    for n in 0..5 {
+        api_publish(&a, json!({ "n": n })).await;
+    }
+    let mut got = Vec::new();
+    within(30.0, "the first five", async {
+        while got.len() < 5 {
+            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
+        }
+    })
+    .await;
+    let offset = |redis: &Redis| -> u64 {
+        redis.command("INCRBY halley:offset 0")[1..]
+            .parse()
+            .unwrap()
+    };
+    let before = offset(&redis);
+    assert!(before >= 5, "{before}");
+
+    // Redis restarts empty: no records, no log, no counter.
+    let port = redis.port;
+    redis.kill();
+    a.logged("Redis lost").await;
+    let redis = Redis::start_on(port);
+    a.logged("Redis is back").await;
+    b.logged("Redis is back").await;
+    // The owner writes its sessions again within a few seconds.
+    let key = format!("EXISTS halley:session:{client_id}");
+    within(30.0, "the record written again", async {
+        while redis.command(&key) != ":1" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await; // polling Redis
+        }
+    })
+    .await;
+    assert!(
+        offset(&redis) >= before,
+        "the counter goes on from where the cluster was, not from 1"
+    );
+    // The session moves to B and goes on.
+    for n in 5..10 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    within(30.0, "the next five, on B", async {
+        while got.len() < 10 {
+            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
+        }
+    })
+    .await;
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_node_stopping_writes_where_its_clients_stand_so_nothing_comes_twice() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    // No ack extension: what the client has is what its node wrote.
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    for n in 0..5 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    let mut got = Vec::new();
+    within(30.0, "the first five on A", async {
+        while got.len() < 5 {
+            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
+        }
+    })
+    .await;
+    let status = a.terminate(std::time::Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    for n in 5..10 {
+        api_publish(&b, json!({ "n": n })).await;
+    }
+    within(30.0, "the rest on B", async {
+        while got.len() < 10 {
+            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
+        }
+    })
+    .await;
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "nothing twice, nothing lost"
+    );
+}
