@@ -34,6 +34,9 @@ pub struct Origin {
     pub socket_id: u64,
     /// When that socket was opened, on the node's clock.
     pub socket_opened_ms: Option<u64>,
+    /// The client's address, for per-IP limits (none: not limited, e.g. an
+    /// embedder's or a test's batch).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Origin {
@@ -45,6 +48,7 @@ impl Origin {
             can_set_cookie: true,
             socket_id: 0,
             socket_opened_ms: None,
+            peer: None,
         }
     }
 
@@ -57,7 +61,14 @@ impl Origin {
             can_set_cookie: false,
             socket_id,
             socket_opened_ms: Some(opened_ms),
+            peer: None,
         }
+    }
+
+    /// The same, from the client at `peer`.
+    pub fn from_peer(mut self, peer: Option<std::net::IpAddr>) -> Self {
+        self.peer = peer;
+        self
     }
 }
 

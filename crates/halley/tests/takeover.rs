@@ -16,7 +16,7 @@ fn node(redis: &Redis, id: &str) -> Server {
         "--node-id",
         id,
         "--api-key",
-        "k",
+        "takeover-test-api-key",
         // A held connect with nothing to deliver returns within a second.
         "--timeout",
         "1000",
@@ -113,7 +113,7 @@ impl Browser {
 async fn api_publish(node: &Server, data: Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/api/publish", node.origin))
-        .bearer_auth("k")
+        .bearer_auth("takeover-test-api-key")
         .header("content-type", "application/json")
         .body(json!({ "channel": "/chat/room", "data": data }).to_string())
         .send()

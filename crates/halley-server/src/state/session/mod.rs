@@ -648,6 +648,15 @@ impl Session {
         self.subscriptions.lock().remove(pattern)
     }
 
+    /// How many patterns this session is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().len()
+    }
+
+    pub fn is_subscribed(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().contains(pattern)
+    }
+
     /// The patterns it subscribed to (for its cluster record).
     pub fn subscription_patterns(&self) -> Vec<String> {
         self.subscriptions
