@@ -70,7 +70,9 @@ async fn a_session_made_over_http_is_served_with_its_cookie_only() {
     let engine = Engine::new(Config::default());
     let (client_id, cookie) = handshake(&engine, http(None)).await;
     let cookie = cookie.expect("a cookie is issued");
-    assert!(served(&echo(&engine, http(Some(&cookie)), &client_id).await));
+    assert!(served(
+        &echo(&engine, http(Some(&cookie)), &client_id).await
+    ));
     // Another browser's cookie: refused, and nothing to tell it.
     let other = echo(&engine, http(Some("someone-else")), &client_id).await;
     assert_eq!(reason(&other), "");
