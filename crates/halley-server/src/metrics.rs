@@ -35,6 +35,7 @@
 //! | `halley_remote_adapter_links` | `adapter::remote::link` |
 //! | `halley_broker_up`, `halley_broker_publish_errors_total` | the admin listener (at scrape); `node` (a refused publish) |
 //! | `halley_draining` | [`crate::server`] |
+//! | `halley_limit_hits_total{limit}` | [`crate::state::limits`], copied at scrape by the admin listener |
 //! | `halley_takeovers_total{outcome}`, `halley_takeover_seconds` | `node::takeover` (a cluster node taking a session over) |
 
 use std::fmt;
@@ -169,6 +170,11 @@ struct DecisionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TakeoverLabel {
     outcome: Takeover,
 }
@@ -224,6 +230,9 @@ pub struct Metrics {
     pub broker_publish_errors: Counter,
     /// 1 once a drain has begun.
     pub draining: Gauge,
+    /// Hits of each safety limit (`docs/security.md`), copied from the
+    /// node's counters at scrape ([`Metrics::set_limit_hits`]).
+    limit_hits: Family<LimitLabel, Counter>,
     /// Sessions this node took over from another, by outcome.
     pub takeovers: ByLabel<Takeover, Counter>,
     /// From a request for a session held elsewhere to the session served here.
@@ -423,8 +432,15 @@ impl Metrics {
             "Seconds to take a session over (claim, release by a live owner, replay from the log)",
             takeover_latency.clone(),
         );
+        let limit_hits = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "halley_limit_hits",
+            "Times each safety limit was hit (a connection, handshake, subscription... refused), by limit",
+            limit_hits.clone(),
+        );
         Metrics {
             registry,
+            limit_hits,
             takeovers,
             takeover_latency,
             sessions,
@@ -442,6 +458,20 @@ impl Metrics {
             broker_up,
             broker_publish_errors,
             draining,
+        }
+    }
+
+    /// Brings `halley_limit_hits_total` up to the node's counts (each only
+    /// grows, so the counter is moved forward by the difference).
+    pub fn set_limit_hits(&self, counts: &[(&'static str, u64)]) {
+        for &(limit, count) in counts {
+            let counter = self.limit_hits.get_or_create(&LimitLabel {
+                limit: limit.to_owned(),
+            });
+            let seen = counter.get();
+            if count > seen {
+                counter.inc_by(count - seen);
+            }
         }
     }
 

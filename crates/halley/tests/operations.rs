@@ -418,3 +418,25 @@ async fn a_cluster_node_that_lost_redis_is_not_ready_and_counts_refused_publishe
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_safety_limit_hit_is_counted_in_the_metrics() {
+    let server = Server::start(&["--max-channels-per-subscribe", "2"]);
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    let refused = common::send_one(
+        &browser,
+        &client_id,
+        "s",
+        "/meta/subscribe",
+        json!({"subscription": ["/a", "/b", "/c"]}),
+    )
+    .await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    let admin = admin_url(&server).await;
+    let (_, text) = get(&format!("{admin}/metrics")).await;
+    assert!(
+        text.contains(r#"halley_limit_hits_total{limit="channels_per_subscribe"} 1"#),
+        "{text}"
+    );
+}
