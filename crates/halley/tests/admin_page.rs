@@ -174,3 +174,24 @@ async fn the_page_is_on_the_admin_listener_only() {
         assert_eq!(status, 404, "{path} on the public listener");
     }
 }
+
+#[tokio::test]
+async fn a_cluster_node_shows_its_id_and_redis_without_the_password() {
+    let Some(redis) = common::Redis::start() else {
+        return;
+    };
+    // Redis' default user has no password: any password is taken, so the
+    // URL can carry one for the page to hide.
+    let url = format!("redis://default:s3cret@127.0.0.1:{}", redis.port);
+    let server = Server::start(&["--redis", &url, "--node-id", "admin-a"]);
+    let admin = admin_url(&server).await;
+    let stats = stats(&admin).await;
+    let cluster = &stats["cluster"];
+    assert_eq!(cluster["node_id"], "admin-a", "{stats}");
+    assert_eq!(cluster["broker"], "redis");
+    assert_eq!(
+        cluster["redis"],
+        format!("redis://default:***@127.0.0.1:{}", redis.port)
+    );
+    assert!(!stats.to_string().contains("s3cret"), "{stats}");
+}
