@@ -12,14 +12,14 @@
 //! The figures read from the node rather than counted (live sessions, the
 //! broker's availability) are set here, at each scrape. The page's figures
 //! come from a sampler that runs with the listener, once a second
-//! ([`stats::Sampler`]); its per-channel traffic from [`traffic`], its
-//! recent errors from [`recent`].
+//! ([`stats::Sampler`]); its per-channel traffic from [`crate::traffic`]
+//! (counted on the fan-out, a floor below), its recent errors from
+//! [`recent`].
 
 pub mod health;
 pub mod page;
 pub mod recent;
 pub mod stats;
-pub mod traffic;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, node: Arc<Node>, health: Arc<Health>) {
+    crate::traffic::traffic().enable();
     let sampler = Arc::new(Sampler::default());
     tokio::select! {
         () = accept(listener, node.clone(), health, sampler.clone()) => {}

@@ -5,7 +5,7 @@
 //!
 //! Everything here is read from what exists anyway: the Prometheus counters
 //! ([`crate::metrics`]), the node's sessions and subscriptions, the
-//! bounded per-channel table ([`super::traffic`]) and the ring of recent
+//! bounded per-channel table ([`crate::traffic`]) and the ring of recent
 //! warnings ([`super::recent`]). Nothing is added to the publish path but
 //! that table.
 
@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 
 use super::health::Health;
 use super::recent::recent;
-use super::traffic::{traffic, ChannelTraffic};
 use crate::metrics::{metrics, DropReason, Origin, Outcome, Transport};
 use crate::node::Node;
+use crate::traffic::{traffic, ChannelTraffic};
 
 /// Seconds of history the charts show.
 pub const HISTORY: usize = 300;

@@ -495,7 +495,7 @@ impl LocalFanout for Node {
     fn fan_out(&self, publication: Publication<'_>) -> usize {
         let channel = publication.channel;
         let delivered = self.fan_out_at(publication, None);
-        crate::admin::traffic::traffic().record(channel.as_str(), delivered);
+        crate::traffic::traffic().record(channel.as_str(), delivered);
         delivered
     }
 
@@ -503,7 +503,7 @@ impl LocalFanout for Node {
         self.last_offset.fetch_max(offset, Ordering::AcqRel);
         let channel = publication.channel;
         let delivered = self.fan_out_at(publication, Some(offset));
-        crate::admin::traffic::traffic().record(channel.as_str(), delivered);
+        crate::traffic::traffic().record(channel.as_str(), delivered);
         delivered
     }
 

@@ -1,4 +1,6 @@
-//! Traffic per channel, for the admin page's "top channels by traffic":
+//! Traffic per channel, for the admin page's "top channels by traffic"
+//! ([`crate::admin::stats`]; here, on the state floor beside
+//! [`crate::metrics`], because the node's fan-out counts into it):
 //! a small fixed table counted on the publish path at the cost of one hash
 //! and one or two atomic adds, with no lock and no allocation once a
 //! channel has its slot.
@@ -22,7 +24,7 @@
 //! about 60 ns per publish on one thread, 40 to 50 ns on two; a publish's
 //! fan-out takes microseconds. The table is 1024 slots of about 64 bytes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use parking_lot::Mutex;
@@ -53,6 +55,9 @@ struct Slot {
 
 /// See the module documentation.
 pub struct Traffic {
+    /// Off until an admin listener serves the page: a node without one
+    /// pays a single relaxed load per publish.
+    enabled: AtomicBool,
     slots: Box<[Slot]>,
     /// Publishes on channels that found no slot.
     untracked: AtomicU64,
@@ -71,6 +76,7 @@ pub struct ChannelTraffic {
 impl Traffic {
     fn new() -> Self {
         Traffic {
+            enabled: AtomicBool::new(false),
             slots: (0..SLOTS)
                 .map(|_| Slot {
                     hash: AtomicU64::new(0),
@@ -85,9 +91,18 @@ impl Traffic {
         }
     }
 
+    /// Starts counting (the admin listener serves; nothing reads the table
+    /// otherwise).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
     /// Counts one message published on `channel`, delivered `deliveries` times.
     #[inline]
     pub fn record(&self, channel: &str, deliveries: usize) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let hash = fnv1a(channel);
         let start = hash as usize % SLOTS;
         for probe in 0..PROBES {
@@ -195,6 +210,8 @@ mod tests {
     #[test]
     fn each_channel_counts_its_messages_and_deliveries() {
         let traffic = Traffic::new();
+        traffic.record("/before", 1);
+        traffic.enable();
         traffic.record("/a", 2);
         traffic.record("/a", 2);
         traffic.record("/b", 0);
@@ -206,6 +223,7 @@ mod tests {
     #[test]
     fn a_full_table_frees_idle_slots_for_busy_channels() {
         let traffic = Traffic::new();
+        traffic.enable();
         for n in 0..SLOTS {
             traffic.record(&format!("/old/{n}"), 1);
         }
