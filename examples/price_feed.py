@@ -17,6 +17,7 @@ Logs go to stderr.
 
 import argparse
 import json
+import os
 import random
 import socket
 import sys
@@ -31,9 +32,10 @@ def log(*words):
 class Link:
     """One connection to Halley: reads its lines, runs one ticker per symbol."""
 
-    def __init__(self, sock, interval):
+    def __init__(self, sock, interval, secret=None):
         self.sock = sock
         self.interval = interval
+        self.secret = secret
         self.write_lock = threading.Lock()  # tickers and the reader all write
         self.tickers = {}  # channel -> threading.Event that stops its ticker
 
@@ -45,7 +47,10 @@ class Link:
     def run(self):
         """Serves the connection until it ends; then stops every ticker."""
         try:
-            self.send(type="hello", protocol="halley-adapter", version=1, name="price_feed")
+            hello = dict(type="hello", protocol="halley-adapter", version=1, name="price_feed")
+            if self.secret:
+                hello["secret"] = self.secret  # the table's `secret`, if it sets one
+            self.send(**hello)
             lines = self.sock.makefile("rb")
             # Until Halley's hello says how often it pings, wait a while.
             self.sock.settimeout(30)
@@ -108,7 +113,7 @@ class Link:
             pass  # the link is down: run() cleans up
 
 
-def dial(host, port, interval):
+def dial(host, port, interval, secret=None):
     """Connects to Halley, and again whenever the link ends, with backoff."""
     backoff = 0.1
     while True:
@@ -121,18 +126,18 @@ def dial(host, port, interval):
             continue
         log(f"connected to {host}:{port}")
         backoff = 0.1
-        Link(sock, interval).run()
+        Link(sock, interval, secret).run()
         time.sleep(backoff)
 
 
-def serve(port, interval):
+def serve(port, interval, secret=None):
     """Waits for Halley to connect; serves one connection at a time."""
     server = socket.create_server(("127.0.0.1", port))
     log(f"listening on 127.0.0.1:{port}")
     while True:
         sock, peer = server.accept()
         log("halley connected from", peer)
-        Link(sock, interval).run()
+        Link(sock, interval, secret).run()
 
 
 def main():
@@ -142,14 +147,16 @@ def main():
     mode.add_argument("--listen", metavar="PORT", type=int, help="wait for Halley to dial")
     parser.add_argument("--interval", metavar="MS", type=int, default=1000,
                         help="milliseconds between two ticks (default 1000)")
+    parser.add_argument("--secret", default=os.environ.get("PRICE_FEED_SECRET"),
+                        help="the remote-adapter table's secret (or PRICE_FEED_SECRET)")
     args = parser.parse_args()
     interval = args.interval / 1000
     try:
         if args.connect:
             host, port = args.connect.rsplit(":", 1)
-            dial(host, int(port), interval)
+            dial(host, int(port), interval, args.secret)
         else:
-            serve(args.listen, interval)
+            serve(args.listen, interval, args.secret)
     except KeyboardInterrupt:
         pass
 

@@ -44,6 +44,13 @@ errors! {
     SERVICE_FAILED = 500, "service_failed";
     CHANNEL_INVALID = 405, "channel_invalid";
     MESSAGE_ID_INVALID = 405, "message_id_invalid";
+    // Limits a client hit (see Halley's docs/security.md).
+    HANDSHAKE_ONCE_PER_REQUEST = 400, "one_handshake_per_request";
+    HANDSHAKE_RATE_EXCEEDED = 429, "handshake_rate_exceeded";
+    SESSIONS_EXHAUSTED = 503, "sessions_exhausted";
+    TOO_MANY_CHANNELS = 400, "too_many_channels";
+    TOO_MANY_SUBSCRIPTIONS = 403, "too_many_subscriptions";
+    DATA_TOO_DEEP = 400, "data_too_deep";
 }
 
 impl fmt::Display for BayeuxError {

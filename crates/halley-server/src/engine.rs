@@ -6,7 +6,8 @@
 //! session the message speaks for (all but the handshake), runs the
 //! extensions' incoming hooks ([`crate::ext`]), calls the handler by
 //! channel (`meta/<channel>.rs`, `publish.rs`, `service/`), and runs the
-//! outgoing hooks on its reply. The `/meta/connect` is left pending in the
+//! outgoing hooks on its reply. A batch's second `/meta/handshake` is
+//! refused (`400::one_handshake_per_request`). The `/meta/connect` is left pending in the
 //! exchange: the connection state machine ([`crate::connection`]) answers
 //! it last, possibly after holding it.
 //!
@@ -25,6 +26,7 @@ use crate::exchange::{Exchange, Origin};
 use crate::ext::{Context, InboundExt};
 use crate::meta as handlers;
 use crate::node::Node;
+use crate::state::limits::Limit;
 use crate::state::session::Session;
 
 pub struct Engine {
@@ -68,8 +70,25 @@ impl Engine {
 
     async fn handle_batch_inline(&self, batch: Vec<Inbound>, origin: Origin) -> Exchange {
         let mut exchange = Exchange::new(origin, batch.len());
+        let mut handshakes = 0usize;
         for inbound in batch {
             match inbound {
+                Ok(message) if message.channel.as_deref() == Some(meta::HANDSHAKE) => {
+                    handshakes += 1;
+                    // One session per request, as CometD: a batch of
+                    // handshakes would create sessions faster than any
+                    // per-request limit could see.
+                    if handshakes > 1 {
+                        self.node.limits().hit(Limit::HandshakesPerRequest, || {
+                            "a request carried more than one /meta/handshake; refused the extra ones".into()
+                        });
+                        let reply = Reply::to(meta::HANDSHAKE, message.id)
+                            .failure(BayeuxError::HANDSHAKE_ONCE_PER_REQUEST);
+                        exchange.handshake_replies.push(reply);
+                        continue;
+                    }
+                    self.handle_message(message, &mut exchange).await
+                }
                 Ok(message) => self.handle_message(message, &mut exchange).await,
                 Err(invalid) => exchange.replies.push(invalid_reply(invalid)),
             }

@@ -34,6 +34,9 @@ pub struct Origin {
     pub socket_id: u64,
     /// When that socket was opened, on the node's clock.
     pub socket_opened_ms: Option<u64>,
+    /// The client's address, for per-IP limits (none: not limited, e.g. an
+    /// embedder's or a test's batch).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Origin {
@@ -45,6 +48,7 @@ impl Origin {
             can_set_cookie: true,
             socket_id: 0,
             socket_opened_ms: None,
+            peer: None,
         }
     }
 
@@ -57,7 +61,14 @@ impl Origin {
             can_set_cookie: false,
             socket_id,
             socket_opened_ms: Some(opened_ms),
+            peer: None,
         }
+    }
+
+    /// The same, from the client at `peer`.
+    pub fn from_peer(mut self, peer: Option<std::net::IpAddr>) -> Self {
+        self.peer = peer;
+        self
     }
 }
 
@@ -116,19 +127,13 @@ impl Exchange {
 
     /// Finds the session a message speaks for, or the error reply to send.
     ///
-    /// A clientId is honoured only with the browser cookie it was issued to
-    /// (unless `trust-client-session`), so a leaked clientId alone cannot be
-    /// used to read someone else's messages. One exception keeps Faye working
-    /// over WebSocket: Faye opens its socket while its first handshake is in
-    /// flight, before the cookie exists, and keeps using it. So a socket
-    /// opened *before* a session existed, without any cookie, may use that
-    /// session, if its handshake also came without a cookie (a browser that
-    /// already had one always presents it). A thief's socket, opened after
-    /// the clientId was issued, gets nothing. Any message is a sign of life.
-    ///
-    /// On a cluster node, a clientId this node does not hold may be
-    /// another node's session: it is taken over (see `node/takeover.rs`);
-    /// `acknowledged` is the ack extension's batch number of a connect.
+    /// A clientId alone is not enough (unless `trust-client-session`): a
+    /// session is served only with what it was created on, so a leaked
+    /// clientId cannot be used to read someone else's messages
+    /// ([`Binding::check`]). On a cluster node, a clientId this node does
+    /// not hold may be another node's session: it is taken over (see
+    /// `node/takeover.rs`); `acknowledged` is the ack extension's batch
+    /// number of a connect. Any message is a sign of life.
     pub async fn resolve_session(
         &mut self,
         node: &Node,
@@ -148,24 +153,26 @@ impl Exchange {
         if session.is_none() {
             session = node.adopt(client_id, acknowledged).await;
         }
-        let origin = &self.origin;
-        let session = session.filter(|s| !s.is_closed()).filter(|s| {
-            config.trust_client_session
-                || s.browser_id().is_none()
-                || s.browser_id() == origin.browser_id.as_deref()
-                || (origin.browser_id.is_none()
-                    && !s.is_bound_strictly()
-                    && origin
-                        .socket_opened_ms
-                        .is_some_and(|opened| opened <= s.created_ms()))
-        });
-        let Some(session) = session else {
-            return Err(Box::new(
-                Reply::to(reply_channel, message.id.clone())
-                    .failure(BayeuxError::SESSION_UNKNOWN)
-                    .with_advice(Advice::handshake(config.interval as i64)),
-            ));
+        let session = session.filter(|s| !s.is_closed());
+        let refusal = match &session {
+            None => Some(Refused::Unknown),
+            Some(_) if config.trust_client_session => None,
+            Some(session) => Binding::check(session, &self.origin).err(),
         };
+        if let Some(refusal) = refusal {
+            let mut reply = Reply::to(reply_channel, message.id.clone())
+                .failure(BayeuxError::SESSION_UNKNOWN)
+                .with_advice(Advice::handshake(config.interval as i64));
+            if let Some(why) = refusal.explanation() {
+                crate::ext::add_to_reply(
+                    &mut reply,
+                    "halley",
+                    serde_json::json!({ "reason": why }),
+                );
+            }
+            return Err(Box::new(reply));
+        }
+        let session = session.expect("refused above when absent");
         session.touch(node.sessions().now_ms());
         if message.channel.as_deref() != Some(meta::CONNECT) {
             session.poke_callback_polling();
@@ -174,6 +181,80 @@ impl Exchange {
             self.session = Some(session.clone());
         }
         Ok(session)
+    }
+}
+
+/// Why a request may not use a session (all answered `402::session_unknown`,
+/// as for a session that does not exist, with a reason for the honest
+/// client that can act on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No such session (or it ended).
+    Unknown,
+    /// Bound to a browser cookie this request did not send.
+    CookieMissing,
+    /// Bound to another browser's cookie.
+    OtherBrowser,
+    /// Bound to another WebSocket.
+    OtherSocket,
+}
+
+impl Refused {
+    /// What an honest client can do about it (none for an unknown session
+    /// or another browser's: nothing to tell).
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            Refused::Unknown | Refused::OtherBrowser => None,
+            Refused::CookieMissing => Some(
+                "this session is bound to the BAYEUX_BROWSER cookie set by its handshake, and this request did not send it back; \
+                 keep cookies (some HTTP libraries refuse them from IP-address hosts such as 127.0.0.1: use a host name such as localhost), \
+                 or handshake over WebSocket, which binds the session to its connection",
+            ),
+            Refused::OtherSocket => Some(
+                "this session is used by another WebSocket connection without a cookie and is bound to it; handshake again on this connection",
+            ),
+        }
+    }
+}
+
+/// What a session is bound to, and the rule that serves a request with it.
+pub struct Binding;
+
+impl Binding {
+    /// - A session created over HTTP is bound to the `BAYEUX_BROWSER`
+    ///   cookie of its handshake. A request with that cookie is served
+    ///   (and proves the client keeps it); one with another cookie is not.
+    /// - A cookie-less WebSocket may use such a session only while its
+    ///   client has never sent the cookie back, and only one socket: the
+    ///   first to present it. That is Faye and other clients in runtimes
+    ///   without cookies on WebSocket (they handshake over HTTP, then go on
+    ///   over a socket); a thief with the clientId finds the session taken
+    ///   by its owner's socket, or proven by its cookie.
+    /// - A session created over a WebSocket without a cookie (Node and Java
+    ///   clients) has nothing but its clientId: any request with it is
+    ///   served, so that such a client can reconnect (the ack extension's
+    ///   promise) and move to another node. See docs/security.md.
+    /// - Anything else without the cookie: refused, saying why.
+    pub fn check(session: &Session, origin: &Origin) -> Result<(), Refused> {
+        let on_socket = origin.socket_id != 0;
+        match (session.browser_id(), origin.browser_id.as_deref()) {
+            (Some(bound), Some(sent)) if bound == sent => {
+                if !session.is_bound_strictly() {
+                    session.set_bound_strictly(true);
+                }
+                Ok(())
+            }
+            (Some(_), Some(_)) => Err(Refused::OtherBrowser),
+            (Some(_), None) if on_socket && !session.is_bound_strictly() => {
+                if session.bind_socket(origin.socket_id) {
+                    Ok(())
+                } else {
+                    Err(Refused::OtherSocket)
+                }
+            }
+            (Some(_), None) => Err(Refused::CookieMissing),
+            (None, _) => Ok(()),
+        }
     }
 }
 

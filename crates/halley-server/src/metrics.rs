@@ -35,6 +35,8 @@
 //! | `halley_remote_adapter_links` | `adapter::remote::link` |
 //! | `halley_broker_up`, `halley_broker_publish_errors_total` | the admin listener (at scrape); `node` (a refused publish) |
 //! | `halley_draining` | [`crate::server`] |
+//! | `halley_limit_hits_total{limit}` | [`crate::state::limits`], copied at scrape by the admin listener |
+//! | `halley_takeovers_total{outcome}`, `halley_takeover_seconds` | `node::takeover` (a cluster node taking a session over) |
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +101,19 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// How a cluster takeover ended, as a label value.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Takeover {
+    /// The old owner was alive and let go.
+    Released,
+    /// The old owner did not answer (dead): what it last wrote was used.
+    Presumed,
+    /// No such session in the cluster (or one that may not move).
+    Unknown,
+    /// Redis could not be asked.
+    Failed,
+}
+
 /// A Metadata Adapter's question, as a label value.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Action {
@@ -125,6 +140,7 @@ label_values!(Transport { LongPolling => "long-polling", CallbackPolling => "cal
 label_values!(Origin { Bayeux => "bayeux", HttpApi => "http-api", Adapter => "adapter", Service => "service" });
 label_values!(DropReason { Overflow => "overflow", Qos => "qos", SessionEnd => "session_end" });
 label_values!(Outcome { Accepted => "accepted", Denied => "denied", Unavailable => "unavailable" });
+label_values!(Takeover { Released => "released", Presumed => "presumed-dead", Unknown => "unknown", Failed => "failed" });
 label_values!(Action { Handshake => "handshake", Subscribe => "subscribe", Publish => "publish" });
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,6 +167,16 @@ struct OutcomeLabel {
 struct DecisionLabel {
     action: Action,
     outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TakeoverLabel {
+    outcome: Takeover,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,6 +230,13 @@ pub struct Metrics {
     pub broker_publish_errors: Counter,
     /// 1 once a drain has begun.
     pub draining: Gauge,
+    /// Hits of each safety limit (`docs/security.md`), copied from the
+    /// node's counters at scrape ([`Metrics::set_limit_hits`]).
+    limit_hits: Family<LimitLabel, Counter>,
+    /// Sessions this node took over from another, by outcome.
+    pub takeovers: ByLabel<Takeover, Counter>,
+    /// From a request for a session held elsewhere to the session served here.
+    pub takeover_latency: Histogram,
 }
 
 impl Metrics {
@@ -373,8 +406,43 @@ impl Metrics {
             "1 once the node is draining (not ready, moving its clients away)",
             draining.clone(),
         );
+        let takeovers = Family::<TakeoverLabel, Counter>::default();
+        registry.register(
+            "halley_takeovers",
+            "Requests for a session this node did not hold, by outcome (released, presumed-dead, unknown, failed)",
+            takeovers.clone(),
+        );
+        let takeovers = ByLabel {
+            handles: [
+                Takeover::Released,
+                Takeover::Presumed,
+                Takeover::Unknown,
+                Takeover::Failed,
+            ]
+            .into_iter()
+            .map(|outcome| {
+                let label = TakeoverLabel { outcome };
+                (outcome, takeovers.get_or_create(&label).clone())
+            })
+            .collect(),
+        };
+        let takeover_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "halley_takeover_seconds",
+            "Seconds to take a session over (claim, release by a live owner, replay from the log)",
+            takeover_latency.clone(),
+        );
+        let limit_hits = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "halley_limit_hits",
+            "Times each safety limit was hit (a connection, handshake, subscription... refused), by limit",
+            limit_hits.clone(),
+        );
         Metrics {
             registry,
+            limit_hits,
+            takeovers,
+            takeover_latency,
             sessions,
             connections,
             websockets_open,
@@ -390,6 +458,20 @@ impl Metrics {
             broker_up,
             broker_publish_errors,
             draining,
+        }
+    }
+
+    /// Brings `halley_limit_hits_total` up to the node's counts (each only
+    /// grows, so the counter is moved forward by the difference).
+    pub fn set_limit_hits(&self, counts: &[(&'static str, u64)]) {
+        for &(limit, count) in counts {
+            let counter = self.limit_hits.get_or_create(&LimitLabel {
+                limit: limit.to_owned(),
+            });
+            let seen = counter.get();
+            if count > seen {
+                counter.inc_by(count - seen);
+            }
         }
     }
 

@@ -25,6 +25,14 @@
 //! 4. then it shuts down as above.
 //!
 //! Its `stop` signal, at any time, shuts down at once.
+//!
+//! What bounds a connection here (see `docs/security.md`): a place among
+//! the open connections, in total and per client IP
+//! ([`crate::transport::connections`]), taken before it is served (over a
+//! cap it is closed at once); hyper's header-read timeout, which also ends
+//! a keep-alive connection idle between requests; and an accept loop that
+//! backs off when accepting fails (out of file descriptors) instead of
+//! spinning.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +41,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
@@ -44,12 +52,20 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::metadata::measured::Measured;
 use crate::node::Node;
+use crate::state::limits::Limit;
 use crate::transport;
+use crate::transport::connections::OpenConnections;
 
 /// Pending connections the kernel queues before `accept`: thousands of
 /// clients connecting at once must not be refused (Linux caps it at
 /// `net.core.somaxconn`).
 const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The first wait after a failed `accept`, doubled up to [`MAX_ACCEPT_BACKOFF`]
+/// while it keeps failing (out of file descriptors: only a closing
+/// connection frees one, so retrying at once only burns CPU).
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long in-flight responses may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -181,8 +197,10 @@ impl Server {
         for feature in node.config().features() {
             tracing::info!("{feature}");
         }
-        tracing::info!("listening on http://{addr}{}", node.config().path);
+        // Ready before saying so: whoever waits for the line below may ask
+        // `/readyz` at once (the listener is bound; accepting starts now).
         health.set_phase(Phase::Serving);
+        tracing::info!("listening on http://{addr}{}", node.config().path);
 
         let sweeper = tokio::spawn({
             let node = node.clone();
@@ -201,17 +219,28 @@ impl Server {
         // Connections and WebSocket tasks (which outlive their upgraded
         // HTTP connection) are tracked so shutdown can wait for them.
         let tasks = TaskTracker::new();
+        let config = node.config();
+        let open = OpenConnections::new(config.max_connections, config.max_connections_per_ip);
+        let header_read_timeout = Duration::from_millis(config.header_read_timeout);
+        let mut backoff = MIN_ACCEPT_BACKOFF;
         tokio::pin!(drain);
         tokio::pin!(stop);
         let mut pacing = None;
         let ended = loop {
-            let (stream, peer) = tokio::select! {
+            let (stream, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // EMFILE and friends: back off instead of spinning,
+                        // and say so at a bounded rate.
+                        node.limits().hit(Limit::AcceptErrors, || {
+                            format!("accept failed: {error}; retrying in {backoff:?}")
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = &mut stop => break Ended::Stop,
+                        }
+                        backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                         continue;
                     }
                 },
@@ -228,16 +257,34 @@ impl Server {
                 _ = node.shutdown().wait_draining(), if pacing.is_some() => break Ended::Draining,
                 _ = &mut stop => break Ended::Stop,
             };
+            backoff = MIN_ACCEPT_BACKOFF;
+            let peer = match open.admit(addr) {
+                Ok(peer) => peer,
+                Err(limit) => {
+                    // Closed at once (dropped): no bytes read, none written.
+                    node.limits().hit(limit, || {
+                        format!("connection from {addr} closed: {} open", open.total())
+                    });
+                    continue;
+                }
+            };
             // Small writes (a delivery, a connect reply) must leave at once.
             let _ = stream.set_nodelay(true);
             let service = service_fn({
                 let engine = engine.clone();
                 let tasks = tasks.clone();
-                move |request| transport::route(engine.clone(), tasks.clone(), request)
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(peer.clone());
+                    transport::route(engine.clone(), tasks.clone(), request)
+                }
             });
             let node = node.clone();
             tasks.spawn(async move {
+                // The timer starts whenever hyper waits for a request head:
+                // on a new connection, and between two keep-alive requests.
                 let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
@@ -255,7 +302,15 @@ impl Server {
                     }
                 };
                 if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+                    if error.is_timeout() {
+                        node.limits().hit(Limit::HeaderReadTimeout, || {
+                            format!(
+                                "{addr} sent no request head in {header_read_timeout:?}; closed"
+                            )
+                        });
+                    } else {
+                        tracing::debug!(%addr, %error, "connection ended with an error");
+                    }
                 }
             });
         };

@@ -468,20 +468,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("halley-config-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("halley.toml");
-        std::fs::write(&file, "api-keys = [\"from-file\"]\n").unwrap();
+        std::fs::write(&file, "api-keys = [\"from-file-0123456789\"]\n").unwrap();
         let args = with_file(&file, &[]);
-        assert_eq!(args.into_config().unwrap().api_keys, ["from-file"]);
-        let args = with_file(&file, &["--api-keys", "a", "--api-key", "b"]);
         assert_eq!(
             args.into_config().unwrap().api_keys,
-            ["a", "b"],
-            "flags win"
+            ["from-file-0123456789"]
         );
+        let (a, b) = ("key-a-0123456789", "key-b-0123456789");
+        let args = with_file(&file, &["--api-keys", a, "--api-key", b]);
+        assert_eq!(args.into_config().unwrap().api_keys, [a, b], "flags win");
         let args = parse(&["--api-keys", " "]);
         assert!(args.into_config().is_err(), "an empty key is refused");
         // The README's spelling, `api-key`, is accepted in the file too.
+        std::fs::write(&file, "api-key = [\"key-k-0123456789\"]\n").unwrap();
+        assert_eq!(
+            with_file(&file, &[]).into_config().unwrap().api_keys,
+            ["key-k-0123456789"]
+        );
+        // A short key is refused, with the rule.
         std::fs::write(&file, "api-key = [\"k\"]\n").unwrap();
-        assert_eq!(with_file(&file, &[]).into_config().unwrap().api_keys, ["k"]);
+        let error = with_file(&file, &[]).into_config().unwrap_err().to_string();
+        assert!(error.contains("shorter than 16 characters"), "{error}");
     }
 
     #[test]
@@ -711,12 +718,13 @@ mod tests {
             "--print-config reads back as the same settings:\n{printed}"
         );
 
-        let secret = parse(&["--api-keys", "k1,k2", "--jwt-hs256-secret", "hush"])
+        let keys = "key-one-0123456789,key-two-0123456789";
+        let secret = parse(&["--api-keys", keys, "--jwt-hs256-secret", "hush"])
             .load()
             .unwrap();
         let printed = print_config(&secret);
         assert!(
-            !printed.contains("k1") && !printed.contains("hush"),
+            !printed.contains("key-one") && !printed.contains("hush"),
             "{printed}"
         );
         assert!(

@@ -26,7 +26,7 @@ fn node(redis: &Redis, id: &str, extra: &[&str]) -> Server {
 async fn api_publish(server: &Server, channel: &str, data: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/api/publish", server.origin))
-        .bearer_auth("k")
+        .bearer_auth("cluster-test-api-key")
         .header("content-type", "application/json")
         .body(json!({ "channel": channel, "data": data }).to_string())
         .send()
@@ -60,7 +60,7 @@ async fn a_publication_on_any_node_reaches_every_subscriber_once_in_one_order() 
     let Some(redis) = Redis::start() else {
         return;
     };
-    let a = node(&redis, "a", &["--api-key", "k"]);
+    let a = node(&redis, "a", &["--api-key", "cluster-test-api-key"]);
     let b = node(&redis, "b", &[]);
     let c = node(&redis, "c", &[]);
     a.logged(&format!("cluster mode: node a, Redis at {}", redis.url))
@@ -287,7 +287,7 @@ async fn while_redis_is_lost_publishes_are_refused_and_resume_when_it_is_back() 
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let a = node(&redis, "a", &["--api-key", "k"]);
+    let a = node(&redis, "a", &["--api-key", "cluster-test-api-key"]);
     let b = node(&redis, "b", &[]);
     let (subscriber, mut at_b) = b.ws_connected_client().await;
     subscriber.subscribe("/chat/*").await.unwrap();

@@ -134,10 +134,10 @@ fn secrets_are_masked() {
             "--webhook-secret",
             "hush",
         ],
-        &[("HALLEY_API_KEYS", "k1,k2")],
+        &[("HALLEY_API_KEYS", "key-one-0123456789,key-two-0123456789")],
     );
     assert!(
-        !printed.contains("hush") && !printed.contains("k1"),
+        !printed.contains("hush") && !printed.contains("key-one"),
         "{printed}"
     );
     assert!(
@@ -149,7 +149,10 @@ fn secrets_are_masked() {
 
 #[test]
 fn publish_reads_the_keys_serve_reads() {
-    let keys = [("HALLEY_API_KEYS", "first,second")];
+    let keys = [(
+        "HALLEY_API_KEYS",
+        "first-key-0123456789,second-key-0123456789",
+    )];
     let server = Server::start_with_env("127.0.0.1:0", &[], &keys);
     let args = [
         "publish",
@@ -164,7 +167,7 @@ fn publish_reads_the_keys_serve_reads() {
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("\"delivered\":0"));
 
-    let output = halley(&args, &[("HALLEY_API_KEY", "first")]);
+    let output = halley(&args, &[("HALLEY_API_KEY", "first-key-0123456789")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

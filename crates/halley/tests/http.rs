@@ -203,3 +203,25 @@ fn finds_the_listening_url() {
     );
     assert_eq!(listening_url("listening on 127.0.0.1:1"), None);
 }
+
+#[tokio::test]
+async fn the_browser_cookie_is_same_site_lax_and_secure_when_asked() {
+    let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    for (flags, secure) in [(&[][..], false), (&["--cookie-secure"][..], true)] {
+        let server = Server::start(flags);
+        let response = reqwest::Client::new()
+            .post(&server.url)
+            .header("content-type", "application/json")
+            .body(handshake)
+            .send()
+            .await
+            .unwrap();
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.starts_with("BAYEUX_BROWSER="), "{cookie}");
+        assert!(cookie.contains("; HttpOnly; SameSite=Lax"), "{cookie}");
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
+    }
+}

@@ -329,3 +329,48 @@ async fn a_tokens_limits_become_the_sessions_limits() {
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn a_configured_issuer_and_audience_are_required_not_only_checked() {
+    let server = start_with_config(
+        &format!(
+            "[jwt]\nhs256-secret = \"{SECRET}\"\nissuer = \"https://auth.example\"\n\
+             audience = \"halley\"\n"
+        ),
+        &[],
+    );
+    let browser = server.browser();
+    let with = |iss: Option<&str>, aud: Option<&str>| {
+        let mut claims = ada_claims();
+        if let Some(iss) = iss {
+            claims["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            claims["aud"] = json!(aud);
+        }
+        hs256(&claims)
+    };
+    let both = with(Some("https://auth.example"), Some("halley"));
+    assert_eq!(
+        handshake_with_token(&browser, &both).await["successful"],
+        true
+    );
+    let no_iss = with(None, Some("halley"));
+    assert_denied(
+        &handshake_with_token(&browser, &no_iss).await,
+        "403::handshake_denied",
+        "iss",
+    );
+    let no_aud = with(Some("https://auth.example"), None);
+    assert_denied(
+        &handshake_with_token(&browser, &no_aud).await,
+        "403::handshake_denied",
+        "aud",
+    );
+    let wrong_iss = with(Some("https://evil.example"), Some("halley"));
+    assert_denied(
+        &handshake_with_token(&browser, &wrong_iss).await,
+        "403::handshake_denied",
+        "issuer",
+    );
+}

@@ -10,13 +10,8 @@ use std::time::{Duration, Instant};
 use common::{connect, first_connect, handshake, held_in_browser, reply_with_id, within, Server};
 use serde_json::{json, Value};
 
-/// The admin listener's `http://ADDR`, from the server's start-up log.
 async fn admin_url(server: &Server) -> String {
-    server.logged("admin endpoints at http://").await;
-    let log = server.log();
-    let start = log.find("admin endpoints at ").unwrap() + "admin endpoints at ".len();
-    let rest = &log[start..];
-    rest[..rest.find(' ').unwrap()].to_owned()
+    server.admin_url().await
 }
 
 /// GET `url`: its status and body.
@@ -266,7 +261,12 @@ async fn sigint_stops_at_once_without_a_drain() {
 
 #[tokio::test]
 async fn json_logs_and_one_start_line_per_feature() {
-    let server = Server::start(&["--log-format", "json", "--api-keys", "k1,k2"]);
+    let server = Server::start(&[
+        "--log-format",
+        "json",
+        "--api-keys",
+        "key-one-0123456789,key-two-0123456789",
+    ]);
     server.logged("chat demo at /").await;
     let log = server.log();
     for line in log.lines() {
@@ -286,7 +286,7 @@ async fn json_logs_and_one_start_line_per_feature() {
     ] {
         assert!(log.contains(feature), "{feature:?} missing from\n{log}");
     }
-    assert!(!log.contains("k1"), "an API key was logged");
+    assert!(!log.contains("key-one"), "an API key was logged");
 }
 
 #[tokio::test]
@@ -416,5 +416,27 @@ async fn a_cluster_node_that_lost_redis_is_not_ready_and_counts_refused_publishe
     assert_eq!(
         sample(&text, "halley_publishes_total{origin=\"bayeux\"}"),
         0.0
+    );
+}
+
+#[tokio::test]
+async fn a_safety_limit_hit_is_counted_in_the_metrics() {
+    let server = Server::start(&["--max-channels-per-subscribe", "2"]);
+    let browser = server.browser();
+    let client_id = handshake(&browser).await;
+    let refused = common::send_one(
+        &browser,
+        &client_id,
+        "s",
+        "/meta/subscribe",
+        json!({"subscription": ["/a", "/b", "/c"]}),
+    )
+    .await;
+    assert_eq!(refused["successful"], false, "{refused}");
+    let admin = admin_url(&server).await;
+    let (_, text) = get(&format!("{admin}/metrics")).await;
+    assert!(
+        text.contains(r#"halley_limit_hits_total{limit="channels_per_subscribe"} 1"#),
+        "{text}"
     );
 }

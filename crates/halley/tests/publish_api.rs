@@ -8,6 +8,10 @@ use std::process::Command;
 use common::{start_with_config, within, Server};
 use serde_json::{json, Value};
 
+/// Keys are at least 16 characters (shorter ones stop the server).
+const KEY: &str = "test-api-key-0123456789";
+const OTHER_KEY: &str = "other-api-key-0123456789";
+
 /// `POST /api/publish` with `body` and an optional bearer `key`: status and JSON answer.
 async fn post(server: &Server, key: Option<&str>, body: &str) -> (u16, Value) {
     let mut request = reqwest::Client::new()
@@ -26,13 +30,13 @@ async fn post(server: &Server, key: Option<&str>, body: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_subscriber_receives_what_was_posted_byte_for_byte() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", KEY]);
     let (client, mut deliveries) = server.connected_client().await;
     client.subscribe("/stocks/AAPL").await.unwrap();
 
     let data = r#"{"price":187.25,"name":"Äpple","tags":[1,2.5e3,null]}"#;
     let body = format!(r#"{{"channel":"/stocks/AAPL","data":{data}}}"#);
-    let (status, answer) = post(&server, Some("k"), &body).await;
+    let (status, answer) = post(&server, Some(KEY), &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, json!([{"channel":"/stocks/AAPL","delivered":1}]));
     let delivery = within(30.0, "the posted message", deliveries.recv())
@@ -44,12 +48,12 @@ async fn a_subscriber_receives_what_was_posted_byte_for_byte() {
 
 #[tokio::test]
 async fn an_array_publishes_each_message_in_order() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", KEY]);
     let (client, mut deliveries) = server.connected_client().await;
     client.subscribe("/a").await.unwrap();
     let (_other, _) = server.connected_client().await;
     let body = r#"[{"channel":"/a","data":1},{"channel":"/nobody","data":2},{"channel":"/a","data":"three"}]"#;
-    let (status, answer) = post(&server, Some("k"), body).await;
+    let (status, answer) = post(&server, Some(KEY), body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer,
@@ -73,7 +77,7 @@ async fn an_array_publishes_each_message_in_order() {
 
 #[tokio::test]
 async fn without_the_right_key_the_answer_is_401() {
-    let server = Server::start(&["--api-key", "k", "--api-key", "other"]);
+    let server = Server::start(&["--api-key", KEY, "--api-key", OTHER_KEY]);
     let body = r#"{"channel":"/a","data":1}"#;
     let (status, answer) = post(&server, None, body).await;
     assert_eq!(status, 401);
@@ -82,9 +86,12 @@ async fn without_the_right_key_the_answer_is_401() {
         "{answer}"
     );
     assert_eq!(post(&server, Some("wrong"), body).await.0, 401);
-    assert_eq!(post(&server, Some("k2"), body).await.0, 401);
     assert_eq!(
-        post(&server, Some("other"), body).await.0,
+        post(&server, Some("test-api-key-012345678"), body).await.0,
+        401
+    );
+    assert_eq!(
+        post(&server, Some(OTHER_KEY), body).await.0,
         200,
         "a second key"
     );
@@ -92,7 +99,7 @@ async fn without_the_right_key_the_answer_is_401() {
 
 #[tokio::test]
 async fn invalid_requests_get_400_and_publish_nothing() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", KEY]);
     let (client, mut deliveries) = server.connected_client().await;
     client.subscribe("/a").await.unwrap();
     for (body, says) in [
@@ -106,13 +113,13 @@ async fn invalid_requests_get_400_and_publish_nothing() {
             "message 2: ",
         ),
     ] {
-        let (status, answer) = post(&server, Some("k"), body).await;
+        let (status, answer) = post(&server, Some(KEY), body).await;
         assert_eq!(status, 400, "{body}: {answer}");
         let error = answer["error"].as_str().unwrap();
         assert!(error.contains(says), "{body}: {error}");
     }
     // Nothing of the refused array went out: the next message is the first.
-    post(&server, Some("k"), r#"{"channel":"/a","data":"ok"}"#).await;
+    post(&server, Some(KEY), r#"{"channel":"/a","data":"ok"}"#).await;
     let first = within(30.0, "a message", deliveries.recv()).await.unwrap();
     assert_eq!(first.data_value(), json!("ok"));
 }
@@ -131,29 +138,53 @@ async fn without_a_configured_key_the_api_is_disabled() {
 
 #[tokio::test]
 async fn a_body_over_max_request_bytes_gets_413() {
-    let server = Server::start(&["--api-key", "k", "--max-request-bytes", "200"]);
+    let server = Server::start(&["--api-key", KEY, "--max-request-bytes", "200"]);
     let big = format!(r#"{{"channel":"/a","data":"{}"}}"#, "x".repeat(300));
-    let (status, answer) = post(&server, Some("k"), &big).await;
+    let (status, answer) = post(&server, Some(KEY), &big).await;
     assert_eq!(status, 413, "{answer}");
-    let (status, _) = post(&server, Some("k"), r#"{"channel":"/a","data":1}"#).await;
+    let (status, _) = post(&server, Some(KEY), r#"{"channel":"/a","data":1}"#).await;
     assert_eq!(status, 200, "a small one still passes");
 }
 
 #[tokio::test]
 async fn the_api_key_can_come_from_the_config_file() {
-    let server = start_with_config("api-keys = [\"from-file\"]\n", &[]);
-    let (status, _) = post(&server, Some("from-file"), r#"{"channel":"/a","data":1}"#).await;
+    let server = start_with_config("api-keys = [\"from-file-0123456789\"]\n", &[]);
+    let (status, _) = post(
+        &server,
+        Some("from-file-0123456789"),
+        r#"{"channel":"/a","data":1}"#,
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn halley_api_keys_takes_a_comma_separated_list() {
-    let server = Server::start_with_env("127.0.0.1:0", &[], &[("HALLEY_API_KEYS", "first,second")]);
+    let server = Server::start_with_env(
+        "127.0.0.1:0",
+        &[],
+        &[(
+            "HALLEY_API_KEYS",
+            "first-key-0123456789,second-key-0123456789",
+        )],
+    );
     let body = r#"{"channel":"/a","data":1}"#;
-    assert_eq!(post(&server, Some("first"), body).await.0, 200);
-    assert_eq!(post(&server, Some("second"), body).await.0, 200);
     assert_eq!(
-        post(&server, Some("first,second"), body).await.0,
+        post(&server, Some("first-key-0123456789"), body).await.0,
+        200
+    );
+    assert_eq!(
+        post(&server, Some("second-key-0123456789"), body).await.0,
+        200
+    );
+    assert_eq!(
+        post(
+            &server,
+            Some("first-key-0123456789,second-key-0123456789"),
+            body
+        )
+        .await
+        .0,
         401,
         "split, not one key"
     );
@@ -175,11 +206,11 @@ fn halley_publish_to(url: &str, key: &str, channel: &str, data: &str) -> std::pr
 
 #[tokio::test]
 async fn halley_publish_posts_and_prints_the_answer() {
-    let server = Server::start(&["--api-key", "k"]);
+    let server = Server::start(&["--api-key", KEY]);
     let (client, mut deliveries) = server.connected_client().await;
     client.subscribe("/x").await.unwrap();
 
-    let output = halley_publish(&server, "k", "/x", r#"{"a":1}"#);
+    let output = halley_publish(&server, KEY, "/x", r#"{"a":1}"#);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
@@ -196,11 +227,11 @@ async fn halley_publish_posts_and_prints_the_answer() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("401"), "{stderr}");
 
-    let bad = halley_publish(&server, "k", "/meta/x", "1");
+    let bad = halley_publish(&server, KEY, "/meta/x", "1");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
 
-    let not_json = halley_publish(&server, "k", "/x", "{oops");
+    let not_json = halley_publish(&server, KEY, "/x", "{oops");
     assert!(!not_json.status.success());
     assert!(String::from_utf8_lossy(&not_json.stderr).contains("--data is not JSON"));
 }
@@ -210,13 +241,87 @@ async fn halley_publish_posts_and_prints_the_answer() {
 /// command fails and says what `--url` should be.
 #[tokio::test]
 async fn halley_publish_to_the_bayeux_endpoint_fails_and_says_why() {
-    let server = Server::start(&["--api-key", "k"]);
-    let output = halley_publish_to(&server.url, "k", "/x", "1");
+    let server = Server::start(&["--api-key", KEY]);
+    let output = halley_publish_to(&server.url, KEY, "/x", "1");
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("base URL"), "{stderr}");
     assert!(
         output.stdout.is_empty(),
         "nothing printed as if it had worked"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start(&["--api-key", KEY]);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/publish", server.origin))
+            .header("content-type", "application/json")
+            .header("authorization", format!("{scheme} {KEY}"))
+            .body(r#"{"channel":"/a","data":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{scheme}");
+    }
+    let basic = reqwest::Client::new()
+        .post(format!("{}/api/publish", server.origin))
+        .header("authorization", format!("Basic {KEY}"))
+        .body(r#"{"channel":"/a","data":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 401, "another scheme is not a key");
+}
+
+#[tokio::test]
+async fn an_address_guessing_keys_is_refused_for_a_while() {
+    // 0.01 a second: no attempt comes back during the test.
+    let server = Server::start(&["--api-key", KEY, "--api-key-failures-per-ip", "0.01"]);
+    let body = r#"{"channel":"/a","data":1}"#;
+    for guess in 0..10 {
+        let (status, _) = post(&server, Some(&format!("guess-{guess}")), body).await;
+        assert_eq!(status, 401, "attempt {guess}: the burst");
+    }
+    let (status, answer) = post(&server, Some(KEY), body).await;
+    assert_eq!(
+        status, 429,
+        "even the right key, from this address: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed"),
+        "{answer}"
+    );
+    server.logged("api-key-failures-per-ip").await;
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{}/api/publish", server.origin))
+        .header("content-type", "application/json")
+        .bearer_auth(KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+}
+
+#[test]
+fn a_short_api_key_stops_the_server_with_the_reason() {
+    let stderr = common::refused_config("api-keys = [\"long-enough-key-0123\", \"short\"]\n");
+    assert!(
+        stderr.contains("key 2 of 2 is shorter than 16 characters"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("short\""),
+        "the key itself is not shown: {stderr}"
     );
 }

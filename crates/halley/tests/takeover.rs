@@ -16,7 +16,7 @@ fn node(redis: &Redis, id: &str) -> Server {
         "--node-id",
         id,
         "--api-key",
-        "k",
+        "takeover-test-api-key",
         // A held connect with nothing to deliver returns within a second.
         "--timeout",
         "1000",
@@ -113,7 +113,7 @@ impl Browser {
 async fn api_publish(node: &Server, data: Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/api/publish", node.origin))
-        .bearer_auth("k")
+        .bearer_auth("takeover-test-api-key")
         .header("content-type", "application/json")
         .body(json!({ "channel": "/chat/room", "data": data }).to_string())
         .send()
@@ -162,6 +162,17 @@ async fn long_polling_without_sticky_sessions_every_request_on_the_next_node() {
     // The same clientId all along, and one more round finds nothing new.
     let (_, data) = browser.connect(&nodes[turn % 3], &client_id, None).await;
     assert!(data.is_empty(), "nothing twice: {data:?}");
+    // Every request on another node than the last one was a takeover from
+    // a live owner, which let go.
+    let mut released = 0.0;
+    for node in &nodes {
+        released += node.metric("halley_takeovers_total").await;
+        assert!(node.metric("halley_takeover_seconds_count").await > 0.0);
+    }
+    assert!(
+        released >= (turn - 1) as f64,
+        "{released} takeovers for {turn} requests"
+    );
 }
 
 #[tokio::test]

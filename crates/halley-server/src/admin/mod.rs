@@ -91,6 +91,7 @@ fn route<B>(
             let metrics = metrics();
             metrics.sessions.set(node.sessions().len() as i64);
             metrics.broker_up.set(i64::from(node.broker().available()));
+            metrics.set_limit_hits(&node.limits().counts());
             text(StatusCode::OK, METRICS_TYPE, metrics.encode())
         }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),

@@ -25,7 +25,7 @@ pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What another node needs to serve a session on: everything but the
 /// deliveries themselves, which the log has.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
     #[serde(rename = "id")]
     pub client_id: String,
@@ -40,14 +40,16 @@ pub struct SessionRecord {
     pub user: Option<String>,
     #[serde(default)]
     pub limits: SessionLimits,
-    /// The Metadata Adapter attached state to the grant (e.g. a token's
-    /// channel patterns), which cannot travel: such a session is not taken
-    /// over, its client handshakes again (and presents its token again).
-    #[serde(default)]
-    pub attached: bool,
     /// The ack extension is on.
     #[serde(default)]
     pub ack: bool,
+    /// Whether another node may take it over: not when a cookie-less
+    /// client uses it over one WebSocket it is bound to (unless
+    /// `trust-client-session`: nothing but its clientId would vouch for the
+    /// new connection), nor when its grant has an attachment. Checked by
+    /// the claim itself, so asking cannot disturb the session's owner.
+    #[serde(default = "movable")]
+    pub movable: bool,
     /// The patterns it subscribed to.
     #[serde(default)]
     pub subscriptions: Vec<String>,
@@ -55,6 +57,10 @@ pub struct SessionRecord {
     /// acknowledged with acks).
     #[serde(default)]
     pub has_through: u64,
+}
+
+fn movable() -> bool {
+    true
 }
 
 /// A publication read back from the log.

@@ -24,6 +24,9 @@ pub mod tables;
 pub use settings::{setting, settings, AdminListen, Config, LogFormat, Setting, Shape, Shown};
 pub use tables::{ChannelHistory, ChannelLazy, ChannelOverflow, ChannelQos, RemoteAdapterConfig};
 
+/// The shortest API key accepted: shorter ones can be guessed.
+pub const MIN_API_KEY_CHARS: usize = 16;
+
 impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout)
@@ -156,6 +159,19 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             return Err("max-request-bytes must be at least 1".into());
+        }
+        // Short keys can be guessed, even at api-key-failures-per-ip.
+        if let Some(short) = self
+            .api_keys
+            .iter()
+            .position(|key| key.chars().count() < MIN_API_KEY_CHARS)
+        {
+            return Err(format!(
+                "api-keys: key {} of {} is shorter than {MIN_API_KEY_CHARS} characters; \
+                 use a long random one (e.g. `openssl rand -hex 16`)",
+                short + 1,
+                self.api_keys.len()
+            ));
         }
         for rule in &self.overflow {
             halley_protocol::ChannelPattern::parse(&rule.pattern)

@@ -568,6 +568,36 @@ settings! {
         max_request_bytes: usize = 1024 * 1024, "BYTES";
         /// Most messages accepted in one request (more: HTTP 413).
         max_batch_messages: usize = 1_000, "N";
+        /// Milliseconds a connection may take to send a request's headers,
+        /// counted from when it waits for one: also how long a keep-alive
+        /// connection may sit idle between requests (a held long poll is
+        /// bounded by `timeout` instead). Closed when exceeded.
+        header_read_timeout: u64 = 30_000, "MS";
+        /// Most connections open at once (beyond: closed at once); keep it
+        /// below the open-file limit (`ulimit -n`), which adapters, Redis
+        /// and logs share.
+        max_connections: usize = 19_000, "N";
+        /// Most connections open at once from one client IP (an IPv6 /64);
+        /// a NAT puts many users behind one address. Load tests from one
+        /// machine raise it.
+        max_connections_per_ip: usize = 1_000, "N";
+        /// Handshakes per second from one client IP (an IPv6 /64), with
+        /// bursts of as many; beyond it 429::handshake_rate_exceeded with
+        /// advice to retry later (0: unlimited).
+        handshake_rate_per_ip: f64 = 50.0, "N";
+        /// Most sessions on this node; a handshake beyond it is refused
+        /// with 503::sessions_exhausted and advice to retry later.
+        max_sessions: usize = 100_000, "N";
+        /// Most channels in one /meta/subscribe (beyond: 400::too_many_channels).
+        max_channels_per_subscribe: usize = 128, "N";
+        /// Most subscriptions one session may hold (beyond:
+        /// 403::too_many_subscriptions).
+        max_subscriptions_per_session: usize = 1_024, "N";
+        /// Deepest nesting of arrays and objects in a client's published
+        /// data (deeper: 400::data_too_deep).
+        max_data_depth: usize = 64, "N";
+        /// Most members of one /service/presence room (beyond: 400::room_full).
+        max_room_members: usize = 10_000, "N";
         /// Most deliveries queued for one session; a delivery beyond it is
         /// handled by the overflow policy (overflow-policy, `[[overflow]]`).
         max_queue: usize = 10_000, "N";
@@ -590,8 +620,15 @@ settings! {
         sweep_period: u64 = 1_000, "MS";
         /// Accept a clientId without the BAYEUX_BROWSER cookie it was issued with.
         trust_client_session: bool = false, "BOOL";
+        /// Mark the BAYEUX_BROWSER cookie `Secure` (sent over HTTPS only): set
+        /// it when clients reach Halley through TLS (a proxy in front).
+        cookie_secure: bool = false, "BOOL";
         /// Offer callback-polling (JSONP) to clients.
         callback_polling: bool = true, "BOOL";
+        /// Origins (`https://app.example`) whose pages may open a WebSocket
+        /// or use callback-polling, besides the server's own; `*` allows any.
+        /// Requests without an Origin (non-browser clients) are allowed.
+        allowed_origins: Vec<String> = Vec::new(), "ORIGIN", unset = "the server's own origin only";
         /// Offer WebSocket to clients, on the Bayeux path (false: long-polling only).
         websocket: bool = true, "BOOL";
         /// Milliseconds a WebSocket may stay silent (no frame, no pong)
@@ -603,6 +640,10 @@ settings! {
         #[serde(alias = "api-key")]
         api_keys: Vec<String> = Vec::new(), "KEY", secret = true, aliases = &["api-key"],
             unset = "none, the API is off";
+        /// Failed API-key attempts a second from one client IP, after a
+        /// burst of 10; beyond it every attempt from that address gets
+        /// HTTP 429 until its rate allows again (0: unlimited).
+        api_key_failures_per_ip: f64 = 1.0, "N";
         /// Most sessions one authenticated user may hold at once (users come
         /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";

@@ -88,6 +88,10 @@ pub struct RemoteAdapterConfig {
     /// adapter's snapshot) and given first to each new subscriber.
     #[serde(default = "RemoteAdapterConfig::default_snapshot_length")]
     pub snapshot_length: usize,
+    /// What the adapter's hello must carry as `secret` (none: any hello is
+    /// accepted, which is safe on loopback only; Halley warns otherwise).
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 impl RemoteAdapterConfig {

@@ -1,6 +1,7 @@
 //! The in-process history store: a bounded deque per channel.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -10,6 +11,10 @@ use super::{Entry, HistoryStore, Replay, Retention};
 #[derive(Default)]
 pub struct MemoryHistory {
     channels: DashMap<Box<str>, Mutex<ChannelLog>>,
+    /// The highest last id of any forgotten channel: a channel starts its
+    /// ids above it, so one forgotten and published on again never reuses
+    /// an id a client may have seen.
+    forgotten_up_to: AtomicU64,
 }
 
 #[derive(Default)]
@@ -55,7 +60,12 @@ impl HistoryStore for MemoryHistory {
         now_ms: u64,
     ) -> Replay {
         let Some(log) = self.channels.get(channel) else {
-            return Replay::default();
+            // Perhaps forgotten since the client's last id: say so.
+            let forgotten = self.forgotten_up_to.load(Ordering::Relaxed);
+            return Replay {
+                deliveries: Vec::new(),
+                gap: after.is_some_and(|after| after < forgotten),
+            };
         };
         let mut log = log.lock();
         log.trim(retention, now_ms);
@@ -76,9 +86,28 @@ impl HistoryStore for MemoryHistory {
     }
 
     fn last_id(&self, channel: &str) -> u64 {
-        self.channels
-            .get(channel)
-            .map_or(0, |log| log.lock().last_id)
+        self.channels.get(channel).map_or_else(
+            || self.forgotten_up_to.load(Ordering::Relaxed),
+            |log| log.lock().last_id,
+        )
+    }
+
+    fn forget_if_stale(&self, channel: &str, max_age_ms: u64, now_ms: u64) -> bool {
+        let removed = self.channels.remove_if(channel, |_, log| {
+            let log = log.lock();
+            log.entries
+                .back()
+                .is_none_or(|newest| now_ms.saturating_sub(newest.at_ms) > max_age_ms)
+        });
+        let Some((_, log)) = removed else {
+            // Not retained here at all (a sequencer made by a replaying
+            // subscribe on a channel never published on): nothing to keep.
+            return !self.channels.contains_key(channel);
+        };
+        self.forgotten_up_to
+            .fetch_max(log.into_inner().last_id, Ordering::Relaxed);
+        super::shrink_if_sparse(&self.channels);
+        true
     }
 }
 
@@ -147,5 +176,22 @@ mod tests {
         let later = store.after("/c", Some(0), minute, 200_000);
         assert!(later.deliveries.is_empty());
         assert!(later.gap, "both are gone");
+    }
+
+    #[test]
+    fn a_stale_channel_is_forgotten_whole_and_its_ids_go_on() {
+        let store = MemoryHistory::default();
+        let second = Retention {
+            max_messages: None,
+            max_age_ms: Some(1_000),
+        };
+        store.append("/c", entry(7, 0), second);
+        assert!(!store.forget_if_stale("/c", 1_000, 1_000), "not older yet");
+        assert!(store.forget_if_stale("/c", 1_000, 1_001));
+        assert!(store.channels.is_empty());
+        assert_eq!(store.last_id("/c"), 7, "the next id is 8, never 1 again");
+        assert!(store.after("/c", Some(5), second, 1_001).gap);
+        assert!(!store.after("/c", Some(7), second, 1_001).gap);
+        assert!(store.forget_if_stale("/never", 1_000, 0));
     }
 }

@@ -15,6 +15,13 @@
 //! replaying subscribes take turns on one lock per channel (its
 //! [`Sequencers`]), so each message is either replayed or delivered live.
 //!
+//! A channel whose newest message is older than its `max-age-ms` is
+//! forgotten whole, its retained messages and its sequencer
+//! ([`forget_stale`], run by the sweeper): otherwise every channel ever
+//! published on would hold memory forever. Its ids go on from where they
+//! were (the store remembers the highest id it forgot), so a client's
+//! last-seen id never looks newer than a later message.
+//!
 //! Storage is behind [`HistoryStore`] so a cluster can keep it elsewhere
 //! (Redis Streams); [`memory::MemoryHistory`] is the in-process default.
 
@@ -24,6 +31,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use halley_protocol::ChannelName;
 use parking_lot::Mutex;
 use serde::Deserialize;
 
@@ -64,8 +72,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn after(&self, channel: &str, after: Option<u64>, retention: Retention, now_ms: u64)
         -> Replay;
 
-    /// The id of the newest message ever published on `channel` (0: none).
+    /// The id of the newest message ever published on `channel` (0: none;
+    /// for a forgotten channel, at least its last id before).
     fn last_id(&self, channel: &str) -> u64;
+
+    /// Forgets `channel` whole if nothing it retains is younger than
+    /// `max_age_ms`; returns whether it did.
+    fn forget_if_stale(&self, channel: &str, max_age_ms: u64, now_ms: u64) -> bool;
 }
 
 /// The per-channel lock publishes and replaying subscribes take turns on,
@@ -76,12 +89,60 @@ pub struct Sequencers {
 }
 
 impl Sequencers {
+    /// Channels with a sequencer now.
+    pub fn len(&self) -> usize {
+        self.by_channel.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_channel.is_empty()
+    }
+
     /// The sequencer of `channel`, created on first use from the store's last id.
     pub fn of(&self, channel: &str, store: &dyn HistoryStore) -> Arc<Mutex<u64>> {
         self.by_channel
             .entry(channel.into())
             .or_insert_with(|| Arc::new(Mutex::new(store.last_id(channel))))
             .clone()
+    }
+}
+
+/// Forgets every channel with a `max-age-ms` whose newest message is older
+/// than that (and the sequencers of channels that never had one); returns
+/// how many. A channel whose sequencer is held (a publish or a replay under
+/// way) is left for the next sweep.
+pub fn forget_stale(
+    store: &dyn HistoryStore,
+    sequencers: &Sequencers,
+    retention: impl Fn(&ChannelName) -> Option<Retention>,
+    now_ms: u64,
+) -> usize {
+    let mut forgotten = 0;
+    sequencers.by_channel.retain(|channel, sequencer| {
+        let max_age = ChannelName::parse(channel)
+            .ok()
+            .and_then(|name| retention(&name))
+            .and_then(|retention| retention.max_age_ms);
+        let Some(max_age) = max_age else {
+            return true;
+        };
+        let Some(_turn) = sequencer.try_lock() else {
+            return true;
+        };
+        let stale = store.forget_if_stale(channel, max_age, now_ms);
+        forgotten += usize::from(stale);
+        !stale
+    });
+    shrink_if_sparse(&sequencers.by_channel);
+    forgotten
+}
+
+/// Shrinks `map` once it holds less than a quarter of its capacity (a hash
+/// map keeps its largest capacity otherwise, so the memory of many
+/// forgotten channels would stay).
+pub(crate) fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &DashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
     }
 }
 

@@ -1,7 +1,9 @@
 //! `/meta/handshake`: version check, connection-type negotiation, the
-//! Metadata Adapter's verdict (who the user is, or a denial) and the
-//! per-user session cap, then a new session with a fresh clientId bound to
-//! the requesting browser.
+//! limits that keep a flood of handshakes from filling the node (a rate
+//! per client IP, a cap on sessions: both refused with advice to retry
+//! later, spread out), the Metadata Adapter's verdict (who the user is, or
+//! a denial) and the per-user session cap, then a new session with a fresh
+//! clientId bound to the requesting browser.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::exchange::Exchange;
 use crate::metadata::{explain, Denial, HandshakeRequest};
 use crate::node::Node;
 use crate::state::grant::Grant;
+use crate::state::limits::Limit;
 use crate::state::session::Session;
 
 /// How long a client refused without a verdict (the Metadata Adapter could
@@ -18,6 +21,11 @@ use crate::state::session::Session;
 /// handshaking again, in ms: long enough not to hammer a backend that is
 /// down, short enough to come back soon after it does.
 const RETRY_AFTER_TRANSIENT_DENIAL_MS: i64 = 2_000;
+
+/// How long a client refused by a limit (rate, session cap) waits before
+/// handshaking again, in ms: a random wait in this range, so the clients
+/// of a reconnect storm come back spread out rather than all at once.
+const RETRY_AFTER_LIMIT_MS: std::ops::Range<i64> = 1_000..5_000;
 
 /// The connection types this server offers, in preference order.
 pub fn offered_connection_types(node: &Node) -> Vec<&'static str> {
@@ -77,6 +85,38 @@ pub async fn handle(
         return (deny(reply, BayeuxError::CONNECTION_TYPE_UNSUPPORTED), None);
     }
 
+    // Before the Metadata Adapter: a flood must not reach its backend.
+    let refused_by = if !node
+        .handshake_rate()
+        .try_take(exchange.origin.peer, tokio::time::Instant::now())
+    {
+        Some((Limit::HandshakeRate, BayeuxError::HANDSHAKE_RATE_EXCEEDED))
+    } else if node.sessions().len() >= config.max_sessions {
+        Some((Limit::Sessions, BayeuxError::SESSIONS_EXHAUSTED))
+    } else {
+        None
+    };
+    if let Some((limit, error)) = refused_by {
+        let peer = exchange
+            .origin
+            .peer
+            .map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        node.limits().hit(limit, || match limit {
+            Limit::Sessions => format!(
+                "max-sessions ({}) reached; handshake refused",
+                config.max_sessions
+            ),
+            _ => format!(
+                "handshakes from {peer:?} over handshake-rate-per-ip ({}/s); refused",
+                config.handshake_rate_per_ip
+            ),
+        });
+        let mut reply = deny(reply, error);
+        let wait = rand::random_range(RETRY_AFTER_LIMIT_MS);
+        reply.advice = Some(Advice::retry(wait, config.timeout as i64));
+        return (reply, None);
+    }
+
     // Who is this? The Metadata Adapter (if any) authenticates and names the user.
     let grant = match node.metadata_adapter() {
         Some(metadata) => {
@@ -121,6 +161,7 @@ pub async fn handle(
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
     let session = node.sessions().create(browser_id.as_deref(), strict);
+
     // Without an adapter every session is anonymous: the grant stays unset
     // (embedders and tests may still set one).
     if let Some(metadata) = node.metadata_adapter() {

@@ -117,7 +117,17 @@ impl JwtAdapter {
         }
         let validation = |algorithm| {
             let mut validation = Validation::new(algorithm);
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            // A configured issuer or audience is required, not merely
+            // checked when present: jsonwebtoken skips the check of a claim
+            // the token leaves out unless it is listed here.
+            let mut required = vec!["exp", "sub"];
+            if config.issuer.is_some() {
+                required.push("iss");
+            }
+            if config.audience.is_some() {
+                required.push("aud");
+            }
+            validation.set_required_spec_claims(&required);
             validation.validate_nbf = true;
             validation.leeway = config.leeway_s.unwrap_or(30);
             if let Some(issuer) = &config.issuer {

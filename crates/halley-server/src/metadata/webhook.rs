@@ -111,6 +111,9 @@ pub struct WebhookAdapter {
     http: reqwest::Client,
     /// `None` when `cache-ms` is 0.
     cache: Option<moka::future::Cache<String, Arc<Answer>>>,
+    /// While the backend is down every handshake fails the same way:
+    /// one warning per few seconds, with the count of the others.
+    failures_log: crate::state::log_throttle::LogThrottle,
 }
 
 #[cfg(feature = "webhook")]
@@ -141,6 +144,7 @@ impl WebhookAdapter {
             config: config.clone(),
             http,
             cache,
+            failures_log: Default::default(),
         })
     }
 
@@ -190,7 +194,9 @@ impl WebhookAdapter {
 
     /// Turns a failure into the configured default.
     fn on_failure<T>(&self, action: Action, error: String, allowed: T) -> Result<T, Denial> {
-        tracing::warn!(url = %self.config.url, action = action.as_str(), %error, fail_open = self.config.fail_open, "authorization backend failed");
+        if let Some(suppressed) = self.failures_log.allow(tokio::time::Instant::now()) {
+            tracing::warn!(url = %self.config.url, action = action.as_str(), %error, fail_open = self.config.fail_open, suppressed, "authorization backend failed");
+        }
         if self.config.fail_open {
             Ok(allowed)
         } else {

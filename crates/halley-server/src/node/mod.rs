@@ -49,7 +49,9 @@ use crate::metadata::MetadataAdapter;
 use crate::qos::ThrottledPublish;
 use crate::rules::ChannelRules;
 use crate::shutdown::Shutdown;
+use crate::state::limits::Limits;
 use crate::state::listeners::{SessionEnd, SessionListeners};
+use crate::state::per_ip_rate::PerIpRate;
 use crate::state::session::Session;
 use crate::state::sessions::Sessions;
 use crate::state::subscriptions::{Subscribed, Subscriptions, Unsubscribed};
@@ -57,6 +59,9 @@ use crate::state::throttle::{Limit, Offered, Release};
 
 pub use data_adapters::{DataAdapter, DataAdapters};
 pub use services::{ServiceError, ServiceRequest, Services};
+
+/// Failed API-key attempts one address may make at once, after a pause.
+const API_KEY_FAILURE_BURST: f64 = 10.0;
 
 pub struct Node {
     config: Config,
@@ -77,6 +82,12 @@ pub struct Node {
     metadata: std::sync::OnceLock<Arc<dyn MetadataAdapter>>,
     /// Sessions per authenticated user (`max-sessions-per-user`).
     user_sessions: UserSessions,
+    /// What clients hit of the node's limits (counters, bounded warnings).
+    limits: Limits,
+    /// Handshakes per client IP (`handshake-rate-per-ip`).
+    handshake_rate: PerIpRate,
+    /// Failed API-key attempts per client IP (`api-key-failures-per-ip`).
+    api_key_failures: PerIpRate,
     /// The extensions every message and reply passes through (ack,
     /// timesync, replay, and any the embedding application adds).
     extensions: Extensions,
@@ -108,6 +119,11 @@ impl Node {
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
         Arc::new_cyclic(|me| Node {
+            handshake_rate: PerIpRate::new(
+                config.handshake_rate_per_ip,
+                config.handshake_rate_per_ip,
+            ),
+            api_key_failures: PerIpRate::new(config.api_key_failures_per_ip, API_KEY_FAILURE_BURST),
             config,
             sessions,
             data_adapters: DataAdapters::new(subscriptions.clone()),
@@ -120,6 +136,7 @@ impl Node {
             rules,
             metadata: std::sync::OnceLock::new(),
             user_sessions,
+            limits: Limits::default(),
             extensions: Extensions::with_builtins(),
             broker,
             adopting: dashmap::DashMap::new(),
@@ -191,6 +208,26 @@ impl Node {
     /// Sessions per authenticated user, and the cap on them.
     pub fn user_sessions(&self) -> &UserSessions {
         &self.user_sessions
+    }
+
+    /// The limits clients hit, counted (see [`crate::state::limits`]).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Channels whose history (sequencer) this node holds now.
+    pub fn history_channels(&self) -> usize {
+        self.sequencers.len()
+    }
+
+    /// Handshakes per client IP.
+    pub fn handshake_rate(&self) -> &PerIpRate {
+        &self.handshake_rate
+    }
+
+    /// Failed API-key attempts per client IP.
+    pub fn api_key_failures(&self) -> &PerIpRate {
+        &self.api_key_failures
     }
 
     pub fn shutdown(&self) -> &Shutdown {
@@ -486,6 +523,19 @@ impl Node {
             self.config.sweep_period(),
             self.shutdown.wait(),
             |session| self.remove_session(session, SessionEnd::Expired),
+            || {
+                let now = Instant::now();
+                self.handshake_rate.prune(now);
+                self.api_key_failures.prune(now);
+                self.sessions.shrink_if_sparse();
+                self.subscriptions.shrink_if_sparse();
+                crate::history::forget_stale(
+                    self.history.as_ref(),
+                    &self.sequencers,
+                    |channel| self.rules.retention(channel),
+                    self.sessions.now_ms(),
+                );
+            },
         )
         .await
     }

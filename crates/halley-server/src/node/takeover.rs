@@ -23,6 +23,7 @@ use halley_protocol::ChannelPattern;
 
 use super::Node;
 use crate::broker::directory::{Directory, SessionRecord};
+use crate::metrics::Takeover;
 use crate::state::grant::Grant;
 use crate::state::listeners::SessionEnd;
 use crate::state::session::{batch_offset, Session};
@@ -45,8 +46,11 @@ impl Node {
             strict: session.is_bound_strictly(),
             user: grant.user().map(str::to_owned),
             limits: grant.limits.clone(),
-            attached: grant.attachment.is_some(),
             ack: session.ack_enabled(),
+            // What the Metadata Adapter attached (a token's channels)
+            // cannot travel: that client handshakes again, with its token.
+            movable: grant.attachment.is_none()
+                && (session.bound_socket() == 0 || self.config.trust_client_session),
             subscriptions: session.subscription_patterns(),
             has_through: session.has_through(),
         }
@@ -83,7 +87,19 @@ impl Node {
             let _turn = turn.lock().await;
             match self.sessions.get(client_id) {
                 Some(session) => Some(session),
-                None => self.take_over(directory, client_id, acknowledged).await,
+                None => {
+                    let started = std::time::Instant::now();
+                    let (session, outcome) =
+                        self.take_over(directory, client_id, acknowledged).await;
+                    let metrics = crate::metrics::metrics();
+                    metrics.takeovers.get(outcome).inc();
+                    if session.is_some() {
+                        metrics
+                            .takeover_latency
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    session
+                }
             }
         };
         self.adopting
@@ -96,26 +112,23 @@ impl Node {
         directory: &dyn Directory,
         client_id: &str,
         acknowledged: Option<u64>,
-    ) -> Option<Arc<Session>> {
+    ) -> (Option<Arc<Session>>, Takeover) {
         let claimed = match directory.claim(client_id).await {
             Ok(Some(claimed)) => claimed,
-            Ok(None) => return None,
+            Ok(None) => return (None, Takeover::Unknown),
             Err(error) => {
                 tracing::warn!(client_id, %error, "cannot take a session over");
-                return None;
+                return (None, Takeover::Failed);
             }
         };
         let record = claimed.record;
-        if record.attached {
-            // What the Metadata Adapter attached (a token's channels) did
-            // not travel: the client handshakes again, with its token.
-            tracing::debug!(client_id, "not taken over: its grant has an attachment");
-            directory.forget(client_id);
-            return None;
-        }
-        let session =
+        let Some(session) =
             self.sessions
-                .adopt(client_id, record.browser.as_deref(), record.strict, |_| {})?;
+                .adopt(client_id, record.browser.as_deref(), record.strict, |_| {})
+        else {
+            // Registered meanwhile by someone else on this node.
+            return (self.sessions.get(client_id), Takeover::Released);
+        };
         self.sessions.set_grant(
             &session,
             Grant {
@@ -172,7 +185,7 @@ impl Node {
         });
         if !fitted {
             self.remove_session(&session, SessionEnd::Overflowed);
-            return None;
+            return (None, Takeover::Unknown);
         }
         tracing::debug!(
             client_id,
@@ -182,7 +195,12 @@ impl Node {
             "session taken over"
         );
         self.store_session(&session).await;
-        Some(session)
+        let outcome = if claimed.released {
+            Takeover::Released
+        } else {
+            Takeover::Presumed
+        };
+        (Some(session), outcome)
     }
 
     /// Lets go of `client_id` for the node that took it over: its record

@@ -4,7 +4,9 @@
 //! registered for the exact channel, calls it with the request's `data`, and
 //! replies to the sender alone, on the same channel and with the same `id`:
 //! `{"channel":"/service/echo","id":"7","successful":true,"data":...}`.
-//! That is the shape CometD's `remoteCall` expects.
+//! That is the shape CometD's `remoteCall` expects. A call counts against
+//! the session's `max-publish-rate`, as a publish does
+//! (`429::publish_rate_exceeded` beyond it).
 //!
 //! Register a handler with [`Services::register`]:
 //!
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use halley_protocol::{BayeuxError, ChannelName, Message, Reply};
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 use crate::node::Node;
 use crate::state::session::Session;
@@ -33,12 +36,21 @@ pub use crate::node::services::{ServiceError, ServiceRequest, Services};
 pub(crate) async fn handle(node: &Node, message: Message, session: &Arc<Session>) -> Reply {
     let channel = message.channel.clone().unwrap_or_default();
     let reply = Reply::to(channel.clone(), message.id);
+    // A call costs the server what a publish does, or more (a presence
+    // join broadcasts): it counts against the same rate.
+    if !crate::qos::allow_publish(node.config().max_publish_rate, session, Instant::now()) {
+        crate::publish::rate_exceeded(node, session);
+        return reply.failure(BayeuxError::PUBLISH_RATE_EXCEEDED);
+    }
     let Ok(name) = ChannelName::parse(&channel) else {
         return reply.failure(BayeuxError::CHANNEL_INVALID);
     };
     let data = message
         .data
         .unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON"));
+    if crate::publish::too_deep(node, &data, session) {
+        return reply.failure(BayeuxError::DATA_TOO_DEEP);
+    }
     if let Some(metadata) = node.metadata_adapter() {
         if let Err(denial) = metadata.publish(session, &name, &data).await {
             let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);

@@ -12,9 +12,15 @@
 //!
 //! | request | reply |
 //! |---|---|
-//! | `{"action":"join","room":"lobby","name":"ada"}` | `{"room":"lobby","you":"<member id>","members":[{"id":"..","name":"ada"}, ...]}` |
+//! | `{"action":"join","room":"lobby","name":"ada"}` | `{"room":"lobby","you":"<member id>","members":[{"id":"..","name":"ada"}, ...],"count":1}` |
 //! | `{"action":"leave","room":"lobby"}` | `{"room":"lobby","left":true}` (`false`: was not a member) |
-//! | `{"action":"list","room":"lobby"}` | `{"room":"lobby","members":[...]}` |
+//! | `{"action":"list","room":"lobby","offset":0}` | `{"room":"lobby","members":[...],"count":1}` |
+//!
+//! `members` is one page: at most [`PAGE`] members, by name, from `offset`
+//! (0 when absent; a join always gives the first page); `count` is the
+//! room's size, and `"more": true` says a `list` with a higher `offset`
+//! has the rest. A reply never carries a whole large room, so a batch of
+//! joins cannot make the server write the room over and over.
 //!
 //! Every change is broadcast on `/presence/<room>`:
 //!
@@ -31,14 +37,18 @@
 //! Rules and limits:
 //! - a room is one channel segment (letters, digits, `- _ ! ~ ( ) $ @`) of at
 //!   most 64 bytes; a name is 1 to 40 characters after trimming, without
-//!   control characters; a session is in at most 16 rooms;
+//!   control characters; a session is in at most 16 rooms; a room holds at
+//!   most `max-room-members` members (a join beyond it: `400::room_full`);
+//! - a call counts against the session's `max-publish-rate`, as a publish
+//!   does (see [`crate::service`]);
 //! - member ids are random and public; the clientId never leaves the server
 //!   (knowing one is half of what it takes to read a session's messages);
 //! - several sessions may use one name (two tabs of one person); joining
 //!   again from the same session keeps the member id, and a new name is
 //!   broadcast as a `join`;
 //! - errors are replies: `400::room_invalid`, `400::name_invalid`,
-//!   `400::action_unknown`, `400::request_invalid`, `400::too_many_rooms`.
+//!   `400::action_unknown`, `400::request_invalid`, `400::too_many_rooms`,
+//!   `400::room_full`.
 //!
 //! The membership lives in this process: with a cluster broker it will have
 //! to move to shared state. Until Halley has a publish policy, any client may
@@ -55,6 +65,7 @@ use serde_json::{json, Value};
 
 use crate::node::services::{ServiceError, ServiceRequest};
 use crate::node::Node;
+use crate::state::limits::Limit;
 use crate::state::listeners::{SessionEnd, SessionListener};
 use crate::state::session::Session;
 use crate::state::sessions::new_random_id;
@@ -66,12 +77,17 @@ pub const EVENTS_PREFIX: &str = "/presence/";
 const MAX_ROOM_BYTES: usize = 64;
 const MAX_NAME_CHARS: usize = 40;
 const MAX_ROOMS_PER_SESSION: usize = 16;
+/// Most members in one reply.
+pub const PAGE: usize = 100;
 
 /// Registers the service on `node` and subscribes it to session ends.
 pub fn register(node: &Arc<Node>) {
     let presence = Arc::new(Presence {
         node: Arc::downgrade(node),
-        rooms: Mutex::new(Rooms::default()),
+        rooms: Mutex::new(Rooms {
+            max_members: node.config().max_room_members,
+            ..Rooms::default()
+        }),
     });
     node.session_listeners().add(presence.clone());
     node.services()
@@ -84,15 +100,26 @@ pub fn register(node: &Arc<Node>) {
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 enum Request {
-    Join { room: String, name: String },
-    Leave { room: String },
-    List { room: String },
+    Join {
+        room: String,
+        name: String,
+    },
+    Leave {
+        room: String,
+    },
+    List {
+        room: String,
+        #[serde(default)]
+        offset: usize,
+    },
 }
 
 impl Request {
     fn room(&self) -> &str {
         match self {
-            Request::Join { room, .. } | Request::Leave { room } | Request::List { room } => room,
+            Request::Join { room, .. } | Request::Leave { room } | Request::List { room, .. } => {
+                room
+            }
         }
     }
 }
@@ -103,8 +130,17 @@ pub struct Presence {
     rooms: Mutex<Rooms>,
 }
 
+/// Why a join was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    TooManyRooms,
+    RoomFull,
+}
+
 #[derive(Default)]
 struct Rooms {
+    /// Most members of one room (`max-room-members`).
+    max_members: usize,
     /// room -> member id -> name.
     members: HashMap<String, BTreeMap<String, String>>,
     /// clientId -> room -> member id.
@@ -130,7 +166,7 @@ impl Presence {
         // `Engine::publish` never calls back into this service.
         let mut rooms = self.rooms.lock();
         match &parsed {
-            Request::List { .. } => Ok(json!({ "room": room, "members": rooms.list(room) })),
+            Request::List { offset, .. } => Ok(rooms.page(room, *offset)),
             Request::Leave { .. } => {
                 let left = rooms.leave(&request.client_id, room);
                 if let Some((id, name)) = &left {
@@ -151,13 +187,23 @@ impl Presence {
                 if !alive {
                     return Err(ServiceError::Failed("session ended".into()));
                 }
-                let (id, changed) = rooms
-                    .join(&request.client_id, room, name)
-                    .ok_or_else(|| bad("too_many_rooms"))?;
+                let (id, changed) = match rooms.join(&request.client_id, room, name) {
+                    Ok(joined) => joined,
+                    Err(Refused::TooManyRooms) => return Err(bad("too_many_rooms")),
+                    Err(Refused::RoomFull) => {
+                        let max = rooms.max_members;
+                        node.limits().hit(Limit::RoomMembers, || {
+                            format!("presence room {room:?} is full ({max} members)")
+                        });
+                        return Err(bad("room_full"));
+                    }
+                };
                 if changed {
                     publish(&node, &channel, &rooms.event(room, "join", &id, name, None));
                 }
-                Ok(json!({ "room": room, "you": id, "members": rooms.list(room) }))
+                let mut reply = rooms.page(room, 0);
+                reply["you"] = json!(id);
+                Ok(reply)
             }
         }
     }
@@ -186,25 +232,32 @@ impl SessionListener for Presence {
 
 impl Rooms {
     /// Adds (or renames) the session's member in `room`: its id, and whether
-    /// anything changed. `None` when the session is in too many rooms.
-    fn join(&mut self, client_id: &str, room: &str, name: &str) -> Option<(String, bool)> {
+    /// anything changed.
+    fn join(&mut self, client_id: &str, room: &str, name: &str) -> Result<(String, bool), Refused> {
         let mine = self.by_session.entry(client_id.into()).or_default();
         if let Some(id) = mine.get(room) {
             let id = id.clone();
             let members = self.members.entry(room.to_owned()).or_default();
             let old = members.insert(id.clone(), name.to_owned());
-            return Some((id, old.as_deref() != Some(name)));
+            return Ok((id, old.as_deref() != Some(name)));
         }
         if mine.len() >= MAX_ROOMS_PER_SESSION {
-            return None;
+            return Err(Refused::TooManyRooms);
         }
+        if self.members.get(room).map_or(0, BTreeMap::len) >= self.max_members {
+            if mine.is_empty() {
+                self.by_session.remove(client_id);
+            }
+            return Err(Refused::RoomFull);
+        }
+        let mine = self.by_session.entry(client_id.into()).or_default();
         let id = new_random_id()[..16].to_owned();
         mine.insert(room.to_owned(), id.clone());
         self.members
             .entry(room.to_owned())
             .or_default()
             .insert(id.clone(), name.to_owned());
-        Some((id, true))
+        Ok((id, true))
     }
 
     /// Removes the session's member from `room`: its id and name, if it was one.
@@ -243,6 +296,18 @@ impl Rooms {
             data["reason"] = json!(reason);
         }
         data
+    }
+
+    /// One page of `room`'s members from `offset`, with the room's size.
+    fn page(&self, room: &str, offset: usize) -> Value {
+        let members = self.list(room);
+        let count = members.len();
+        let page: Vec<Value> = members.into_iter().skip(offset).take(PAGE).collect();
+        let mut reply = json!({ "room": room, "members": page, "count": count });
+        if offset.saturating_add(PAGE) < count {
+            reply["more"] = json!(true);
+        }
+        reply
     }
 
     /// The members of `room`, by name (then id, for a stable order).
@@ -307,7 +372,10 @@ mod tests {
 
     #[test]
     fn join_is_idempotent_per_session_and_leave_forgets() {
-        let mut rooms = Rooms::default();
+        let mut rooms = Rooms {
+            max_members: 10,
+            ..Rooms::default()
+        };
         let (id, changed) = rooms.join("c1", "lobby", "ada").unwrap();
         assert!(changed);
         assert_eq!(
@@ -332,11 +400,41 @@ mod tests {
 
     #[test]
     fn a_session_is_in_a_bounded_number_of_rooms() {
-        let mut rooms = Rooms::default();
+        let mut rooms = Rooms {
+            max_members: 10,
+            ..Rooms::default()
+        };
         for i in 0..MAX_ROOMS_PER_SESSION {
-            assert!(rooms.join("c1", &format!("r{i}"), "ada").is_some());
+            assert!(rooms.join("c1", &format!("r{i}"), "ada").is_ok());
         }
-        assert!(rooms.join("c1", "one-more", "ada").is_none());
-        assert!(rooms.join("c1", "r0", "ada").is_some(), "rejoining is fine");
+        assert_eq!(
+            rooms.join("c1", "one-more", "ada"),
+            Err(Refused::TooManyRooms)
+        );
+        assert!(rooms.join("c1", "r0", "ada").is_ok(), "rejoining is fine");
+    }
+
+    #[test]
+    fn a_room_is_bounded_and_listed_in_pages() {
+        let mut rooms = Rooms {
+            max_members: PAGE + 5,
+            ..Rooms::default()
+        };
+        for i in 0..PAGE + 5 {
+            assert!(rooms.join(&format!("c{i}"), "big", "x").is_ok());
+        }
+        assert_eq!(rooms.join("late", "big", "x"), Err(Refused::RoomFull));
+        assert!(
+            !rooms.by_session.contains_key("late"),
+            "nothing left behind"
+        );
+        assert!(rooms.join("c0", "big", "y").is_ok(), "a member may rename");
+        let first = rooms.page("big", 0);
+        assert_eq!(first["members"].as_array().unwrap().len(), PAGE);
+        assert_eq!(first["count"], PAGE + 5);
+        assert_eq!(first["more"], true);
+        let rest = rooms.page("big", PAGE);
+        assert_eq!(rest["members"].as_array().unwrap().len(), 5);
+        assert!(rest.get("more").is_none());
     }
 }

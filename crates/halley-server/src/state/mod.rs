@@ -10,12 +10,18 @@
 //! - [`throttle`]: a session's held updates of rate-limited channels (QoS);
 //! - `token_bucket`: rates with bursts (bandwidth, publish rate);
 //! - `unacked`: deliveries sent but not acknowledged yet (ack extension);
-//! - [`listeners`]: who is told when a session ends (disconnect or expiry).
+//! - [`listeners`]: who is told when a session ends (disconnect or expiry);
+//! - [`limits`]: a counter per limit a client can hit, and their warnings;
+//! - [`log_throttle`]: warnings an attacker can trigger, at a bounded rate;
+//! - [`per_ip_rate`]: a rate per client IP (handshakes, failed API keys).
 
 pub mod clock;
 pub mod grant;
+pub mod limits;
 pub mod listeners;
+pub mod log_throttle;
 pub mod outbox;
+pub mod per_ip_rate;
 pub mod session;
 pub mod sessions;
 pub mod subscriptions;

@@ -183,6 +183,15 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    /// Gives back the map's memory after a flood of sessions has expired
+    /// (a hash map keeps its largest capacity otherwise).
+    pub fn shrink_if_sparse(&self) {
+        let map = &self.by_client_id;
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_client_id.is_empty()
     }

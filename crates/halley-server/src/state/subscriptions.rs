@@ -70,6 +70,15 @@ impl Unsubscribed {
 }
 
 impl Subscriptions {
+    /// Gives back the pattern map's memory after a flood of subscriptions
+    /// has gone.
+    pub fn shrink_if_sparse(&self) {
+        let map = &self.by_pattern;
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
+        }
+    }
+
     /// Adds `session` to `pattern` (already validated).
     pub fn subscribe(&self, pattern: &str, session: &Arc<Session>) -> Subscribed {
         // The shard lock of `entry` is held while inserting, so a concurrent

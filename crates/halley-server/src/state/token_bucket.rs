@@ -59,6 +59,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket holds `n` units now (nothing is taken).
+    pub fn holds(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= n
+    }
+
     /// Whether something may be spent now (the bucket is not empty).
     pub fn is_ready(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -73,6 +79,13 @@ impl TokenBucket {
             self.tokens -= n;
         }
         ready
+    }
+
+    /// Whether the bucket has refilled to its burst (it remembers nothing
+    /// a new bucket would not).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
     }
 
     /// When the bucket will be ready again (now, if it is).

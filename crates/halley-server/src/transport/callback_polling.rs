@@ -53,7 +53,8 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
         Ok(batch) => batch,
         Err(response) => return *response,
     };
-    let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request));
+    let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request))
+        .from_peer(super::connections::peer_ip(&request));
     let exchange = engine.handle_batch(batch, origin).await;
     let prefix = format!("{callback}(");
     respond(

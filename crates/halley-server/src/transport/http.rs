@@ -54,7 +54,15 @@ pub async fn respond(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(id) = new_browser_id {
-        let cookie = format!("{BROWSER_COOKIE}={id}; Path=/; HttpOnly");
+        // Lax: not sent on another site's subrequests (a cross-site page's
+        // script or fetch cannot ride on the user's session); Secure when
+        // the server is reached over HTTPS (cookie-secure).
+        let secure = if engine.node().config().cookie_secure {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!("{BROWSER_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax{secure}");
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             headers.insert(SET_COOKIE, value);
         }

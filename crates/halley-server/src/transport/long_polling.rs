@@ -23,7 +23,8 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     }
     let transport = crate::metrics::Transport::LongPolling;
     crate::metrics::metrics().connections.get(transport).inc();
-    let origin = Origin::http(ConnectionType::LongPolling, browser_id(&request));
+    let origin = Origin::http(ConnectionType::LongPolling, browser_id(&request))
+        .from_peer(super::connections::peer_ip(&request));
     let body = match Limited::new(request.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(max),

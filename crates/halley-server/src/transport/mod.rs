@@ -5,7 +5,9 @@
 //! - [`websocket`]: upgrade on the same path, frames of JSON arrays;
 //! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`;
 //! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key;
-//! - [`http`]: what they share (cookies, decoding, errors, [`respond`]).
+//! - [`http`]: what they share (cookies, decoding, errors, [`respond`]);
+//! - [`connections`]: open connections, capped in total and per client IP;
+//! - [`origins`]: which web pages may use WebSocket and callback-polling.
 //!
 //! The transports are shells: they read bytes, hand messages to the
 //! dispatcher ([`Engine::handle_batch`]), and write what the connection
@@ -14,8 +16,10 @@
 //! ([`drive_http`]) and writes its body as one response.
 
 pub mod callback_polling;
+pub mod connections;
 pub mod http;
 pub mod long_polling;
+pub mod origins;
 pub mod pages;
 pub mod publish_api;
 pub mod websocket;
@@ -28,6 +32,7 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::Engine;
+use crate::state::limits::Limit;
 
 pub use self::http::{
     bayeux_error, browser_id, decode_request, drive_http, plain, respond, Body, BROWSER_COOKIE,
@@ -49,11 +54,17 @@ pub async fn route(
     } else if on_bayeux_path {
         match *request.method() {
             Method::GET if websocket::is_upgrade(&request) => {
-                websocket::handle(&engine, request, &sockets)
+                match refused_page(&engine, &request) {
+                    None => websocket::handle(&engine, request, &sockets),
+                    Some(refusal) => refusal,
+                }
             }
             Method::POST => long_polling::handle(&engine, request).await,
             Method::GET if engine.node().config().callback_polling => {
-                callback_polling::handle(&engine, request).await
+                match refused_page(&engine, &request) {
+                    None => callback_polling::handle(&engine, request).await,
+                    Some(refusal) => refusal,
+                }
             }
             _ => plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -64,4 +75,18 @@ pub async fn route(
         pages::handle(&request, engine.node().config())
     };
     Ok(response)
+}
+
+/// The 403 for a browser page of an origin `allowed-origins` does not
+/// allow, if this request comes from one.
+fn refused_page(engine: &Engine, request: &Request<Incoming>) -> Option<Response<Body>> {
+    let node = engine.node();
+    let origins::Refused(page) = origins::check(request, &node.config().allowed_origins).err()?;
+    node.limits().hit(Limit::Origin, || {
+        format!("a page of {page} was refused (not the server's origin nor in allowed-origins)")
+    });
+    Some(plain(
+        StatusCode::FORBIDDEN,
+        "this page's origin is not allowed to use this server (allowed-origins)\n",
+    ))
 }

@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, LOCATION, X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -140,12 +140,27 @@ pub fn handle<B>(request: &Request<B>, config: &Config) -> Response<Body> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if asset.content_type.starts_with("text/html") {
+        // The demo loads only its own files, talks to Bayeux servers
+        // (same host, or another given as ?endpoint=, which must allow
+        // this origin: allowed-origins), and is never framed (clickjacking).
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_POLICY),
+        );
+        headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     headers.insert(ETAG, etag.clone());
     if asset.cross_origin {
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     }
     response
 }
+
+/// The Content-Security-Policy of the HTML pages.
+const PAGE_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss: http: https:; \
+    img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 /// One strong ETag per asset: a hash of its bytes (FNV-1a, 64 bits),
 /// computed once.
@@ -225,6 +240,17 @@ mod tests {
             StatusCode::OK
         );
         assert_ne!(etag, header(&get("/demo.js", None), ETAG));
+    }
+
+    #[test]
+    fn pages_may_not_be_framed_and_load_only_their_own_files() {
+        let page = get("/", None);
+        assert!(header(&page, CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"));
+        assert!(header(&page, CONTENT_SECURITY_POLICY).contains("default-src 'self'"));
+        assert_eq!(header(&page, X_FRAME_OPTIONS), "DENY");
+        assert_eq!(header(&page, X_CONTENT_TYPE_OPTIONS), "nosniff");
+        let script = get("/halley.js", None);
+        assert_eq!(header(&script, X_CONTENT_TYPE_OPTIONS), "nosniff");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! | 400 | not JSON, not `{channel, data}` objects, a channel that is invalid, a glob, `/meta/**` or `/service/**`, `data` missing |
 //! | 401 | no `Authorization: Bearer` header, or an unknown key |
 //! | 404 | no API key configured: the API is disabled |
+//! | 429 | this address failed too many API-key attempts (`api-key-failures-per-ip`): retry later |
 //! | 405 | not a `POST` |
 //! | 413 | a body over `max-request-bytes`, or more than `max-batch-messages` messages |
 //! | 503 | a cluster node that cannot reach Redis: nothing was published (or, lost in the middle of a request, the entries with `"error": "broker_unavailable"` were not) |
@@ -36,7 +37,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use halley_protocol::{ChannelKind, ChannelName};
-use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -46,6 +49,7 @@ use serde_json::value::RawValue;
 use super::http::Body;
 use crate::adapter::Publisher;
 use crate::engine::Engine;
+use crate::state::limits::Limit;
 
 /// Where the API listens.
 pub const PATH: &str = "/api/publish";
@@ -72,7 +76,27 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
     if request.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
+    // Guessing keys: an address that failed too often is refused for a
+    // while, whatever it sends.
+    let node = engine.node();
+    let peer = super::connections::peer_ip(&request);
+    let now = tokio::time::Instant::now();
+    if node.api_key_failures().is_exhausted(peer, now) {
+        node.limits().hit(Limit::ApiKeyFailures, || {
+            let peer = peer.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+            format!("{peer} failed too many API-key attempts (api-key-failures-per-ip); 429")
+        });
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed API-key attempts from this address: retry later",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("10"));
+        return response;
+    }
     if !authorized(&request, keys) {
+        node.api_key_failures().try_take(peer, now);
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "missing or unknown API key: send `Authorization: Bearer <key>`",
@@ -152,8 +176,10 @@ fn authorized(request: &Request<Incoming>, keys: &[String]) -> bool {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        // The scheme is case-insensitive (RFC 9110): `bearer` is fine.
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
     else {
         return false;
     };

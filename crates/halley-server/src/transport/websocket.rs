@@ -53,6 +53,7 @@ use super::http::{browser_id, plain, Body};
 use crate::connection::{Connection, Status};
 use crate::engine::Engine;
 use crate::exchange::Origin;
+use crate::state::limits::Limit;
 
 /// A frame the client does not read within this time closes the socket: a
 /// stuck peer must not hold its task (and the session's deliveries) forever.
@@ -120,6 +121,11 @@ pub fn handle(
     };
     let accept = halley_protocol::websocket::accept_key(key.as_bytes());
     let browser = browser_id(&request);
+    // Holds the connection's place (see `connections`) while the socket lives.
+    let peer = request
+        .extensions()
+        .get::<super::connections::Peer>()
+        .cloned();
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
     let opened_ms = engine.node().sessions().now_ms();
@@ -141,7 +147,7 @@ pub fn handle(
                 let ws = ServerBuilder::new()
                     .limits(limits)
                     .serve(TokioIo::new(upgraded));
-                Socket::new(engine, browser, opened_ms).run(ws).await;
+                Socket::new(engine, browser, opened_ms, peer).run(ws).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -175,6 +181,8 @@ struct Socket {
     engine: Arc<Engine>,
     /// The cookie of the upgrade request: every batch on this socket speaks for it.
     browser_id: Option<String>,
+    /// The client, and its place among the open connections.
+    peer: Option<super::connections::Peer>,
     /// What to write and when (see [`crate::connection`]).
     connection: Connection,
     last_heard: Instant,
@@ -183,7 +191,12 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(engine: Arc<Engine>, browser_id: Option<String>, opened_ms: u64) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        browser_id: Option<String>,
+        opened_ms: u64,
+        peer: Option<super::connections::Peer>,
+    ) -> Self {
         let node = engine.node().clone();
         let id = node.sessions().new_socket_id();
         Socket {
@@ -191,6 +204,7 @@ impl Socket {
             opened_ms,
             engine,
             browser_id,
+            peer,
             connection: Connection::websocket(node, id),
             last_heard: Instant::now(),
             ping_sent: false,
@@ -271,7 +285,10 @@ impl Socket {
                         // (1009 for too big, 1002 for protocol errors); the
                         // next read flushes it and ends the stream.
                         if let tokio_websockets::Error::PayloadTooLong { len, max_len } = &error {
-                            tracing::warn!(len, max_len, "websocket message over max-request-bytes: closing with 1009");
+                            let (len, max_len) = (*len, *max_len);
+                            self.engine.node().limits().hit(Limit::WebSocketMessageSize, || {
+                                format!("websocket message of {len} bytes over max-request-bytes ({max_len}): closing with 1009")
+                            });
                         } else {
                             tracing::debug!(%error, "websocket read failed");
                         }
@@ -344,7 +361,8 @@ impl Socket {
             let detail = format!("at most {} messages per frame", config.max_batch_messages);
             return send(ws, error_frame(BayeuxError::BATCH_TOO_LARGE, &detail)).await;
         }
-        let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone());
+        let origin = Origin::websocket(self.id, self.opened_ms, self.browser_id.clone())
+            .from_peer(self.peer.as_ref().map(|peer| peer.addr.ip()));
         let exchange = self.engine.handle_batch(batch, origin).await;
         let mut body = BodyWriter::new();
         self.connection
@@ -410,7 +428,7 @@ mod tests {
     async fn an_idle_sockets_task_stays_small() {
         let engine = Engine::new(crate::Config::default());
         let (stream, _peer) = tokio::io::duplex(64);
-        let task = Socket::new(engine, None, 0).run(ServerBuilder::new().serve(stream));
+        let task = Socket::new(engine, None, 0, None).run(ServerBuilder::new().serve(stream));
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a socket's task future is {size} bytes");
     }

@@ -248,6 +248,33 @@ impl Server {
     }
 
     /// A client with its own cookie jar (its own browser), not handshaken.
+    /// The admin listener's `http://ADDR`, from the start-up log.
+    pub async fn admin_url(&self) -> String {
+        self.logged("admin endpoints at http://").await;
+        let log = self.log();
+        let start = log.find("admin endpoints at ").unwrap() + "admin endpoints at ".len();
+        let rest = &log[start..];
+        rest[..rest.find(' ').unwrap()].to_owned()
+    }
+
+    /// One sample of the admin listener's `/metrics` (summed over its
+    /// labels when `name` has some, e.g. `halley_takeovers_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin_url().await))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.starts_with(&format!("{name} ")) || line.starts_with(&format!("{name}{{"))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn browser(&self) -> Client {
         Client::builder(&self.url)
             .backoff(Duration::from_millis(100), Duration::from_millis(500))

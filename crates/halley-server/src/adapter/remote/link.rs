@@ -8,12 +8,21 @@
 //! hello replaces the previous link (the usual case: the adapter restarted
 //! and its old connection is half-dead).
 //!
+//! In `listen` mode the port is open to whoever can reach it, so: with a
+//! `secret` in the table, a hello without it is refused (an unauthenticated
+//! connection never replaces the link); a connection must say hello within
+//! [`HELLO_TIMEOUT`]; and at most [`MAX_PENDING_HELLOS`] connections wait
+//! for their hello at once, a newer one closing the oldest, so silent
+//! sockets cannot keep the real adapter out. Listening beyond loopback
+//! without a secret is warned about at start.
+//!
 //! On every connection both sides send `hello` first. Halley then sends
 //! `subscribe` for every listened channel, and afterwards whatever the
 //! node notices. Halley writes a `ping` after `ping-interval-ms` without
 //! writing, answers `ping` with `pong`, and closes a link that stays silent
 //! for three intervals, so a dead peer is noticed even without a TCP error.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +31,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::protocol::{self, FromAdapter, LineError, ToAdapter, MAX_LINE_BYTES};
 use super::shared::Shared;
 use crate::config::RemoteAdapterConfig;
 use crate::node::Node;
+use crate::state::limits::Limit;
 
 /// The first wait before dialing again after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -35,6 +46,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long one dialing attempt may take (an unreachable host may not refuse).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection may take to say hello (at most; three ping
+/// intervals when that is shorter).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection closing after an `error` line may take.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -71,6 +85,14 @@ impl Link {
                     "remote adapter: accepting adapter connections on {}",
                     listener.local_addr()?
                 );
+                if !address.ip().is_loopback() && config.secret.is_none() {
+                    tracing::warn!(
+                        adapter = %shared.name,
+                        "remote adapter: listening on {address}, beyond loopback, without a secret: \
+                         anyone who can reach it can publish on {:?}; set `secret` in its table",
+                        config.channels
+                    );
+                }
                 Endpoint::Listen(listener)
             }
             (None, None) => {
@@ -116,7 +138,7 @@ async fn dial(address: String, shared: Arc<Shared>, node: Arc<Node>) {
             _ = node.shutdown().wait() => return,
         };
         let was_up = match attempt {
-            Ok(Ok(stream)) => serve(stream, &shared, &node).await,
+            Ok(Ok(stream)) => serve(stream, &shared, &node, None).await,
             Ok(Err(error)) => {
                 failures += 1;
                 // Once per outage at warn: a feed that is down retries forever.
@@ -146,16 +168,23 @@ async fn dial(address: String, shared: Arc<Shared>, node: Arc<Node>) {
     }
 }
 
-/// Connections served at once on a `listen` address: the link, plus
-/// adapters restarting and saying hello. More is a misbehaving peer: the
-/// extra connections are closed at once, so they cannot pile up (each
-/// pending one is dropped after three ping intervals without a hello).
-pub const MAX_LISTEN_CONNECTIONS: usize = 8;
+/// Connections waiting for their hello at once on a `listen` address
+/// (adapters restarting). Beyond it, a new connection closes the oldest
+/// waiting one: silent sockets cannot pile up, and cannot keep out a real
+/// adapter, whose hello follows its connect within a round trip.
+pub const MAX_PENDING_HELLOS: usize = 8;
+
+/// A connection waiting for its hello: `evict` closes it, `greeted` is
+/// cancelled once its hello is done (either way).
+struct Pending {
+    evict: CancellationToken,
+    greeted: CancellationToken,
+}
 
 /// Accepts adapter connections until shutdown, each served on its own task.
 async fn accept(listener: TcpListener, shared: Arc<Shared>, node: Arc<Node>) {
     let tasks = TaskTracker::new();
-    let mut refused_logged = false;
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -168,19 +197,29 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, node: Arc<Node>) {
             },
             _ = node.shutdown().wait() => break,
         };
-        if tasks.len() >= MAX_LISTEN_CONNECTIONS {
-            // Logged once per burst, not per connection.
-            if !refused_logged {
-                tracing::warn!(adapter = %shared.name, max = MAX_LISTEN_CONNECTIONS, "remote adapter: too many connections at once; closing the new ones");
-                refused_logged = true;
+        pending.retain(|p| !p.greeted.is_cancelled());
+        if pending.len() >= MAX_PENDING_HELLOS {
+            if let Some(oldest) = pending.pop_front() {
+                oldest.evict.cancel();
             }
-            drop(stream);
-            continue;
+            node.limits().hit(Limit::RemoteAdapterHello, || {
+                format!(
+                    "remote adapter {:?}: too many connections waiting for their hello; closing the oldest",
+                    shared.name
+                )
+            });
         }
-        refused_logged = false;
+        let waiting = Pending {
+            evict: CancellationToken::new(),
+            greeted: CancellationToken::new(),
+        };
+        let (evict, greeted) = (waiting.evict.clone(), waiting.greeted.clone());
+        pending.push_back(waiting);
         let (shared, node) = (shared.clone(), node.clone());
         tasks.spawn(async move {
-            serve(stream, &shared, &node).await;
+            // Done waiting however the task ends, so it frees its place.
+            let _done = greeted.clone().drop_guard();
+            serve(stream, &shared, &node, Some(Pending { evict, greeted })).await;
         });
     }
     tasks.close();
@@ -188,8 +227,14 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, node: Arc<Node>) {
 }
 
 /// Serves one connection until it ends (or shutdown). Returns whether it
-/// became the link (its hello was accepted).
-async fn serve(stream: TcpStream, shared: &Arc<Shared>, node: &Arc<Node>) -> bool {
+/// became the link (its hello was accepted). An accepted connection comes
+/// with its place among those waiting for a hello.
+async fn serve(
+    stream: TcpStream,
+    shared: &Arc<Shared>,
+    node: &Arc<Node>,
+    waiting: Option<Pending>,
+) -> bool {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -204,14 +249,30 @@ async fn serve(stream: TcpStream, shared: &Arc<Shared>, node: &Arc<Node>) -> boo
         &shared.channels,
         shared.ping_interval.as_millis() as u64,
     );
+    let evicted = async {
+        match &waiting {
+            Some(waiting) => waiting.evict.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let hello_timeout = silence.min(HELLO_TIMEOUT);
+    let secret = shared.secret.as_deref();
     let greeted = tokio::select! {
-        greeted = greet(&mut write, &mut lines, hello.encode(), silence) => greeted,
+        greeted = greet(&mut write, &mut lines, hello.encode(), hello_timeout, secret) => greeted,
+        _ = evicted => Err(Ended::quietly("closed: newer connections are waiting for their hello")),
         _ = node.shutdown().wait() => return false,
     };
+    if let Some(waiting) = &waiting {
+        waiting.greeted.cancel();
+    }
     let remote_name = match greeted {
         Ok(remote_name) => remote_name,
         Err(Ended { reason, farewell }) => {
-            tracing::warn!(adapter = %name, %peer, %reason, "remote adapter: hello failed");
+            // Anyone who can reach a listen port can make this happen: a
+            // bounded warning, counted.
+            node.limits().hit(Limit::RemoteAdapterHello, || {
+                format!("remote adapter {name:?}: hello from {peer} failed: {reason}")
+            });
             say_farewell(&mut write, &mut lines, farewell).await;
             return false;
         }
@@ -287,18 +348,20 @@ async fn say_farewell(write: &mut OwnedWriteHalf, lines: &mut Lines, farewell: O
     .await;
 }
 
-/// Sends Halley's hello and checks the adapter's; returns the adapter's name.
+/// Sends Halley's hello and checks the adapter's (and its `secret`, when
+/// one is expected); returns the adapter's name.
 async fn greet(
     write: &mut OwnedWriteHalf,
     lines: &mut Lines,
     hello: String,
-    silence: Duration,
+    timeout: Duration,
+    expected_secret: Option<&str>,
 ) -> Result<Option<String>, Ended> {
     write
         .write_all(hello.as_bytes())
         .await
         .map_err(|e| Ended::quietly(&format!("write failed: {e}")))?;
-    let line = match tokio::time::timeout(silence, lines.next()).await {
+    let line = match tokio::time::timeout(timeout, lines.next()).await {
         Err(_) => return Err(Ended::quietly("no hello in time")),
         Ok(Ok(Some(line))) => line,
         Ok(Ok(None)) => return Err(Ended::quietly("closed before its hello")),
@@ -306,7 +369,14 @@ async fn greet(
         Ok(Err(ReadError::Io(e))) => return Err(Ended::quietly(&format!("read failed: {e}"))),
     };
     match protocol::decode(&line) {
-        Ok(FromAdapter::Hello { name }) => Ok(name),
+        Ok(FromAdapter::Hello { name, secret }) => match expected_secret {
+            Some(expected) if !same_secret(secret.as_deref().unwrap_or(""), expected) => {
+                Err(Ended::with_error(&LineError::Unsupported(
+                    "hello: wrong or missing secret".into(),
+                )))
+            }
+            _ => Ok(name),
+        },
         Ok(_) => Err(Ended::with_error(&LineError::Unsupported(
             "the first line must be a hello".into(),
         ))),
@@ -315,6 +385,20 @@ async fn greet(
             error.message().trim_end_matches("; closing")
         )))),
     }
+}
+
+/// Compares secrets in time independent of where they differ, so timing
+/// does not reveal a prefix of the secret.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    if given.len() != expected.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
 }
 
 /// Writes the resync `subscribe`s, then queued lines, with a `ping` when

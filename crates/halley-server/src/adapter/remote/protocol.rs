@@ -84,9 +84,11 @@ impl ToAdapter<'_> {
 /// A line an adapter sends to Halley, checked.
 #[derive(Debug)]
 pub enum FromAdapter {
-    /// The adapter's first line; `name` is informative only (for logs).
+    /// The adapter's first line; `name` is informative only (for logs);
+    /// `secret` must match the table's `secret` when one is set.
     Hello {
         name: Option<String>,
+        secret: Option<String>,
     },
     /// One message for the subscribers of `channel`; `data` is passed on
     /// byte for byte.
@@ -152,6 +154,7 @@ struct AnyLine {
     protocol: Option<String>,
     version: Option<u64>,
     name: Option<String>,
+    secret: Option<String>,
     channel: Option<String>,
     data: Option<Box<RawValue>>,
     message: Option<String>,
@@ -181,7 +184,10 @@ pub fn decode(line: &[u8]) -> Result<FromAdapter, LineError> {
                 )));
             }
             match any.version {
-                Some(VERSION) => Ok(FromAdapter::Hello { name: any.name }),
+                Some(VERSION) => Ok(FromAdapter::Hello {
+                    name: any.name,
+                    secret: any.secret,
+                }),
                 other => Err(LineError::Unsupported(format!(
                     "hello: version {} is not supported; this Halley speaks version {VERSION}",
                     other.map_or("(none)".to_owned(), |v| v.to_string())
@@ -309,7 +315,7 @@ mod tests {
     fn hello_ping_pong_error_and_a_crlf_ending() {
         assert!(matches!(
             decode(br#"{"type":"hello","protocol":"halley-adapter","version":1,"name":"feed","future":1}"#),
-            Ok(FromAdapter::Hello { name: Some(n) }) if n == "feed"
+            Ok(FromAdapter::Hello { name: Some(n), secret: None }) if n == "feed"
         ));
         assert!(matches!(
             decode(b"{\"type\":\"ping\"}\r"),

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     patterns: Vec<ChannelPattern>,
     snapshot_length: usize,
     pub(crate) ping_interval: Duration,
+    /// What the adapter's hello must carry, if set.
+    pub(crate) secret: Option<String>,
     pub(crate) state: Mutex<State>,
 }
 
@@ -91,6 +93,7 @@ impl Shared {
             patterns,
             snapshot_length: config.snapshot_length,
             ping_interval: config.ping_interval(),
+            secret: config.secret.clone(),
             state: Mutex::default(),
         }
     }

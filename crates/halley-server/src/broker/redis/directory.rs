@@ -40,21 +40,24 @@ pub const RELEASE_WAIT: Duration = Duration::from_millis(500);
 /// Most log entries one takeover reads back (the whole log).
 const LOG_READ_MAX: usize = super::LOG_LENGTH + super::LOG_LENGTH / 10;
 
-/// KEYS[1]: the record; ARGV: this node, the record's JSON, its TTL.
-/// Writes unless another node owns the session. Returns 1 if written.
+/// KEYS[1]: the record; ARGV: this node, the record's JSON, its TTL,
+/// whether it may move (1/0). Writes unless another node owns the
+/// session. Returns 1 if written.
 pub const STORE_SCRIPT: &str = r#"
 local owner = redis.call('HGET', KEYS[1], 'node')
 if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'rec', ARGV[2])
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'rec', ARGV[2], 'movable', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
 /// KEYS[1]: the record; ARGV: the claimer, the heartbeat key prefix, the
-/// TTL. Returns nil (no such session) or {old owner, alive 0/1, record}.
+/// TTL. Returns nil (no such session, or one that may not move: its owner
+/// is left alone) or {old owner, alive 0/1, record}.
 pub const CLAIM_SCRIPT: &str = r#"
 local owner = redis.call('HGET', KEYS[1], 'node')
 if not owner then return nil end
+if redis.call('HGET', KEYS[1], 'movable') == '0' then return nil end
 redis.call('HSET', KEYS[1], 'node', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local alive = 0
@@ -142,7 +145,8 @@ impl Shared {
             .arg(record_key(&record.client_id))
             .arg(&self.node_id)
             .arg(json)
-            .arg(RECORD_TTL.as_secs());
+            .arg(RECORD_TTL.as_secs())
+            .arg(if record.movable { 1 } else { 0 });
         cmd
     }
 }

@@ -56,9 +56,13 @@ pub struct Session {
     client_id: Box<str>,
     /// The `BAYEUX_BROWSER` cookie the clientId was issued to.
     browser_id: Option<Box<str>>,
-    /// Whether the handshake came with that cookie (see
-    /// `Exchange::resolve_session`).
-    bound_strictly: bool,
+    /// Whether the client has shown it keeps that cookie: its handshake
+    /// came with it, or a later request did (see `Exchange::resolve_session`).
+    bound_strictly: AtomicBool,
+    /// The WebSocket a cookie-less client uses this session on (0: none):
+    /// the one it was created on, or the first cookie-less socket that
+    /// presented a session whose cookie was never sent back.
+    bound_socket: AtomicU64,
     /// When the session was created (the node's clock).
     created_ms: u64,
     delivery: Delivery,
@@ -102,7 +106,8 @@ impl Session {
             key,
             client_id,
             browser_id,
-            bound_strictly: false,
+            bound_strictly: AtomicBool::new(false),
+            bound_socket: AtomicU64::new(0),
             created_ms: now_ms,
             delivery: Delivery::new(limits),
             connects: Connects::new(),
@@ -144,12 +149,29 @@ impl Session {
         self.browser_id.as_deref()
     }
 
-    pub fn set_bound_strictly(&mut self, strict: bool) {
-        self.bound_strictly = strict;
+    pub fn set_bound_strictly(&self, strict: bool) {
+        self.bound_strictly.store(strict, Ordering::Release);
     }
 
     pub fn is_bound_strictly(&self) -> bool {
-        self.bound_strictly
+        self.bound_strictly.load(Ordering::Acquire)
+    }
+
+    /// The WebSocket a cookie-less client uses this session on (0: none).
+    pub fn bound_socket(&self) -> u64 {
+        self.bound_socket.load(Ordering::Acquire)
+    }
+
+    /// Binds the session to WebSocket `socket_id` if it is bound to none
+    /// yet; whether it is bound to that one now.
+    pub fn bind_socket(&self, socket_id: u64) -> bool {
+        match self
+            .bound_socket
+            .compare_exchange(0, socket_id, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(bound) => bound == socket_id,
+        }
     }
 
     pub fn created_ms(&self) -> u64 {
@@ -624,6 +646,15 @@ impl Session {
     /// Forgets a subscription; false if there was none.
     pub fn remove_subscription(&self, pattern: &str) -> bool {
         self.subscriptions.lock().remove(pattern)
+    }
+
+    /// How many patterns this session is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().len()
+    }
+
+    pub fn is_subscribed(&self, pattern: &str) -> bool {
+        self.subscriptions.lock().contains(pattern)
     }
 
     /// The patterns it subscribed to (for its cluster record).
