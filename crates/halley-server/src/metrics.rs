@@ -582,6 +582,21 @@ impl AtomicHistogram {
         inner.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Per bucket (not cumulative): its upper bound in seconds and its
+    /// count, the last bound being `f64::MAX` (`+Inf`).
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let inner = &*self.inner;
+        inner
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let bound = inner.bounds_s.get(i).copied().unwrap_or(f64::MAX);
+                (bound, count.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.inner.count.load(Ordering::Relaxed)
@@ -602,14 +617,8 @@ impl EncodeMetric for AtomicHistogram {
         // Read without a lock: a scrape racing observations may see a sum
         // and buckets a few observations apart, as Prometheus tolerates.
         // Per bucket: the encoder adds them up; `f64::MAX` is its `+Inf`.
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(inner.counts.len());
-        for (i, count) in inner.counts.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
-            total += count;
-            let bound = inner.bounds_s.get(i).copied().unwrap_or(f64::MAX);
-            buckets.push((bound, count));
-        }
+        let buckets = self.buckets();
+        let total = buckets.iter().map(|(_, count)| count).sum();
         let sum = inner.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
         // The count is the buckets' total, so `_count` and `+Inf` agree.
         encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)

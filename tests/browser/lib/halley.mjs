@@ -2,6 +2,7 @@
 //
 //   const h = await startHalley(['--max-interval', '3000']);
 //   h.base -> 'http://127.0.0.1:PORT'   (parsed from the "listening on" line on stderr)
+//   h.admin -> 'http://127.0.0.1:PORT'  (the admin listener, from the "admin endpoints at" line)
 //   h.log  -> everything it printed;  await h.stop();
 //   await h.restart();   // a new process on the same port: every session is forgotten
 //
@@ -15,6 +16,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '..', '..', '..');
 export const HALLEY_BIN = process.env.HALLEY_BIN || path.join(REPO, 'target', 'release', 'halley');
 const LISTENING = /listening on (http:\/\/[^\s/]+)(\/\S*)?/;
+const ADMIN = /admin endpoints at (http:\/\/\S+)/;
 
 const live = new Set();
 process.on('exit', () => { for (const child of live) child.kill('SIGKILL'); });
@@ -73,6 +75,8 @@ async function spawnHalley(args, port) {
       const m = !h.base && LISTENING.exec(h.log);
       if (m) {
         h.base = m[1];
+        // Logged before "listening on", when the admin listener is on.
+        h.admin = ADMIN.exec(h.log)?.[1] ?? null;
         clearTimeout(timer);
         resolve();
       }

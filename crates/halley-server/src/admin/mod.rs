@@ -6,11 +6,20 @@
 //! | `/metrics` | every metric of the process, Prometheus text format ([`crate::metrics`]) |
 //! | `/healthz` | 200 `ok` while the process serves HTTP at all |
 //! | `/readyz` | 200 `ready`, or 503 and why not ([`health::Health::not_ready`]) |
+//! | `/` and its assets | the admin page ([`page`]) |
+//! | `/api/stats` | the admin page's figures, JSON ([`stats`]) |
 //!
 //! The figures read from the node rather than counted (live sessions, the
-//! broker's availability) are set here, at each scrape.
+//! broker's availability) are set here, at each scrape. The page's figures
+//! come from a sampler that runs with the listener, once a second
+//! ([`stats::Sampler`]); its per-channel traffic from [`crate::traffic`]
+//! (counted on the fan-out, a floor below), its recent errors from
+//! [`recent`].
 
 pub mod health;
+pub mod page;
+pub mod recent;
+pub mod stats;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,12 +36,27 @@ use tokio::net::TcpListener;
 use crate::metrics::metrics;
 use crate::node::Node;
 use health::Health;
+use stats::Sampler;
 
 /// The Prometheus text format's content type.
 const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, node: Arc<Node>, health: Arc<Health>) {
+    crate::traffic::traffic().enable();
+    let sampler = Arc::new(Sampler::default());
+    tokio::select! {
+        () = accept(listener, node.clone(), health, sampler.clone()) => {}
+        () = sampler.run(&node) => {}
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    node: Arc<Node>,
+    health: Arc<Health>,
+    sampler: Arc<Sampler>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // EMFILE and friends: back off instead of spinning.
@@ -42,8 +66,9 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, health: Arc<Health>) 
         let service = service_fn({
             let node = node.clone();
             let health = health.clone();
+            let sampler = sampler.clone();
             move |request| {
-                let response = route(&node, &health, &request);
+                let response = route(&node, &health, &sampler, &request);
                 async move { Ok::<_, Infallible>(response) }
             }
         });
@@ -55,7 +80,12 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, health: Arc<Health>) 
     }
 }
 
-fn route<B>(node: &Node, health: &Health, request: &Request<B>) -> Response<Full<Bytes>> {
+fn route<B>(
+    node: &Node,
+    health: &Health,
+    sampler: &Sampler,
+    request: &Request<B>,
+) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/metrics" => {
             let metrics = metrics();
@@ -69,11 +99,19 @@ fn route<B>(node: &Node, health: &Health, request: &Request<B>) -> Response<Full
             None => text(StatusCode::OK, PLAIN, "ready\n".into()),
             Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{why}\n")),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            PLAIN,
-            "not found: /metrics, /healthz, /readyz\n".into(),
+        "/api/stats" => text(
+            StatusCode::OK,
+            "application/json",
+            sampler.stats(node, health).to_string(),
         ),
+        path => match page::asset(path) {
+            Some((content_type, body)) => text(StatusCode::OK, content_type, body.into()),
+            None => text(
+                StatusCode::NOT_FOUND,
+                PLAIN,
+                "not found: /, /api/stats, /metrics, /healthz, /readyz\n".into(),
+            ),
+        },
     }
 }
 

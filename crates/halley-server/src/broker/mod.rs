@@ -145,4 +145,10 @@ pub trait Broker: Send + Sync + 'static {
     fn directory(&self) -> Option<&dyn directory::Directory> {
         None
     }
+
+    /// A cluster node's id and its engine's URL without the password, for
+    /// the admin page (none for the local broker).
+    fn cluster_node(&self) -> Option<(&str, &str)> {
+        None
+    }
 }

@@ -168,6 +168,15 @@ impl DataAdapters {
         Ok(())
     }
 
+    /// The patterns of the registered adapters, in registration order.
+    pub fn patterns(&self) -> Vec<String> {
+        self.registered
+            .read()
+            .iter()
+            .map(|r| r.pattern.to_string())
+            .collect()
+    }
+
     /// Number of registered adapters.
     pub fn len(&self) -> usize {
         self.registered.read().len()

@@ -543,12 +543,18 @@ impl Node {
 
 impl LocalFanout for Node {
     fn fan_out(&self, publication: Publication<'_>) -> usize {
-        self.fan_out_at(publication, None)
+        let channel = publication.channel;
+        let delivered = self.fan_out_at(publication, None);
+        crate::traffic::traffic().record(channel.as_str(), delivered);
+        delivered
     }
 
     fn fan_out_logged(&self, publication: Publication<'_>, offset: u64) -> usize {
         self.last_offset.fetch_max(offset, Ordering::AcqRel);
-        self.fan_out_at(publication, Some(offset))
+        let channel = publication.channel;
+        let delivered = self.fan_out_at(publication, Some(offset));
+        crate::traffic::traffic().record(channel.as_str(), delivered);
+        delivered
     }
 
     fn release_session(&self, client_id: &str) -> Option<crate::broker::directory::SessionRecord> {

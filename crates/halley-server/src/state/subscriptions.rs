@@ -186,6 +186,24 @@ impl Subscriptions {
         }
     }
 
+    /// The `n` patterns with the most subscribers, most first (for the admin
+    /// page: one pass over the patterns, each set's lock held for a read of
+    /// its length).
+    pub fn top_by_subscribers(&self, n: usize) -> Vec<(Box<str>, usize)> {
+        let mut top: Vec<(Box<str>, usize)> = Vec::with_capacity(n + 1);
+        for entry in self.by_pattern.iter() {
+            let count = entry.value().sessions.read().len();
+            let place = top.partition_point(|(pattern, c)| {
+                *c > count || (*c == count && **pattern < **entry.key())
+            });
+            if place < n {
+                top.insert(place, (entry.key().clone(), count));
+                top.truncate(n);
+            }
+        }
+        top
+    }
+
     /// Number of distinct patterns with at least one subscriber.
     pub fn pattern_count(&self) -> usize {
         self.by_pattern.len()
@@ -226,6 +244,27 @@ mod tests {
         assert_eq!(subscribers_of(&subs, "/chat/room/deep"), [2, 3]);
         assert_eq!(subscribers_of(&subs, "/chat"), [3]);
         assert_eq!(subscribers_of(&subs, "/other"), [3]);
+    }
+
+    #[test]
+    fn the_top_patterns_are_the_most_subscribed_ties_by_name() {
+        let subs = Subscriptions::default();
+        let sessions: Vec<_> = (1..=4).map(session).collect();
+        for (pattern, count) in [("/c", 1), ("/a", 3), ("/b", 1), ("/d/*", 4), ("/e", 2)] {
+            for s in &sessions[..count] {
+                subs.subscribe(pattern, s);
+            }
+        }
+        let top = |n| -> Vec<(String, usize)> {
+            let rows = subs.top_by_subscribers(n).into_iter();
+            rows.map(|(p, c)| (p.into_string(), c)).collect()
+        };
+        assert_eq!(
+            top(3),
+            [("/d/*".into(), 4), ("/a".into(), 3), ("/e".into(), 2)]
+        );
+        assert_eq!(top(10).len(), 5);
+        assert_eq!(top(10)[3..], [("/b".into(), 1), ("/c".into(), 1)]);
     }
 
     #[test]

@@ -313,6 +313,10 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
+    fn cluster_node(&self) -> Option<(&str, &str)> {
+        Some((self.node_id(), self.url()))
+    }
+
     fn publish(&self, publication: Publication<'_>, _local: &dyn LocalFanout) -> Published {
         if !self.health.up() {
             return Published::Unavailable;
