@@ -179,7 +179,7 @@ impl Server {
         let admin = match admin {
             Some(admin) => {
                 tracing::info!(
-                    "admin endpoints at http://{} (/metrics, /healthz, /readyz)",
+                    "admin endpoints at http://{} (/ the admin page, /metrics, /healthz, /readyz)",
                     admin.local_addr()?
                 );
                 Some(tokio::spawn(crate::admin::serve(
