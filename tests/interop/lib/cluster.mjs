@@ -257,13 +257,22 @@ export class Cluster {
   }
 }
 
-/** Run fn; if it throws, add the cluster's logs to the error message. */
+/**
+ * Run fn; if it throws, add the cluster's logs to the error message (their tails; the whole
+ * logs go to files in $CLUSTER_LOG_DIR when it is set, e.g. with RUST_LOG=halley_server=debug).
+ */
 export async function withClusterLog(cluster, fn) {
   try {
     return await fn();
   } catch (e) {
     if (e && typeof e === 'object' && cluster) {
       try { e.message = `${e.message}\n${cluster.logs()}`; } catch { /* read-only */ }
+      if (process.env.CLUSTER_LOG_DIR) {
+        const dir = fs.mkdtempSync(path.join(process.env.CLUSTER_LOG_DIR, 'cluster-'));
+        cluster.nodes.forEach((h, i) => fs.writeFileSync(path.join(dir, `n${i + 1}.log`), h.log));
+        if (cluster.haproxy) fs.writeFileSync(path.join(dir, 'haproxy.log'), cluster.haproxy.log);
+        try { e.message = `${e.message}\n(whole logs in ${dir})`; } catch { /* read-only */ }
+      }
     }
     throw e;
   }
