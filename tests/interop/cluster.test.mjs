@@ -29,23 +29,22 @@
 // CLUSTER_LOG_DIR=/some/dir the whole logs are written there (RUST_LOG=halley_server=debug for
 // the takeovers).
 //
-// Known server bugs (2026-11-28, written up for issue 12) make these tests fail now and then
-// (the long-polling ones and the Redis restart most often, more under load): they run as `todo`
-// (run, reported, not failing the suite) until the bugs are fixed; CLUSTER_STRICT=1 makes every
-// failure count:
+// Known server bugs (2026-11-28, main at 17d0752, written up for issue 12) make these tests
+// fail now and then: they run as `todo` (run, reported, not failing the suite) until the bugs
+// are fixed; CLUSTER_STRICT=1 makes every failure count. Three strict runs: the kills 6/6, the
+// rolling restarts 5/6, Redis restarted 1/6 (long-polling 0/3).
 //   - two nodes can take one session over at once: a client's connect and subscribe arrive
 //     together at two nodes (the CometD client sends them on two connections); the second
 //     claimer asks the first to let go while the first is still adopting, is told "released",
-//     and both hold the session. Seen as a lost subscription (nothing received), a 402 on the
-//     subscribe right after the handshake, or messages out of order.
-//   - messages out of order (all received once, a step backwards) across takeovers.
-//   - Redis restarted empty: the log's offsets start again at 1 while clients' ack batch
-//     numbers still carry the old offsets; a node taking a session over skips every new message
-//     below the old offset (long-polling: nothing more arrives). While Redis is down, a node
-//     that does not hold a session answers its requests 402 (it cannot claim it), so clients
-//     behind a round-robin balancer handshake again, and the CometD client does not subscribe
-//     again by itself. A publish accepted (200) as Redis dies can be lost (documented in
-//     docs/cluster.md as `publications lost`).
+//     and both hold the session (both log "session taken over" within a millisecond). Seen as
+//     a lost subscription (nothing received, one handshake), a 402 on the subscribe right after
+//     the handshake, or, more rarely, two messages swapped.
+//   - while Redis is down, a node that does not hold a session answers its requests 402 (it
+//     cannot claim it), so long-polling clients behind a round-robin balancer handshake again,
+//     over and over (each new session cannot be written either) until Redis is back, and the
+//     CometD client does not subscribe again by itself: nothing more arrives.
+//   - a publish the HTTP API accepted (200) as Redis died can be lost (documented in
+//     docs/cluster.md: `publications lost`).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
