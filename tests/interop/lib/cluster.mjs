@@ -30,6 +30,11 @@ process.on('exit', () => {
     try { child.kill('SIGKILL'); } catch { /* already gone */ }
   }
 });
+// A test file stopped by a signal (the runner's file timeout, Ctrl-C) exits through the 'exit'
+// handlers above too, rather than leave haproxy, Redis and the nodes running.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => process.exit(128 + (signal === 'SIGTERM' ? 15 : 2)));
+}
 
 function which(cmd) {
   for (const dir of (process.env.PATH || '').split(':').concat(['/usr/sbin', '/sbin'])) {
