@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{within, Redis, Server};
+use common::{eventually, within, Redis, Server};
 use serde_json::{json, Value};
 
 fn node(redis: &Redis, id: &str) -> Server {
@@ -326,5 +326,55 @@ async fn a_node_stopping_writes_where_its_clients_stand_so_nothing_comes_twice()
         got,
         (0..10).collect::<Vec<_>>(),
         "nothing twice, nothing lost"
+    );
+}
+
+/// A connect that lands on a node that has just taken its session over is
+/// held like any other, not answered at once as a session's first: else a
+/// client behind a round-robin balancer polls without pause, each connect
+/// one more takeover on the next node.
+#[tokio::test]
+async fn a_connect_after_a_takeover_is_held_until_there_is_something_to_deliver() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // Connects held for long: a reply before the publish below is one
+    // that was not held.
+    let node = |id: &str| {
+        Server::start(&[
+            "--redis",
+            redis.url.as_str(),
+            "--node-id",
+            id,
+            "--api-key",
+            "k",
+            "--timeout",
+            "60000",
+        ])
+    };
+    let (a, b) = (node("a"), node("b"));
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+    let (_, data) = browser.connect(&a, &client_id, None).await;
+    assert!(data.is_empty(), "the first connect, answered at once");
+
+    // The next connect goes to B, which takes the session over; only once
+    // B owns it (Redis says so) is the message published.
+    let owned_by_b = format!(
+        "EVAL \"return redis.call('HGET', KEYS[1], 'node') == 'b' and 1 or 0\" 1 halley:session:{client_id}"
+    );
+    let publish = async {
+        eventually(30.0, "B to own the session", || {
+            redis.command(&owned_by_b) == ":1"
+        })
+        .await;
+        api_publish(&a, json!({ "n": 1 })).await;
+    };
+    let ((_, data), ()) = tokio::join!(browser.connect(&b, &client_id, None), publish);
+    assert_eq!(
+        numbers(&data),
+        vec![1],
+        "the connect on B was held until the message came"
     );
 }

@@ -144,6 +144,13 @@ impl Node {
         if record.ack {
             session.enable_ack();
         }
+        // A connect here is held like any other, not answered at once as a
+        // session's first: answered at once, a client behind a round-robin
+        // balancer would poll without pause, each connect a takeover on the
+        // next node. (The record does not say whether its client ever
+        // connected; one that wants an answer at once, after handshaking or
+        // losing its connection, says so: `advice: {timeout: 0}`.)
+        session.mark_connected();
         // With acks the connect says exactly what the client has.
         let acknowledged = acknowledged.filter(|_| record.ack);
         let has_through = acknowledged.map_or(record.has_through, batch_offset);
