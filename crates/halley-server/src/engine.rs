@@ -146,8 +146,18 @@ impl Engine {
             );
             if let Some(session) = &session {
                 // A cluster node: in Redis before the client hears of it, so
-                // its next request may reach any node.
-                node.store_session(session).await;
+                // its next request may reach any node. Without Redis, no new
+                // session (its next request, on another node, would not
+                // find it): the client retries later, as advised.
+                if !node.store_session(session).await {
+                    node.remove_session(session, crate::state::listeners::SessionEnd::Disconnected);
+                    reply = Reply::to(meta::HANDSHAKE, reply.id.clone())
+                        .failure(crate::broker::UNAVAILABLE)
+                        .with_advice(halley_protocol::Advice::retry(
+                            node.config().interval.max(1000) as i64,
+                            node.config().timeout as i64,
+                        ));
+                }
             }
             exchange.handshake_replies.push(reply);
             return;

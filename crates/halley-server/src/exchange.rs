@@ -150,8 +150,31 @@ impl Exchange {
             ));
         };
         let mut session = node.sessions().get(client_id);
-        if session.is_none() {
-            session = node.adopt(client_id, acknowledged).await;
+        // A session let go to another node while this request was on its
+        // way (two requests of one client on two nodes) is taken back,
+        // rather than answered as unknown.
+        for _ in 0..3 {
+            if session
+                .as_ref()
+                .is_some_and(|s| !(s.is_closed() && s.moved()))
+            {
+                break;
+            }
+            session = match node.adopt(client_id, acknowledged).await {
+                Ok(session) => session,
+                Err(_) => {
+                    // Redis lost: the session may well exist elsewhere; the
+                    // client keeps its clientId and tries again.
+                    return Err(Box::new(
+                        Reply::to(reply_channel, message.id.clone())
+                            .failure(crate::broker::UNAVAILABLE)
+                            .with_advice(Advice::retry(
+                                config.interval.max(1000) as i64,
+                                config.timeout as i64,
+                            )),
+                    ));
+                }
+            };
         }
         let session = session.filter(|s| !s.is_closed());
         let refusal = match &session {

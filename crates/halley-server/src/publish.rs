@@ -54,7 +54,8 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
         message.id.as_deref(),
         message.ext.as_deref(),
     );
-    if published.is_unavailable() {
+    // Acknowledged only once it cannot be lost (a cluster node: in Redis).
+    if published.is_unavailable() || !node.broker().confirm().await {
         return reply.failure(crate::broker::UNAVAILABLE);
     }
     metrics().publishes.get(metrics::Origin::Bayeux).inc();

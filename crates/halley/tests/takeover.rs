@@ -347,7 +347,7 @@ async fn a_connect_after_a_takeover_is_held_until_there_is_something_to_deliver(
             "--node-id",
             id,
             "--api-key",
-            "k",
+            "takeover-test-api-key",
             "--timeout",
             "60000",
         ])

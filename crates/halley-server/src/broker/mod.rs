@@ -103,9 +103,14 @@ pub trait LocalFanout: Send + Sync {
 
     /// Another node takes `client_id` over: this node lets go of it (its
     /// client goes on there) and returns its latest record, if it had it.
-    fn release_session(&self, client_id: &str) -> Option<directory::SessionRecord> {
+    /// Asynchronous: a session this node is itself taking over at that
+    /// moment is let go once it has it, so two nodes never both hold it.
+    fn release_session<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> directory::Pending<'a, Option<directory::SessionRecord>> {
         let _ = client_id;
-        None
+        Box::pin(std::future::ready(None))
     }
 }
 
@@ -138,6 +143,15 @@ pub trait Broker: Send + Sync + 'static {
     /// For callers that want all or nothing, such as the HTTP publish API.
     fn available(&self) -> bool {
         true
+    }
+
+    /// Resolves `true` once every publish this broker took before the call
+    /// has reached its engine (Redis has it: no node's death can lose it),
+    /// `false` if one may have been lost. A publisher's reply waits for it,
+    /// so an acknowledged message is never lost. The local broker delivers
+    /// before `publish` returns: always `true` at once.
+    fn confirm(&self) -> directory::Pending<'_, bool> {
+        Box::pin(std::future::ready(true))
     }
 
     /// The cluster's sessions and log, for a node to take sessions over

@@ -557,8 +557,12 @@ impl LocalFanout for Node {
         delivered
     }
 
-    fn release_session(&self, client_id: &str) -> Option<crate::broker::directory::SessionRecord> {
-        self.release(client_id)
+    fn release_session<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> crate::broker::directory::Pending<'a, Option<crate::broker::directory::SessionRecord>>
+    {
+        Box::pin(self.release(client_id))
     }
 }
 

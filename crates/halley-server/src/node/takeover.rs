@@ -28,6 +28,10 @@ use crate::state::grant::Grant;
 use crate::state::listeners::SessionEnd;
 use crate::state::session::{batch_offset, Session};
 
+/// The cluster's engine cannot be asked now (see [`Node::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable;
+
 /// How often a node writes its sessions' records.
 pub const RECORD_REFRESH: Duration = Duration::from_secs(5);
 
@@ -57,28 +61,37 @@ impl Node {
     }
 
     /// Writes `session`'s record to the cluster and waits for it (nothing
-    /// on a single node). A failure is logged: the session goes on here,
-    /// it just cannot move.
-    pub async fn store_session(&self, session: &Session) {
+    /// on a single node). A failure is logged and returned (`false`): the
+    /// session goes on here, it just cannot move.
+    pub async fn store_session(&self, session: &Session) -> bool {
         let Some(directory) = self.directory() else {
-            return;
+            return true;
         };
         if session.has_through() == 0 {
             session.start_at(self.last_offset());
         }
         if let Err(error) = directory.store(self.record_of(session)).await {
             tracing::warn!(client_id = session.client_id(), %error, "session not written to the cluster: it cannot move to another node");
+            return false;
         }
+        true
     }
 
     /// Takes over `client_id` from the node that holds it (see the module
     /// documentation); `acknowledged`: the batch number of the ack
-    /// extension on the request's connect. `None`: no such session in the
-    /// cluster (or a single node, or the cluster cannot be reached).
-    pub async fn adopt(&self, client_id: &str, acknowledged: Option<u64>) -> Option<Arc<Session>> {
-        let directory = self.directory()?;
+    /// extension on the request's connect. `Ok(None)`: no such session in
+    /// the cluster (or a single node); `Err`: the cluster cannot be asked
+    /// now (Redis lost), the client should retry rather than handshake.
+    pub async fn adopt(
+        &self,
+        client_id: &str,
+        acknowledged: Option<u64>,
+    ) -> Result<Option<Arc<Session>>, Unreachable> {
+        let Some(directory) = self.directory() else {
+            return Ok(None);
+        };
         if self.shutdown.is_started() {
-            return None;
+            return Ok(None);
         }
         // One takeover per clientId at a time on this node: a publish and
         // a connect of the same client may arrive together.
@@ -86,7 +99,7 @@ impl Node {
         let adopted = {
             let _turn = turn.lock().await;
             match self.sessions.get(client_id) {
-                Some(session) => Some(session),
+                Some(session) => Ok(Some(session)),
                 None => {
                     let started = std::time::Instant::now();
                     let (session, outcome) =
@@ -98,7 +111,11 @@ impl Node {
                             .takeover_latency
                             .observe(started.elapsed().as_secs_f64());
                     }
-                    session
+                    if outcome == Takeover::Failed {
+                        Err(Unreachable)
+                    } else {
+                        Ok(session)
+                    }
                 }
             }
         };
@@ -213,12 +230,24 @@ impl Node {
     /// Lets go of `client_id` for the node that took it over: its record
     /// as it stands, then the session ends here without its client being
     /// told to stop (a held connect answers `retry`).
-    pub(super) fn release(&self, client_id: &str) -> Option<SessionRecord> {
-        let session = self.sessions.get(client_id)?;
-        let record = self.record_of(&session);
-        session.mark_moved();
-        self.remove_session(&session, SessionEnd::Moved);
-        Some(record)
+    ///
+    /// Takes the clientId's turn first: a session this node is taking over
+    /// itself right now (two requests of one client on two nodes) is let go
+    /// only once this node has it, with where its client stands.
+    pub(super) async fn release(&self, client_id: &str) -> Option<SessionRecord> {
+        let turn = self.adopting.entry(client_id.into()).or_default().clone();
+        let released = {
+            let _turn = turn.lock().await;
+            self.sessions.get(client_id).map(|session| {
+                let record = self.record_of(&session);
+                session.mark_moved();
+                self.remove_session(&session, SessionEnd::Moved);
+                record
+            })
+        };
+        self.adopting
+            .remove_if(client_id, |_, t| Arc::strong_count(t) <= 2);
+        released
     }
 
     /// Writes where each client of this node stands, and waits: a node

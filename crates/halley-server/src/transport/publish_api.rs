@@ -31,7 +31,7 @@
 //! | 429 | this address failed too many API-key attempts (`api-key-failures-per-ip`): retry later |
 //! | 405 | not a `POST` |
 //! | 413 | a body over `max-request-bytes`, or more than `max-batch-messages` messages |
-//! | 503 | a cluster node that cannot reach Redis: nothing was published (or, lost in the middle of a request, the entries with `"error": "broker_unavailable"` were not) |
+//! | 503 | a cluster node that cannot reach Redis: nothing was published (or, lost in the middle of a request, the entries with `"error": "broker_unavailable"` were not; or, lost after they were handed over, the request's messages may or may not have been published) |
 
 use std::sync::Arc;
 
@@ -162,6 +162,14 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
             }
         })
         .collect();
+    // Answered once the accepted ones cannot be lost (a cluster node: in
+    // Redis), so a 200 is a promise.
+    if !refused && !engine.node().broker().confirm().await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster's Redis was lost while publishing: the messages may or may not have been published",
+        );
+    }
     let status = if refused {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -357,7 +357,7 @@ fn parse_log(value: Value) -> Result<Vec<LoggedPublication>, String> {
 }
 
 /// A message on [`CONTROL`].
-pub fn on_control(shared: &Shared, local: &dyn LocalFanout, message: &[u8]) {
+pub fn on_control(shared: &Shared, local: std::sync::Arc<dyn LocalFanout>, message: &[u8]) {
     let Ok(message) = std::str::from_utf8(message) else {
         return;
     };
@@ -366,24 +366,26 @@ pub fn on_control(shared: &Shared, local: &dyn LocalFanout, message: &[u8]) {
         (Some("release"), Some(client_id), Some(owner), Some(claimer))
             if owner == shared.node_id =>
         {
-            let record = local.release_session(client_id);
-            let mut pipe = redis::pipe();
-            if let Some(record) = record {
-                // Where the client stood when this node let go; the claimer
-                // owns the record now, so `node` is left alone.
-                let json = serde_json::to_string(&record).expect("a record serializes");
-                pipe.cmd("HSET")
-                    .arg(record_key(client_id))
-                    .arg("rec")
-                    .arg(json)
-                    .ignore();
-            }
-            pipe.cmd("PUBLISH")
-                .arg(CONTROL)
-                .arg(format!("released {client_id} {claimer}"))
-                .ignore();
+            let client_id = client_id.to_owned();
+            let claimer = claimer.to_owned();
             let mut connection = shared.connection();
             tokio::spawn(async move {
+                let record = local.release_session(&client_id).await;
+                let mut pipe = redis::pipe();
+                if let Some(record) = record {
+                    // Where the client stood when this node let go; the
+                    // claimer owns the record now, so `node` is left alone.
+                    let json = serde_json::to_string(&record).expect("a record serializes");
+                    pipe.cmd("HSET")
+                        .arg(record_key(&client_id))
+                        .arg("rec")
+                        .arg(json)
+                        .ignore();
+                }
+                pipe.cmd("PUBLISH")
+                    .arg(CONTROL)
+                    .arg(format!("released {client_id} {claimer}"))
+                    .ignore();
                 if let Err(error) = bounded(
                     "releasing a session",
                     pipe.query_async::<()>(&mut connection),

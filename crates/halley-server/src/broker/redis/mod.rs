@@ -246,7 +246,18 @@ impl Health {
 
 /// One publication on its way to Redis.
 struct Outgoing {
+    /// The encoded publication; empty for a barrier only.
     payload: Vec<u8>,
+    /// Told once everything queued up to here has reached Redis (a
+    /// publisher waiting for its confirmation, see [`Broker::confirm`]);
+    /// dropped, never told, when it was lost.
+    barrier: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    fn is_publication(&self) -> bool {
+        !self.payload.is_empty()
+    }
 }
 
 /// What [`Broker::start`] hands to the tasks: made by
@@ -323,6 +334,7 @@ impl Broker for RedisBroker {
         }
         let outgoing = Outgoing {
             payload: encode(&publication),
+            barrier: None,
         };
         // Full: Redis does not keep up (or is gone and not yet noticed);
         // closed: the broker is stopping. Refused either way, never awaited.
@@ -375,6 +387,17 @@ impl Broker for RedisBroker {
 
     fn directory(&self) -> Option<&dyn Directory> {
         Some(&*self.shared)
+    }
+
+    fn confirm(&self) -> super::directory::Pending<'_, bool> {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let barrier = Outgoing {
+            payload: Vec::new(),
+            barrier: Some(tell),
+        };
+        // Down (what was queued is being dropped) or full: not confirmed.
+        let queued = self.health.up() && self.queue.try_send(barrier).is_ok();
+        Box::pin(async move { queued && told.await.is_ok() })
     }
 }
 
@@ -466,7 +489,10 @@ async fn send(
     sha: &str,
     batch: &[Outgoing],
 ) -> Result<(), String> {
-    let mut pending: Vec<&Outgoing> = batch.iter().collect();
+    let mut pending: Vec<&Outgoing> = batch.iter().filter(|o| o.is_publication()).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
     for attempt in 0..2 {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
@@ -582,7 +608,15 @@ async fn write(
                 }
                 let sent = send(connection, &sha, &batch).await;
                 if sent.is_err() {
-                    tracing::warn!(lost = batch.len(), "publications lost: Redis unavailable");
+                    let lost = batch.iter().filter(|o| o.is_publication()).count();
+                    tracing::warn!(lost, "publications lost: Redis unavailable");
+                } else {
+                    // In Redis: the publishers waiting on these are told.
+                    for outgoing in &mut batch {
+                        if let Some(barrier) = outgoing.barrier.take() {
+                            let _ = barrier.send(());
+                        }
+                    }
                 }
                 batch.clear();
                 sent.err()
@@ -611,8 +645,12 @@ async fn write(
         batch.push(outgoing);
     }
     let leaving = async {
-        if !batch.is_empty() {
-            let _ = send(&mut connection, &sha, &batch).await;
+        if !batch.is_empty() && send(&mut connection, &sha, &batch).await.is_ok() {
+            for outgoing in &mut batch {
+                if let Some(barrier) = outgoing.barrier.take() {
+                    let _ = barrier.send(());
+                }
+            }
         }
         let _ = redis::cmd("DEL")
             .arg(format!("{NODE_PREFIX}{node_id}"))
@@ -667,7 +705,7 @@ async fn read(
                         return;
                     };
                     if message.get_channel_name() == CONTROL {
-                        directory::on_control(&shared, &*local, message.get_payload_bytes());
+                        directory::on_control(&shared, local.clone(), message.get_payload_bytes());
                         continue;
                     }
                     let delivered = decode(message.get_payload_bytes(), |offset, publication| {
