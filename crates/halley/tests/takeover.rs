@@ -378,3 +378,105 @@ async fn a_connect_after_a_takeover_is_held_until_there_is_something_to_deliver(
         "the connect on B was held until the message came"
     );
 }
+
+#[tokio::test]
+async fn two_requests_of_one_client_on_two_nodes_leave_one_owner() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let nodes = [node(&redis, "a"), node(&redis, "b"), node(&redis, "c")];
+    for round in 0..5 {
+        let browser = Browser::new();
+        let client_id = browser.handshake(&nodes[0], false).await;
+        // As CometD does after its handshake: the subscribe and the first
+        // connect at once, on two connections, which a round-robin
+        // balancer sends to two other nodes.
+        let subscribe = browser.send(
+            &nodes[1],
+            json!([{"id": "s", "channel": "/meta/subscribe", "clientId": client_id,
+                    "subscription": "/chat/room"}]),
+        );
+        let connect = browser.send(
+            &nodes[2],
+            json!([{"id": "c", "channel": "/meta/connect", "clientId": client_id,
+                    "connectionType": "long-polling", "advice": {"timeout": 0}}]),
+        );
+        let (subscribed, connected) = tokio::join!(subscribe, connect);
+        assert_eq!(
+            subscribed[0]["successful"], true,
+            "round {round}: {subscribed:?}"
+        );
+        let connected = connected
+            .iter()
+            .find(|m| m["channel"] == "/meta/connect")
+            .unwrap();
+        assert_eq!(connected["successful"], true, "round {round}: {connected}");
+        // One node holds it, subscribed: a message reaches it once.
+        api_publish(&nodes[0], json!({ "n": round })).await;
+        let mut got = Vec::new();
+        within(30.0, "the message", async {
+            while got.is_empty() {
+                got.extend(numbers(
+                    &browser
+                        .connect(&nodes[round as usize % 3], &client_id, None)
+                        .await
+                        .1,
+                ));
+            }
+        })
+        .await;
+        assert_eq!(got, vec![round], "round {round}");
+        let mut holders = 0;
+        for node in &nodes {
+            // `halley_sessions` is set at scrape: the sessions each node holds.
+            holders += node.metric("halley_sessions").await as u64;
+        }
+        assert_eq!(holders, round + 1, "one session per round, each held once");
+    }
+}
+
+#[tokio::test]
+async fn without_redis_a_request_for_another_nodes_session_is_told_to_retry() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, false).await;
+    redis.kill();
+    b.logged("Redis lost").await;
+    a.logged("Redis lost").await;
+    // B cannot ask who holds it: not "unknown" (which makes the client
+    // handshake again and lose its subscriptions), but "retry".
+    let replies = browser
+        .send(
+            &b,
+            json!([{"id": "c", "channel": "/meta/connect", "clientId": client_id,
+                    "connectionType": "long-polling"}]),
+        )
+        .await;
+    assert_eq!(replies[0]["successful"], false, "{replies:?}");
+    assert_eq!(
+        replies[0]["error"], "503::broker_unavailable",
+        "{replies:?}"
+    );
+    assert_eq!(replies[0]["advice"]["reconnect"], "retry", "{replies:?}");
+    // Nor a new session no other node could find.
+    let refused = browser
+        .send(
+            &b,
+            json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"]}]),
+        )
+        .await;
+    assert_eq!(refused[0]["successful"], false, "{refused:?}");
+    assert_eq!(
+        refused[0]["error"], "503::broker_unavailable",
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["advice"]["reconnect"], "retry", "{refused:?}");
+    // Its own node still serves it.
+    let (reply, _) = browser.connect(&a, &client_id, None).await;
+    assert_eq!(reply["successful"], true);
+}
