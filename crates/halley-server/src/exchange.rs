@@ -245,14 +245,15 @@ pub struct Binding;
 
 impl Binding {
     /// - A session created over HTTP is bound to the `BAYEUX_BROWSER`
-    ///   cookie of its handshake. A request with that cookie is served
-    ///   (and proves the client keeps it); one with another cookie is not.
-    /// - A cookie-less WebSocket may use such a session only while its
-    ///   client has never sent the cookie back, and only one socket: the
-    ///   first to present it. That is Faye and other clients in runtimes
-    ///   without cookies on WebSocket (they handshake over HTTP, then go on
-    ///   over a socket); a thief with the clientId finds the session taken
-    ///   by its owner's socket, or proven by its cookie.
+    ///   cookie of its handshake: a request with that cookie is served,
+    ///   one with another cookie is not.
+    /// - A cookie-less WebSocket may use such a session if its handshake
+    ///   did not present the cookie (a new browser, or a client in a
+    ///   runtime without cookies on WebSocket, such as Faye in Node, which
+    ///   handshakes over HTTP while its socket opens), the socket comes
+    ///   from the handshake's address, and only one socket: the first to
+    ///   present it. A thief with the clientId finds it on another address,
+    ///   or taken by its owner's socket.
     /// - A session created over a WebSocket without a cookie (Node and Java
     ///   clients) has nothing but its clientId: any request with it is
     ///   served, so that such a client can reconnect (the ack extension's
@@ -261,14 +262,14 @@ impl Binding {
     pub fn check(session: &Session, origin: &Origin) -> Result<(), Refused> {
         let on_socket = origin.socket_id != 0;
         match (session.browser_id(), origin.browser_id.as_deref()) {
-            (Some(bound), Some(sent)) if bound == sent => {
-                if !session.is_bound_strictly() {
-                    session.set_bound_strictly(true);
-                }
-                Ok(())
-            }
+            (Some(bound), Some(sent)) if bound == sent => Ok(()),
             (Some(_), Some(_)) => Err(Refused::OtherBrowser),
-            (Some(_), None) if on_socket && !session.is_bound_strictly() => {
+            (Some(_), None)
+                if on_socket
+                    && !session.is_bound_strictly()
+                    && (session.handshake_peer().is_none()
+                        || session.handshake_peer() == origin.peer) =>
+            {
                 if session.bind_socket(origin.socket_id) {
                     Ok(())
                 } else {

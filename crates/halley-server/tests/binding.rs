@@ -25,6 +25,10 @@ fn socket(id: u64, cookie: Option<&str>) -> Origin {
     Origin::websocket(id, 0, cookie.map(str::to_owned))
 }
 
+fn from(origin: Origin, ip: &str) -> Origin {
+    origin.from_peer(Some(ip.parse().unwrap()))
+}
+
 /// A handshake from `origin`: the clientId and the cookie it was given.
 async fn handshake(engine: &Engine, origin: Origin) -> (String, Option<String>) {
     let exchange = handle(
@@ -80,9 +84,31 @@ async fn a_session_made_over_http_is_served_with_its_cookie_only() {
     // (aiocometd's HTTP library refuses cookies from 127.0.0.1).
     let cookieless = echo(&engine, http(None), &client_id).await;
     assert!(reason(&cookieless).contains("localhost"), "{cookieless}");
-    // Its client has shown it keeps the cookie: no cookie-less socket now.
+}
+
+#[tokio::test]
+async fn a_browser_that_had_its_cookie_at_handshake_never_shares_with_a_cookieless_socket() {
+    let engine = Engine::new(Config::default());
+    let (_, cookie) = handshake(&engine, http(None)).await;
+    let cookie = cookie.unwrap();
+    // Its next session: the handshake presents the cookie.
+    let (client_id, _) = handshake(&engine, http(Some(&cookie))).await;
     let thief = echo(&engine, socket(7, None), &client_id).await;
     assert!(reason(&thief).contains("cookie"), "{thief}");
+    assert!(served(
+        &echo(&engine, socket(8, Some(&cookie)), &client_id).await
+    ));
+}
+
+#[tokio::test]
+async fn a_cookieless_socket_from_another_address_is_refused() {
+    let engine = Engine::new(Config::default());
+    let (client_id, _) = handshake(&engine, from(http(None), "10.0.0.1")).await;
+    let thief = echo(&engine, from(socket(7, None), "10.0.0.2"), &client_id).await;
+    assert!(reason(&thief).contains("cookie"), "{thief}");
+    assert!(served(
+        &echo(&engine, from(socket(8, None), "10.0.0.1"), &client_id).await
+    ));
 }
 
 #[tokio::test]

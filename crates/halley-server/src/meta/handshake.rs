@@ -161,6 +161,9 @@ pub async fn handle(
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
     let session = node.sessions().create(browser_id.as_deref(), strict);
+    if let Some(peer) = exchange.origin.peer {
+        session.set_handshake_peer(peer);
+    }
 
     // Without an adapter every session is anonymous: the grant stays unset
     // (embedders and tests may still set one).

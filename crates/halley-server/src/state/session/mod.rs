@@ -59,6 +59,8 @@ pub struct Session {
     /// Whether the client has shown it keeps that cookie: its handshake
     /// came with it, or a later request did (see `Exchange::resolve_session`).
     bound_strictly: AtomicBool,
+    /// The address its handshake came from, when known.
+    handshake_peer: OnceLock<std::net::IpAddr>,
     /// The WebSocket a cookie-less client uses this session on (0: none):
     /// the one it was created on, or the first cookie-less socket that
     /// presented a session whose cookie was never sent back.
@@ -108,6 +110,7 @@ impl Session {
             browser_id,
             bound_strictly: AtomicBool::new(false),
             bound_socket: AtomicU64::new(0),
+            handshake_peer: OnceLock::new(),
             created_ms: now_ms,
             delivery: Delivery::new(limits),
             connects: Connects::new(),
@@ -155,6 +158,16 @@ impl Session {
 
     pub fn is_bound_strictly(&self) -> bool {
         self.bound_strictly.load(Ordering::Acquire)
+    }
+
+    /// Records the address its handshake came from (once).
+    pub fn set_handshake_peer(&self, peer: std::net::IpAddr) {
+        let _ = self.handshake_peer.set(peer);
+    }
+
+    /// The address its handshake came from, when known.
+    pub fn handshake_peer(&self) -> Option<std::net::IpAddr> {
+        self.handshake_peer.get().copied()
     }
 
     /// The WebSocket a cookie-less client uses this session on (0: none).
