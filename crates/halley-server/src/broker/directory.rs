@@ -125,6 +125,12 @@ pub trait Directory: Send + Sync {
     /// `None`: no such session in the cluster.
     fn claim<'a>(&'a self, client_id: &'a str) -> Pending<'a, Result<Option<Claimed>, String>>;
 
+    /// Counts the engine connections made so far: when it changes (Redis
+    /// came back), the node writes its records again at once.
+    fn generation(&self) -> u64 {
+        0
+    }
+
     /// The log's publications after `offset`, oldest first.
     fn read_log(&self, after: u64) -> Pending<'_, Result<LogRead, String>>;
 }

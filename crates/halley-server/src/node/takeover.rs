@@ -279,13 +279,24 @@ impl Node {
         let Some(directory) = self.directory() else {
             return;
         };
-        let mut every = tokio::time::interval(RECORD_REFRESH);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Every RECORD_REFRESH, and at once after a reconnection (Redis may
+        // have come back empty): a look every quarter second is cheap.
+        let mut look = tokio::time::interval(Duration::from_millis(250));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut generation = directory.generation();
+        let mut last = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = every.tick() => {}
+                _ = look.tick() => {}
                 _ = self.shutdown.wait() => return,
             }
+            let now = tokio::time::Instant::now();
+            let reconnected = directory.generation() != generation;
+            if !reconnected && now.duration_since(last) < RECORD_REFRESH {
+                continue;
+            }
+            generation = directory.generation();
+            last = now;
             directory.store_later(self.live_records());
         }
     }

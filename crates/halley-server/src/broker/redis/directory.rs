@@ -35,6 +35,10 @@ pub const SESSION_PREFIX: &str = "halley:session:";
 /// A record expires this long after its owner last wrote it (owners write
 /// their sessions' records every few seconds, see `node/takeover.rs`).
 pub const RECORD_TTL: Duration = Duration::from_secs(60);
+/// After Redis came back without the cluster's data, how long a session
+/// not found is answered "retry" rather than "unknown": every node writes
+/// its sessions again at once, and within its next refresh at the latest.
+pub const RESTORING: Duration = Duration::from_secs(10);
 /// How long a claimer waits for a live owner to let go.
 pub const RELEASE_WAIT: Duration = Duration::from_millis(500);
 /// Most log entries one takeover reads back (the whole log).
@@ -92,6 +96,11 @@ pub struct Shared {
     forget_sha: String,
     /// The newest log offset this node has received.
     last_offset: std::sync::atomic::AtomicU64,
+    /// Connections made so far (a new one: the node writes its records).
+    generation: std::sync::atomic::AtomicU64,
+    /// When Redis was last found without the cluster's data: for a while
+    /// after, a session not found may be one not yet written again.
+    lost_data_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -104,7 +113,20 @@ impl Shared {
             claim_sha: sha(CLAIM_SCRIPT),
             forget_sha: sha(FORGET_SCRIPT),
             last_offset: Default::default(),
+            generation: Default::default(),
+            lost_data_at: Mutex::new(None),
         }
+    }
+
+    /// Redis came back without the cluster's data (see [`RESTORING`]).
+    pub fn lost_data(&self) {
+        *self.lost_data_at.lock() = Some(std::time::Instant::now());
+    }
+
+    fn restoring(&self) -> bool {
+        self.lost_data_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < RESTORING)
     }
 
     /// The reader received the publication at `offset`.
@@ -123,6 +145,8 @@ impl Shared {
 
     pub fn set_connection(&self, connection: MultiplexedConnection) {
         *self.connection.lock() = connection;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     fn connection(&self) -> MultiplexedConnection {
@@ -234,6 +258,9 @@ impl Directory for Shared {
             )
             .await?;
             let Some((owner, alive, record)) = claimed else {
+                if self.restoring() {
+                    return Err("Redis lost its data: sessions are being written again".into());
+                }
                 return Ok(None);
             };
             let mut released = owner == self.node_id;
@@ -273,6 +300,10 @@ impl Directory for Shared {
                 .map_err(|e| format!("a malformed session record: {e}"))?;
             Ok(Some(Claimed { record, released }))
         })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn read_log(&self, after: u64) -> Pending<'_, Result<LogRead, String>> {

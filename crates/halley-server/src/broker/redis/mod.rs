@@ -113,11 +113,18 @@ return offset
 /// (restarted without persistence), the first node to reconnect sets it to
 /// the newest offset it has seen, so batch numbers and positions of live
 /// sessions stay meaningful. KEYS[1]: the counter; ARGV[1]: the offset.
+///
+/// KEYS[2] marks the cluster's data: set by the first node ever, gone only
+/// when Redis lost everything. Returns 1 when it was gone (and sets it).
 pub const CONTINUE_SCRIPT: &str = r#"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
+if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
+return 0
 "#;
+
+/// The key whose absence means Redis lost the cluster's data.
+pub const EPOCH: &str = "halley:epoch";
 
 /// A publication as it travels through Redis: JSON, `data`, `id` and `ext`
 /// carried raw (byte for byte, never parsed into a tree).
@@ -293,6 +300,9 @@ impl RedisBroker {
         let unreachable = |e: String| format!("cannot connect to Redis at {shown_url}: {e}");
         let mut commands = connect_commands(&client).await.map_err(unreachable)?;
         load_script(&mut commands).await.map_err(unreachable)?;
+        continue_offsets(&mut commands, 0, node_id)
+            .await
+            .map_err(unreachable)?;
         beat(&mut commands, node_id).await.map_err(unreachable)?;
         let pubsub = subscribe(&client).await.map_err(unreachable)?;
         let (queue, receiver) = mpsc::channel(QUEUE);
@@ -449,18 +459,23 @@ async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), Strin
     Ok(())
 }
 
-/// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen.
+/// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen;
+/// `true` when Redis had lost the cluster's data.
 async fn continue_offsets(
     connection: &mut MultiplexedConnection,
     offset: u64,
-) -> Result<(), String> {
+    node_id: &str,
+) -> Result<bool, String> {
     redis::cmd("EVAL")
         .arg(CONTINUE_SCRIPT)
-        .arg(1)
+        .arg(2)
         .arg(OFFSET)
+        .arg(EPOCH)
         .arg(offset)
-        .query_async::<()>(connection)
+        .arg(node_id)
+        .query_async::<i64>(connection)
         .await
+        .map(|lost| lost == 1)
         .map_err(|e| format!("keeping the log's offsets: {e}"))
 }
 
@@ -581,11 +596,18 @@ async fn write(
                 Ok(mut connection) => {
                     let resumed = async {
                         load_script(&mut connection).await?;
-                        continue_offsets(&mut connection, shared.last_offset()).await
+                        continue_offsets(&mut connection, shared.last_offset(), &node_id).await
                     };
-                    if let Err(error) = resumed.await {
-                        tracing::debug!(%error, "reconnecting to Redis");
-                        continue;
+                    match resumed.await {
+                        Ok(true) => {
+                            tracing::warn!("Redis came back without the cluster's data: every node writes its sessions again");
+                            shared.lost_data();
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, "reconnecting to Redis");
+                            continue;
+                        }
                     }
                     shared.set_connection(connection.clone());
                     // This connection is newer than any loss the reader saw.
