@@ -29,22 +29,10 @@
 // CLUSTER_LOG_DIR=/some/dir the whole logs are written there (RUST_LOG=halley_server=debug for
 // the takeovers).
 //
-// Known server bugs (2026-11-28, main at 17d0752, written up for issue 12) make these tests
-// fail now and then: they run as `todo` (run, reported, not failing the suite) until the bugs
-// are fixed; CLUSTER_STRICT=1 makes every failure count. Three strict runs: the kills 6/6, the
-// rolling restarts 5/6, Redis restarted 1/6 (long-polling 0/3).
-//   - two nodes can take one session over at once: a client's connect and subscribe arrive
-//     together at two nodes (the CometD client sends them on two connections); the second
-//     claimer asks the first to let go while the first is still adopting, is told "released",
-//     and both hold the session (both log "session taken over" within a millisecond). Seen as
-//     a lost subscription (nothing received, one handshake), a 402 on the subscribe right after
-//     the handshake, or, more rarely, two messages swapped.
-//   - while Redis is down, a node that does not hold a session answers its requests 402 (it
-//     cannot claim it), so long-polling clients behind a round-robin balancer handshake again,
-//     over and over (each new session cannot be written either) until Redis is back, and the
-//     CometD client does not subscribe again by itself: nothing more arrives.
-//   - a publish the HTTP API accepted (200) as Redis died can be lost (documented in
-//     docs/cluster.md: `publications lost`).
+// These tests found four server bugs on their first runs (a takeover's first connect answered at
+// once; two nodes taking one session over at once; 402 instead of "retry" while Redis was down or
+// had just come back empty; a 200 publish lost as Redis died). All four are fixed; the tests fail
+// on any departure from exactly once, in order, one clientId.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,11 +50,8 @@ const PACE_MS = 10; // ~100 messages/s
 // A held /meta/connect is answered after 2 s: connects move between nodes often.
 const NODE_ARGS = ['--timeout', '2000', '--max-sessions-per-browser', '-1'];
 
-const KNOWN_BUGS = process.env.CLUSTER_STRICT ? false
-  : 'known server bugs of the cluster (see the top of cluster.test.mjs); CLUSTER_STRICT=1 to fail on them';
-
 function it(name, fn, timeout = 120000) {
-  test(name, { timeout, todo: MISSING ? false : KNOWN_BUGS }, async (t) => {
+  test(name, { timeout }, async (t) => {
     if (MISSING) {
       if (process.env.CI) throw new Error(`cluster tests cannot run: ${MISSING}`);
       t.skip(`cluster tests skipped: ${MISSING}`);

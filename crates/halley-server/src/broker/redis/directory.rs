@@ -101,6 +101,8 @@ pub struct Shared {
     /// When Redis was last found without the cluster's data: for a while
     /// after, a session not found may be one not yet written again.
     lost_data_at: Mutex<Option<std::time::Instant>>,
+    /// The token naming the cluster's data (`halley:epoch`) last read.
+    epoch: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -115,12 +117,20 @@ impl Shared {
             last_offset: Default::default(),
             generation: Default::default(),
             lost_data_at: Mutex::new(None),
+            epoch: Mutex::new(None),
         }
     }
 
-    /// Redis came back without the cluster's data (see [`RESTORING`]).
-    pub fn lost_data(&self) {
-        *self.lost_data_at.lock() = Some(std::time::Instant::now());
+    /// The token naming the cluster's data, as this node just read it;
+    /// `true` if it differs from the one it read before: Redis lost the
+    /// data meanwhile (see [`RESTORING`]).
+    pub fn set_epoch(&self, epoch: String) -> bool {
+        let before = self.epoch.lock().replace(epoch.clone());
+        let lost = before.is_some_and(|before| before != epoch);
+        if lost {
+            *self.lost_data_at.lock() = Some(std::time::Instant::now());
+        }
+        lost
     }
 
     fn restoring(&self) -> bool {

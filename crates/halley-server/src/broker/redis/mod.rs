@@ -114,13 +114,14 @@ return offset
 /// the newest offset it has seen, so batch numbers and positions of live
 /// sessions stay meaningful. KEYS[1]: the counter; ARGV[1]: the offset.
 ///
-/// KEYS[2] marks the cluster's data: set by the first node ever, gone only
-/// when Redis lost everything. Returns 1 when it was gone (and sets it).
+/// KEYS[2] names the cluster's data: a random token set by the first node
+/// to find it missing, gone only when Redis lost everything. Returns the
+/// token: a node that sees another than before knows the data was lost.
 pub const CONTINUE_SCRIPT: &str = r#"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 1 end
-return 0
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return redis.call('GET', KEYS[2])
 "#;
 
 /// The key whose absence means Redis lost the cluster's data.
@@ -300,13 +301,14 @@ impl RedisBroker {
         let unreachable = |e: String| format!("cannot connect to Redis at {shown_url}: {e}");
         let mut commands = connect_commands(&client).await.map_err(unreachable)?;
         load_script(&mut commands).await.map_err(unreachable)?;
-        continue_offsets(&mut commands, 0, node_id)
+        let epoch = continue_offsets(&mut commands, 0)
             .await
             .map_err(unreachable)?;
         beat(&mut commands, node_id).await.map_err(unreachable)?;
         let pubsub = subscribe(&client).await.map_err(unreachable)?;
         let (queue, receiver) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::new(node_id, commands.clone()));
+        shared.set_epoch(epoch);
         Ok(RedisBroker {
             client,
             shared,
@@ -460,22 +462,20 @@ async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), Strin
 }
 
 /// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen;
-/// `true` when Redis had lost the cluster's data.
+/// the token naming the cluster's data.
 async fn continue_offsets(
     connection: &mut MultiplexedConnection,
     offset: u64,
-    node_id: &str,
-) -> Result<bool, String> {
+) -> Result<String, String> {
     redis::cmd("EVAL")
         .arg(CONTINUE_SCRIPT)
         .arg(2)
         .arg(OFFSET)
         .arg(EPOCH)
         .arg(offset)
-        .arg(node_id)
-        .query_async::<i64>(connection)
+        .arg(crate::state::sessions::new_random_id())
+        .query_async::<String>(connection)
         .await
-        .map(|lost| lost == 1)
         .map_err(|e| format!("keeping the log's offsets: {e}"))
 }
 
@@ -596,14 +596,14 @@ async fn write(
                 Ok(mut connection) => {
                     let resumed = async {
                         load_script(&mut connection).await?;
-                        continue_offsets(&mut connection, shared.last_offset(), &node_id).await
+                        continue_offsets(&mut connection, shared.last_offset()).await
                     };
                     match resumed.await {
-                        Ok(true) => {
-                            tracing::warn!("Redis came back without the cluster's data: every node writes its sessions again");
-                            shared.lost_data();
+                        Ok(epoch) => {
+                            if shared.set_epoch(epoch) {
+                                tracing::warn!("Redis came back without the cluster's data: this node writes its sessions again");
+                            }
                         }
-                        Ok(false) => {}
                         Err(error) => {
                             tracing::debug!(%error, "reconnecting to Redis");
                             continue;
