@@ -10,6 +10,37 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+/// On a cluster node a batch number says the log offset the batch reaches:
+/// `offset << BATCH_BITS | n`, so the node a client's next connect lands on
+/// knows what the client has from the number alone (see
+/// `state/session/position.rs`).
+///
+/// Low bits of a batch number that count batches with no newer log
+/// message (empty replies, local deliveries). JavaScript numbers are exact
+/// to 2^53, so offsets may reach 2^40 (a million publishes a second for
+/// twelve days).
+pub const BATCH_BITS: u32 = 13;
+
+/// The offset a batch number reaches (see the module documentation).
+pub fn batch_offset(batch: u64) -> u64 {
+    batch >> BATCH_BITS
+}
+
+/// The number of the batch after `last` that reaches `offset`: rising,
+/// and never claiming more than `offset` (the count saturates within one
+/// offset rather than spill into the next).
+pub fn batch_number(last: u64, offset: u64) -> u64 {
+    let base = offset << BATCH_BITS;
+    if batch_offset(last) == offset {
+        (last + 1).min(base | ((1 << BATCH_BITS) - 1))
+    } else if base > last {
+        base
+    } else {
+        // The log's counter went back (Redis lost its data): keep rising.
+        last + 1
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct UnackedBatches {
     batches: VecDeque<(u64, Vec<Bytes>)>,
@@ -57,7 +88,7 @@ impl UnackedBatches {
     /// [`crate::state::session::batch_number`]).
     pub fn record_at(&mut self, deliveries: &[Bytes], offset: Option<u64>) -> u64 {
         self.last_batch = match offset {
-            Some(offset) => crate::state::session::batch_number(self.last_batch, offset),
+            Some(offset) => batch_number(self.last_batch, offset),
             None => self.last_batch + 1,
         };
         if !deliveries.is_empty() {
@@ -91,6 +122,33 @@ impl UnackedBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_numbers_rise_and_say_their_offset() {
+        let first = batch_number(0, 7);
+        assert_eq!(batch_offset(first), 7);
+        let empty = batch_number(first, 7);
+        assert!(empty > first);
+        assert_eq!(
+            batch_offset(empty),
+            7,
+            "a batch with nothing new stays at 7"
+        );
+        let next = batch_number(empty, 9);
+        assert!(next > empty);
+        assert_eq!(batch_offset(next), 9);
+        // Saturates within one offset instead of claiming the next one.
+        let mut last = next;
+        for _ in 0..(1 << BATCH_BITS) + 5 {
+            last = batch_number(last, 9);
+        }
+        assert_eq!(batch_offset(last), 9);
+        // A restarted counter: still rising.
+        assert!(batch_number(last, 1) > last);
+        // No log message yet: small numbers, as a single node's.
+        assert_eq!(batch_number(0, 0), 1);
+        assert_eq!(batch_number(1, 0), 2);
+    }
 
     fn d(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())

@@ -41,11 +41,11 @@ use tokio::time::Instant;
 use super::grant::{Grant, SessionLimits};
 use super::outbox::{OutboxLimits, OverflowPolicy, Pushed};
 use super::throttle::{Limit, Offered, Release};
+pub use crate::state::unacked::{batch_number, batch_offset};
 pub use connects::ConnectionType;
 use connects::Connects;
 use delivery::Delivery;
 use position::Position;
-pub use position::{batch_number, batch_offset};
 use rates::Rates;
 
 /// Server-internal, dense session number (cheaper to hash than the clientId).

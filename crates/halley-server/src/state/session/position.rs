@@ -17,39 +17,13 @@
 //!   live offset is noted, so the replay stops just before it.
 //!
 //! With the ack extension, a connect reply's batch number says the offset
-//! it reaches: `offset << BATCH_BITS | n` (see [`batch_number`]), so the
-//! node a client's next connect lands on needs nothing but that number to
-//! know what the client has: no per-batch write to Redis on the way out.
+//! it reaches (see [`crate::state::unacked::batch_number`]), so the node a
+//! client's next connect lands on needs nothing but that number to know
+//! what the client has: no per-batch write to Redis on the way out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-
-/// Low bits of a batch number that count batches with no newer log
-/// message (empty replies, local deliveries). JavaScript numbers are exact
-/// to 2^53, so offsets may reach 2^40 (a million publishes a second for
-/// twelve days).
-pub const BATCH_BITS: u32 = 13;
-
-/// The offset a batch number reaches (see the module documentation).
-pub fn batch_offset(batch: u64) -> u64 {
-    batch >> BATCH_BITS
-}
-
-/// The number of the batch after `last` that reaches `offset`: rising,
-/// and never claiming more than `offset` (the count saturates within one
-/// offset rather than spill into the next).
-pub fn batch_number(last: u64, offset: u64) -> u64 {
-    let base = offset << BATCH_BITS;
-    if batch_offset(last) == offset {
-        (last + 1).min(base | ((1 << BATCH_BITS) - 1))
-    } else if base > last {
-        base
-    } else {
-        // The log's counter went back (Redis lost its data): keep rising.
-        last + 1
-    }
-}
 
 /// The catch-up after a takeover (see the module documentation).
 #[derive(Debug, Default)]
@@ -162,33 +136,6 @@ impl Position {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batch_numbers_rise_and_say_their_offset() {
-        let first = batch_number(0, 7);
-        assert_eq!(batch_offset(first), 7);
-        let empty = batch_number(first, 7);
-        assert!(empty > first);
-        assert_eq!(
-            batch_offset(empty),
-            7,
-            "a batch with nothing new stays at 7"
-        );
-        let next = batch_number(empty, 9);
-        assert!(next > empty);
-        assert_eq!(batch_offset(next), 9);
-        // Saturates within one offset instead of claiming the next one.
-        let mut last = next;
-        for _ in 0..(1 << BATCH_BITS) + 5 {
-            last = batch_number(last, 9);
-        }
-        assert_eq!(batch_offset(last), 9);
-        // A restarted counter: still rising.
-        assert!(batch_number(last, 1) > last);
-        // No log message yet: small numbers, as a single node's.
-        assert_eq!(batch_number(0, 0), 1);
-        assert_eq!(batch_number(1, 0), 2);
-    }
 
     #[test]
     fn a_catch_up_skips_what_was_replayed_and_keeps_what_came_live() {
