@@ -155,7 +155,7 @@ async fn connect_users(
             let _permit = gate.acquire().await.expect("never closed");
             // A user only subscribes: one connection each, so a node's
             // file limit is spent on users, not on spare connections.
-            let client = transport::client(&scenario, http, local, false)?;
+            let client = transport::client(&scenario, scenario.url_for(user), http, local, false)?;
             let client = Arc::new(client);
             let deliveries = client.take_deliveries().expect("first take");
             client.handshake().await?;
