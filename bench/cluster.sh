@@ -72,9 +72,13 @@ mkdir -p "$OUT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
+redis_child=
 stop_all() {
+  # Nodes first, then Redis: a node that loses Redis while stopping only
+  # fills its log with failed session writes.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$redis_child" ]; then kill "$redis_child" 2>/dev/null || true; wait "$redis_child" 2>/dev/null || true; fi
 }
 trap stop_all EXIT
 
@@ -94,8 +98,8 @@ if [ "$REDIS" != off ]; then
   # No persistence: the figures are of the hop, not of the disk.
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     >"$OUT/$LABEL-redis.log" 2>&1 &
-  pids+=($!)
-  redis_pid=(--redis-pid $!)
+  redis_child=$!
+  redis_pid=(--redis-pid "$redis_child")
   wait_for "$OUT/$LABEL-redis.log" "Ready to accept connections" "redis-server"
   redis_args=(--redis "redis://127.0.0.1:$redis_port")
 fi
@@ -122,5 +126,5 @@ status=0
   --transport "$TRANSPORT" --users "$USERS" --interval "$INTERVAL" \
   --duration "$DURATION" --warmup "$WARMUP" --drain-timeout "$DRAIN_TIMEOUT" \
   --json "$OUT/$LABEL.json" $EXTRA || status=$?
-echo "report: $OUT/$LABEL.json (logs: $OUT/$LABEL-*.log)"
+echo "report: $OUT/$LABEL.json (logs: $OUT/$LABEL-*.log); after the run: $(uptime | sed 's/.*load/load/')"
 exit "$status"

@@ -65,6 +65,9 @@ pub struct WorkerResult {
     pub rehandshakes: u64,
     /// CPU seconds the worker used between Start and Finish.
     pub cpu_s: f64,
+    /// Users that needed more than one try to handshake and subscribe.
+    #[serde(default)]
+    pub connect_retries: u64,
 }
 
 pub fn encode<T: Serialize>(message: &T) -> String {

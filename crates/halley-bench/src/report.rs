@@ -44,6 +44,10 @@ pub struct Report {
     /// Refused or failed publishes, undecodable deliveries.
     pub errors: u64,
     pub rehandshakes: u64,
+    /// Handshake-and-subscribe attempts that failed and were tried again
+    /// while users connected (the server was swamped; none is the norm).
+    #[serde(default)]
+    pub connect_retries: u64,
     /// CPU seconds of the load generator (coordinator + workers) while measuring.
     pub loadgen_cpu_s: f64,
     /// CPU seconds of the server while measuring (with `--server-pid`;
@@ -131,6 +135,12 @@ impl Report {
             "published {}  expected {}  delivered {}  lost {}  duplicates {}  out-of-order {}  errors {}  re-handshakes {}\n",
             self.published, self.expected, self.delivered, self.lost, self.duplicates, self.out_of_order, self.errors, self.rehandshakes
         ));
+        if self.connect_retries > 0 {
+            text.push_str(&format!(
+                "connecting took {} retries (handshakes or subscribes that failed and were tried again)\n",
+                self.connect_retries
+            ));
+        }
         text.push_str(&format!(
             "delivered {:.0} msg/s (offered {:.0})\n",
             self.delivered_per_sec, self.offered_per_sec

@@ -237,12 +237,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let mut counts = Counts::default();
     let mut errors = published.errors.load(Ordering::Relaxed);
     let mut rehandshakes = 0;
+    let mut connect_retries = 0;
     let mut workers_cpu_s = 0.0;
     for result in results.into_iter().flatten() {
         latencies.merge(&Latencies::from_buckets(&result.latencies));
         counts.merge(&result.counts);
         errors += result.errors;
         rehandshakes += result.rehandshakes;
+        connect_retries += result.connect_retries;
         workers_cpu_s += result.cpu_s;
     }
     let duration_s = scenario.duration.as_secs_f64();
@@ -268,6 +270,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         latency_ms: latencies.quantiles_ms(),
         errors,
         rehandshakes,
+        connect_retries,
         loadgen_cpu_s: cpu.own + workers_cpu_s,
         server_cpu_s,
         server_rss_bytes: server_rss,
