@@ -27,6 +27,8 @@ pub struct Plan {
     pub user_count: usize,
     /// Source address for this worker's connections (spreads ephemeral ports).
     pub local_address: Option<std::net::IpAddr>,
+    /// Users of this worker handshaking at once while connecting.
+    pub connecting_at_once: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

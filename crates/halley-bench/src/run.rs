@@ -37,6 +37,9 @@ use crate::tally::Counts;
 
 /// Users one worker process simulates at most by default.
 pub const USERS_PER_PROCESS: usize = 15_000;
+/// Handshakes one worker has in flight at once while its users connect,
+/// by default.
+pub const CONNECTING_AT_ONCE: usize = 256;
 
 pub struct RunOptions {
     pub scenario: Scenario,
@@ -49,6 +52,10 @@ pub struct RunOptions {
     pub redis_pid: Option<u32>,
     /// How long to wait after the window for deliveries still in flight.
     pub drain_timeout: Duration,
+    /// Handshakes each worker has in flight at once while connecting
+    /// (`None`: [`CONNECTING_AT_ONCE`]). Fewer spare a cluster that writes
+    /// every new session to Redis from a connect storm.
+    pub connecting_at_once: Option<usize>,
     /// The program and arguments that start one worker (this binary's hidden subcommand).
     pub worker_program: PathBuf,
     pub worker_args: Vec<String>,
@@ -98,6 +105,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             first_user: users.start,
             user_count: users.len(),
             local_address: source_address(loopback, index, salt),
+            connecting_at_once: options.connecting_at_once.unwrap_or(CONNECTING_AT_ONCE),
         };
         stdin
             .write_all(encode(&Command::Plan(plan)).as_bytes())

@@ -22,8 +22,6 @@ use crate::sysstat;
 use crate::tally::{Arrival, Counts, SequenceTracker};
 use crate::transport;
 
-/// Handshakes in flight at once while users connect.
-const CONNECTING_AT_ONCE: usize = 256;
 /// Tries a user gets to handshake and subscribe: a server (or a cluster
 /// writing each new session to Redis) swamped by tens of thousands of
 /// handshakes at once may let a few time out, and a real client would try
@@ -150,7 +148,7 @@ async fn connect_users(
     events: &mpsc::UnboundedSender<Event>,
 ) -> Vec<Arc<Client>> {
     let http = transport::shared_http(plan.local_address);
-    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+    let gate = Arc::new(Semaphore::new(plan.connecting_at_once.max(1)));
     let mut joins = Vec::with_capacity(plan.user_count);
     for user in plan.first_user..plan.first_user + plan.user_count {
         let scenario = plan.scenario.clone();

@@ -89,6 +89,10 @@ struct CommonArgs {
     /// PID of the cluster's Redis, to report its CPU time apart from the nodes'
     #[arg(long)]
     redis_pid: Option<u32>,
+    /// Handshakes each worker process has in flight at once while users
+    /// connect (default 256); fewer spare a cluster a connect storm
+    #[arg(long, value_name = "N")]
+    connecting_at_once: Option<usize>,
     /// How long to wait after the window for deliveries still in flight
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -120,6 +124,7 @@ impl CommonArgs {
             server_pids: self.server_pids.clone(),
             redis_pid: self.redis_pid,
             drain_timeout: self.drain_timeout,
+            connecting_at_once: self.connecting_at_once,
             worker_program: std::env::current_exe().context("finding this program")?,
             worker_args: vec!["bench-worker".into()],
         })
