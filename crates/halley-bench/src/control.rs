@@ -27,6 +27,8 @@ pub struct Plan {
     pub user_count: usize,
     /// Source address for this worker's connections (spreads ephemeral ports).
     pub local_address: Option<std::net::IpAddr>,
+    /// Users of this worker handshaking at once while connecting.
+    pub connecting_at_once: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +67,9 @@ pub struct WorkerResult {
     pub rehandshakes: u64,
     /// CPU seconds the worker used between Start and Finish.
     pub cpu_s: f64,
+    /// Users that needed more than one try to handshake and subscribe.
+    #[serde(default)]
+    pub connect_retries: u64,
 }
 
 pub fn encode<T: Serialize>(message: &T) -> String {

@@ -3,7 +3,8 @@
 //! 1. **connecting**: spawn the worker processes (enough that none holds more
 //!    than ~15,000 sockets: one process may open at most 20,000 files here),
 //!    each with its slice of users and, when there are several, its own
-//!    127.0.0.x source address; wait until every user has subscribed.
+//!    127.0.0.x source address; wait until every user has subscribed. Each
+//!    user connects to one of the URLs in turn ([`Scenario::url_for`]).
 //! 2. **warm-up**: the publisher runs; deliveries are not counted.
 //! 3. **measuring**: deliveries of messages *scheduled* in the window are
 //!    counted and timed.
@@ -29,22 +30,32 @@ use crate::control::{encode, Command, Event, Plan, WorkerResult};
 use crate::histogram::Latencies;
 use crate::payload::now_us;
 use crate::publisher::{self, Published};
-use crate::report::Report;
+use crate::report::{per_delivery_us, NodeFigures, Report};
 use crate::scenario::{split_users, Scenario};
 use crate::sysstat;
 use crate::tally::Counts;
 
 /// Users one worker process simulates at most by default.
 pub const USERS_PER_PROCESS: usize = 15_000;
+/// Handshakes one worker has in flight at once while its users connect,
+/// by default.
+pub const CONNECTING_AT_ONCE: usize = 256;
 
 pub struct RunOptions {
     pub scenario: Scenario,
     /// Worker processes; `None`: enough for [`USERS_PER_PROCESS`].
     pub processes: Option<usize>,
-    /// The server's PID, to report its CPU time and memory.
-    pub server_pid: Option<u32>,
+    /// The server's PIDs (one per cluster node), to report their CPU time
+    /// and memory, summed and one by one.
+    pub server_pids: Vec<u32>,
+    /// Redis's PID, to report its CPU time apart from the nodes'.
+    pub redis_pid: Option<u32>,
     /// How long to wait after the window for deliveries still in flight.
     pub drain_timeout: Duration,
+    /// Handshakes each worker has in flight at once while connecting
+    /// (`None`: [`CONNECTING_AT_ONCE`]). Fewer spare a cluster that writes
+    /// every new session to Redis from a connect storm.
+    pub connecting_at_once: Option<usize>,
     /// The program and arguments that start one worker (this binary's hidden subcommand).
     pub worker_program: PathBuf,
     pub worker_args: Vec<String>,
@@ -66,9 +77,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let processes = slices.len();
     let phases = Phases::new();
     let salt: u8 = rand::random_range(1..=254);
-    let rss_before = options
-        .server_pid
-        .and_then(|pid| sysstat::rss_bytes(Some(pid)));
+    let rss_before = sysstat::total(
+        options
+            .server_pids
+            .iter()
+            .map(|&pid| sysstat::rss_bytes(Some(pid))),
+    );
+    let loopback = scenario.urls.iter().all(|url| is_loopback(url));
 
     // 1. connecting
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, Event)>();
@@ -89,7 +104,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             index,
             first_user: users.start,
             user_count: users.len(),
-            local_address: source_address(&scenario.url, index, salt),
+            local_address: source_address(loopback, index, salt),
+            connecting_at_once: options.connecting_at_once.unwrap_or(CONNECTING_AT_ONCE),
         };
         stdin
             .write_all(encode(&Command::Plan(plan)).as_bytes())
@@ -128,8 +144,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         }
     }
     bar.finish();
-    let server_rss = options
-        .server_pid
+    let node_rss: Vec<Option<u64>> = options
+        .server_pids
+        .iter()
+        .map(|&pid| sysstat::rss_bytes(Some(pid)))
+        .collect();
+    let server_rss = sysstat::total(node_rss.iter().copied());
+    let redis_rss = options
+        .redis_pid
         .and_then(|pid| sysstat::rss_bytes(Some(pid)));
 
     let publishers = connect_publishers(&scenario).await?;
@@ -146,7 +168,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         worker.stdin.write_all(encode(&start).as_bytes()).await?;
     }
     let published = Arc::new(Published::default());
-    let sampler = tokio::spawn(sample_cpu(options.server_pid, window_from_us, end_us));
+    let sampler = tokio::spawn(sample_cpu(
+        options.server_pids.clone(),
+        options.redis_pid,
+        window_from_us,
+        end_us,
+    ));
     let publishing = {
         let scenario = scenario.clone();
         let publishers = publishers.clone();
@@ -171,7 +198,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         .timed("measuring", scenario.duration, &mut events, &mut delivered)
         .await;
     publishing.await.context("publisher")?;
-    let (coordinator_cpu_s, server_cpu_s) = sampler.await.context("cpu sampler")?;
+    let cpu = sampler.await.context("cpu sampler")?;
+    let server_cpu_s = sysstat::total(cpu.nodes.iter().copied());
 
     // 4. drain
     let expected = published.expected.load(Ordering::Relaxed);
@@ -217,17 +245,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let mut counts = Counts::default();
     let mut errors = published.errors.load(Ordering::Relaxed);
     let mut rehandshakes = 0;
+    let mut connect_retries = 0;
     let mut workers_cpu_s = 0.0;
     for result in results.into_iter().flatten() {
         latencies.merge(&Latencies::from_buckets(&result.latencies));
         counts.merge(&result.counts);
         errors += result.errors;
         rehandshakes += result.rehandshakes;
+        connect_retries += result.connect_retries;
         workers_cpu_s += result.cpu_s;
     }
     let duration_s = scenario.duration.as_secs_f64();
     Ok(Report {
-        server_url: scenario.url.clone(),
+        server_url: scenario.urls_joined(),
         users: scenario.users,
         transport: scenario.transport.as_str().to_owned(),
         ack: scenario.ack,
@@ -248,7 +278,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         latency_ms: latencies.quantiles_ms(),
         errors,
         rehandshakes,
-        loadgen_cpu_s: coordinator_cpu_s + workers_cpu_s,
+        connect_retries,
+        loadgen_cpu_s: cpu.own + workers_cpu_s,
         server_cpu_s,
         server_rss_bytes: server_rss,
         server_rss_per_client_bytes: match (rss_before, server_rss) {
@@ -257,17 +288,37 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             }
             _ => None,
         },
+        server_cpu_us_per_delivery: per_delivery_us(server_cpu_s, counts.delivered),
+        nodes: options
+            .server_pids
+            .iter()
+            .zip(cpu.nodes.iter().zip(&node_rss))
+            .map(|(&pid, (&cpu_s, &rss_bytes))| NodeFigures {
+                pid,
+                cpu_s,
+                rss_bytes,
+            })
+            .collect(),
+        redis_cpu_s: cpu.redis,
+        redis_cpu_us_per_delivery: per_delivery_us(cpu.redis, counts.delivered),
+        redis_rss_bytes: redis_rss,
+        machine_cpu_s: cpu.machine,
+        load_average: cpu.load_average,
         date: today(),
     })
 }
 
-/// Against a loopback server, worker `i` of a run connects from its own
+fn is_loopback(url: &str) -> bool {
+    url.contains("://127.") || url.contains("://localhost")
+}
+
+/// Against loopback servers, worker `i` of a run connects from its own
 /// 127.x.y.z address: each source address has its own ephemeral ports, and
 /// `salt` (random per run) keeps a run clear of the previous run's
 /// connections still in TIME_WAIT, which otherwise exhaust 127.0.0.1's ports
-/// over a sweep.
-fn source_address(url: &str, index: usize, salt: u8) -> Option<IpAddr> {
-    let loopback = url.contains("://127.") || url.contains("://localhost");
+/// over a sweep. (Against several nodes each node's port is a destination
+/// of its own, with its own ~28,000 ephemeral ports per source address.)
+fn source_address(loopback: bool, index: usize, salt: u8) -> Option<IpAddr> {
     loopback.then(|| {
         IpAddr::from([
             127,
@@ -281,34 +332,60 @@ fn source_address(url: &str, index: usize, salt: u8) -> Option<IpAddr> {
 async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<Client>>>> {
     let http = crate::transport::shared_http(None);
     let mut publishers = Vec::with_capacity(scenario.publishers);
-    for _ in 0..scenario.publishers {
-        let client = crate::transport::client(scenario, http.clone(), None, true)?;
+    for index in 0..scenario.publishers {
+        let url = scenario.url_for(index);
+        let client = crate::transport::client(scenario, url, http.clone(), None, true)?;
         client.handshake().await.context("publisher handshake")?;
         publishers.push(Arc::new(client));
     }
     Ok(Arc::new(publishers))
 }
 
-/// CPU seconds of this process and of the server between two instants.
-async fn sample_cpu(server_pid: Option<u32>, from_us: u64, to_us: u64) -> (f64, Option<f64>) {
+/// CPU seconds used in the measuring window.
+struct WindowCpu {
+    /// This process (the coordinator and its publishers).
+    own: f64,
+    /// Each server process, in the order given.
+    nodes: Vec<Option<f64>>,
+    redis: Option<f64>,
+    /// The whole machine (every process, every core).
+    machine: Option<f64>,
+    /// Load averages at the end of the window.
+    load_average: Option<[f64; 3]>,
+}
+
+/// CPU seconds of this process, the server's and Redis between two instants.
+async fn sample_cpu(
+    server_pids: Vec<u32>,
+    redis_pid: Option<u32>,
+    from_us: u64,
+    to_us: u64,
+) -> WindowCpu {
     let sleep_until =
         |at_us: u64| tokio::time::sleep(Duration::from_micros(at_us.saturating_sub(now_us())));
+    // This process first (`None`), then the nodes, then Redis.
+    let pids: Vec<Option<u32>> = std::iter::once(None)
+        .chain(server_pids.iter().map(|&pid| Some(pid)))
+        .chain(redis_pid.map(Some))
+        .collect();
+    let read = || -> Vec<_> { pids.iter().map(|&pid| sysstat::cpu_time(pid)).collect() };
     sleep_until(from_us).await;
-    let own0 = sysstat::cpu_time(None);
-    let server0 = server_pid.and_then(|pid| sysstat::cpu_time(Some(pid)));
+    let before = read();
+    let machine_before = sysstat::machine_busy();
     sleep_until(to_us).await;
-    let own = match (own0, sysstat::cpu_time(None)) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let server = match (
-        server0,
-        server_pid.and_then(|pid| sysstat::cpu_time(Some(pid))),
-    ) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
-        _ => None,
-    };
-    (own, server)
+    let machine = sysstat::cpu_deltas(&[machine_before], &[sysstat::machine_busy()])[0];
+    let load_average = sysstat::load_average();
+    let mut deltas = sysstat::cpu_deltas(&before, &read()).into_iter();
+    let own = deltas.next().flatten().unwrap_or(0.0);
+    let nodes: Vec<Option<f64>> = deltas.by_ref().take(server_pids.len()).collect();
+    let redis = redis_pid.and(deltas.next().flatten());
+    WindowCpu {
+        own,
+        nodes,
+        redis,
+        machine,
+        load_average,
+    }
 }
 
 /// Today's date (UTC), for the report.
@@ -378,15 +455,18 @@ mod tests {
 
     #[test]
     fn source_addresses_differ_per_worker_and_run_on_loopback_only() {
+        assert!(is_loopback("http://127.0.0.1:8080/cometd"));
+        assert!(is_loopback("http://localhost:8080/cometd"));
+        assert!(!is_loopback("http://10.0.0.1:8080/cometd"));
         assert_eq!(
-            source_address("http://127.0.0.1:8080/cometd", 0, 9),
+            source_address(true, 0, 9),
             Some(IpAddr::from([127, 9, 0, 2]))
         );
         assert_eq!(
-            source_address("http://127.0.0.1:8080/cometd", 1, 9),
+            source_address(true, 1, 9),
             Some(IpAddr::from([127, 9, 0, 3]))
         );
-        assert_eq!(source_address("http://10.0.0.1:8080/cometd", 1, 9), None);
+        assert_eq!(source_address(false, 1, 9), None);
     }
 
     #[test]

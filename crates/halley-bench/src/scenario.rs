@@ -7,6 +7,11 @@
 //! messages, so:
 //!
 //! `delivered/s = bursts/s × burst × average room size`.
+//!
+//! Against several nodes of a cluster, user `u` connects to `urls[u % n]`
+//! and publishing session `p` to `urls[p % n]`: every room then has members
+//! on every node, so each message crosses the cluster (the case a cluster
+//! exists for), and each node holds an equal share of the users.
 
 use std::time::Duration;
 
@@ -45,8 +50,9 @@ impl std::str::FromStr for TransportChoice {
 /// Everything that defines one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scenario {
-    /// The Bayeux URL of the server under test (`http://host:port/cometd`).
-    pub url: String,
+    /// The Bayeux URLs of the server under test (`http://host:port/cometd`):
+    /// one, or one per node of a cluster (see [`Scenario::url_for`]).
+    pub urls: Vec<String>,
     pub transport: TransportChoice,
     pub users: usize,
     pub room_size: usize,
@@ -96,12 +102,26 @@ impl Scenario {
         self.bursts_per_sec() * self.effective_burst() as f64 * average_room
     }
 
+    /// The URL that user (or publishing session) `index` connects to: the
+    /// URLs in turn, so `n` nodes get equal shares.
+    pub fn url_for(&self, index: usize) -> &str {
+        &self.urls[index % self.urls.len()]
+    }
+
+    /// The URLs as one string, as given on the command line.
+    pub fn urls_joined(&self) -> String {
+        self.urls.join(",")
+    }
+
     /// The channel of a room.
     pub fn channel(room: usize) -> String {
         format!("/chat/{room}")
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("give at least one server URL".into());
+        }
         if self.users == 0 || self.room_size == 0 || self.burst == 0 {
             return Err("users, room-size and burst must be at least 1".into());
         }
@@ -137,7 +157,7 @@ mod tests {
 
     fn scenario(users: usize, room_size: usize, burst: usize, interval_ms: u64) -> Scenario {
         Scenario {
-            url: "http://127.0.0.1:1/cometd".into(),
+            urls: vec!["http://127.0.0.1:1/cometd".into()],
             transport: TransportChoice::LongPolling,
             users,
             room_size,
@@ -172,6 +192,54 @@ mod tests {
         // = 50 bursts/s x 10 rooms x 200 members = 100,000 deliveries/s.
         let s = scenario(20_000, 200, 10, 20);
         assert!((s.offered_deliveries_per_sec() - 100_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn users_and_publishers_take_the_urls_in_turn() {
+        let mut s = scenario(1000, 200, 10, 100);
+        assert_eq!(s.url_for(0), "http://127.0.0.1:1/cometd");
+        assert_eq!(s.url_for(7), "http://127.0.0.1:1/cometd");
+        s.urls = vec![
+            "http://a/cometd".into(),
+            "http://b/cometd".into(),
+            "http://c/cometd".into(),
+        ];
+        let first_six: Vec<&str> = (0..6).map(|u| s.url_for(u)).collect();
+        assert_eq!(
+            first_six,
+            [
+                "http://a/cometd",
+                "http://b/cometd",
+                "http://c/cometd",
+                "http://a/cometd",
+                "http://b/cometd",
+                "http://c/cometd"
+            ]
+        );
+        // Equal shares: 1000 users over 3 nodes = 334, 333, 333.
+        let on_a = (0..1000)
+            .filter(|&u| s.url_for(u) == "http://a/cometd")
+            .count();
+        let on_c = (0..1000)
+            .filter(|&u| s.url_for(u) == "http://c/cometd")
+            .count();
+        assert_eq!((on_a, on_c), (334, 333));
+        // A room of 200 has members on every node, so its messages cross the cluster.
+        let nodes_of_room_0: std::collections::BTreeSet<&str> =
+            (0..200).map(|u| s.url_for(u)).collect();
+        assert_eq!(nodes_of_room_0.len(), 3);
+        assert_eq!(
+            s.urls_joined(),
+            "http://a/cometd,http://b/cometd,http://c/cometd"
+        );
+    }
+
+    #[test]
+    fn a_scenario_needs_a_url() {
+        let mut s = scenario(10, 200, 10, 100);
+        assert!(s.validate().is_ok());
+        s.urls.clear();
+        assert!(s.validate().unwrap_err().contains("URL"));
     }
 
     #[test]

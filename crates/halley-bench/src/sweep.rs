@@ -30,8 +30,10 @@ pub async fn sweep(options: SweepOptions) -> Vec<Report> {
             let point = RunOptions {
                 scenario,
                 processes: options.base.processes,
-                server_pid: options.base.server_pid,
+                server_pids: options.base.server_pids.clone(),
+                redis_pid: options.base.redis_pid,
                 drain_timeout: options.base.drain_timeout,
+                connecting_at_once: options.base.connecting_at_once,
                 worker_program: options.base.worker_program.clone(),
                 worker_args: options.base.worker_args.clone(),
             };

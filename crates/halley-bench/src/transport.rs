@@ -12,15 +12,16 @@ pub fn shared_http(local_address: Option<IpAddr>) -> reqwest::Client {
     halley_client::http_client(local_address).expect("an HTTP client without TLS always builds")
 }
 
-/// A client of the scenario's server, as one simulated user (its own cookie
-/// jar), with the ack extension when the scenario asks for it.
+/// A client of `url` (one of the scenario's), as one simulated user (its own
+/// cookie jar), with the ack extension when the scenario asks for it.
 pub fn client(
     scenario: &Scenario,
+    url: &str,
     http: reqwest::Client,
     local_address: Option<IpAddr>,
     spare_connection: bool,
 ) -> anyhow::Result<Client> {
-    let builder = Client::builder(scenario.url.clone()).http_client(http);
+    let builder = Client::builder(url.to_owned()).http_client(http);
     let builder = match local_address {
         Some(address) => builder.local_address(address),
         None => builder,

@@ -22,8 +22,11 @@ use crate::sysstat;
 use crate::tally::{Arrival, Counts, SequenceTracker};
 use crate::transport;
 
-/// Handshakes in flight at once while users connect.
-const CONNECTING_AT_ONCE: usize = 256;
+/// Tries a user gets to handshake and subscribe: a server (or a cluster
+/// writing each new session to Redis) swamped by tens of thousands of
+/// handshakes at once may let a few time out, and a real client would try
+/// again. Each retry is counted in the report.
+const CONNECT_ATTEMPTS: usize = 3;
 
 /// What every user of the worker records into.
 #[derive(Default)]
@@ -36,6 +39,7 @@ struct Recorder {
     connected: AtomicUsize,
     delivered: AtomicU64,
     errors: AtomicU64,
+    connect_retries: AtomicU64,
 }
 
 /// Runs a worker on this process's stdin/stdout until Finish.
@@ -108,6 +112,7 @@ pub async fn run() -> anyhow::Result<()> {
         errors: recorder.errors.load(Ordering::Relaxed),
         rehandshakes,
         cpu_s,
+        connect_retries: recorder.connect_retries.load(Ordering::Relaxed),
     };
     let _ = events.send(Event::Result(result));
     drop(events);
@@ -143,7 +148,7 @@ async fn connect_users(
     events: &mpsc::UnboundedSender<Event>,
 ) -> Vec<Arc<Client>> {
     let http = transport::shared_http(plan.local_address);
-    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+    let gate = Arc::new(Semaphore::new(plan.connecting_at_once.max(1)));
     let mut joins = Vec::with_capacity(plan.user_count);
     for user in plan.first_user..plan.first_user + plan.user_count {
         let scenario = plan.scenario.clone();
@@ -153,18 +158,26 @@ async fn connect_users(
         let local = plan.local_address;
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.expect("never closed");
-            // A user only subscribes: one connection each, so a node's
-            // file limit is spent on users, not on spare connections.
-            let client = transport::client(&scenario, http, local, false)?;
-            let client = Arc::new(client);
-            let deliveries = client.take_deliveries().expect("first take");
-            client.handshake().await?;
-            client
-                .subscribe(&Scenario::channel(scenario.room_of(user)))
-                .await?;
-            recorder.connected.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(listen(deliveries, recorder));
-            anyhow::Ok(client)
+            let mut attempt = 1;
+            loop {
+                match connect_user(&scenario, user, http.clone(), local).await {
+                    Ok((client, deliveries)) => {
+                        recorder.connected.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(listen(deliveries, recorder));
+                        return anyhow::Ok(client);
+                    }
+                    Err(error) if attempt >= CONNECT_ATTEMPTS => return Err(error),
+                    Err(error) => {
+                        // A fresh client (a new session): the failed one's
+                        // session, if the server made it, expires unused.
+                        attempt += 1;
+                        let retries = recorder.connect_retries.fetch_add(1, Ordering::Relaxed);
+                        if retries < 3 {
+                            tracing::warn!("a user tries to connect again: {error:#}");
+                        }
+                    }
+                }
+            }
         }));
     }
     let reporter = tokio::spawn({
@@ -200,6 +213,25 @@ async fn connect_users(
     reporter.abort();
     let _ = events.send(progress(recorder));
     clients
+}
+
+/// One user: a client of its URL, handshaken and subscribed to its room.
+async fn connect_user(
+    scenario: &Scenario,
+    user: usize,
+    http: reqwest::Client,
+    local: Option<std::net::IpAddr>,
+) -> anyhow::Result<(Arc<Client>, Deliveries)> {
+    // A user only subscribes: one connection each, so a node's file limit
+    // is spent on users, not on spare connections.
+    let client = transport::client(scenario, scenario.url_for(user), http, local, false)?;
+    let client = Arc::new(client);
+    let deliveries = client.take_deliveries().expect("first take");
+    client.handshake().await?;
+    client
+        .subscribe(&Scenario::channel(scenario.room_of(user)))
+        .await?;
+    Ok((client, deliveries))
 }
 
 /// One user's receiving loop.

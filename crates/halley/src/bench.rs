@@ -45,9 +45,15 @@ struct SweepArgs {
 
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// Bayeux URL of the server under test (Halley, CometD, Faye...)
-    #[arg(long, default_value = "http://127.0.0.1:8080/cometd")]
-    url: String,
+    /// Bayeux URL of the server under test (Halley, CometD, Faye...); repeat
+    /// it or separate with commas for the nodes of a cluster: user i
+    /// connects to URL i mod n, publishers likewise
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080/cometd"
+    )]
+    urls: Vec<String>,
     /// Transport every simulated client uses: long-polling or websocket
     #[arg(long, default_value = "long-polling")]
     transport: TransportChoice,
@@ -75,9 +81,18 @@ struct CommonArgs {
     /// Publishing sessions, used in turn (bursts do not wait for each other)
     #[arg(long, default_value_t = 4)]
     publishers: usize,
-    /// PID of the server, to report its CPU time and memory per client
+    /// PID of the server, to report its CPU time and memory per client;
+    /// repeat it (or separate with commas) for a cluster's nodes: the
+    /// report sums them and shows each
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// PID of the cluster's Redis, to report its CPU time apart from the nodes'
     #[arg(long)]
-    server_pid: Option<u32>,
+    redis_pid: Option<u32>,
+    /// Handshakes each worker process has in flight at once while users
+    /// connect (default 256); fewer spare a cluster a connect storm
+    #[arg(long, value_name = "N")]
+    connecting_at_once: Option<usize>,
     /// How long to wait after the window for deliveries still in flight
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -93,7 +108,7 @@ impl CommonArgs {
     fn options(&self, users: usize, interval_ms: f64) -> anyhow::Result<RunOptions> {
         Ok(RunOptions {
             scenario: Scenario {
-                url: self.url.clone(),
+                urls: self.urls.clone(),
                 transport: self.transport,
                 users,
                 room_size: self.room_size,
@@ -106,8 +121,10 @@ impl CommonArgs {
                 ack: self.ack,
             },
             processes: self.processes,
-            server_pid: self.server_pid,
+            server_pids: self.server_pids.clone(),
+            redis_pid: self.redis_pid,
             drain_timeout: self.drain_timeout,
+            connecting_at_once: self.connecting_at_once,
             worker_program: std::env::current_exe().context("finding this program")?,
             worker_args: vec!["bench-worker".into()],
         })
@@ -166,7 +183,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let reports = halley_bench::sweep::sweep(options).await;
                 let title = format!(
                     "{} ({}{}): latency against delivered msg/s",
-                    sweep.common.url,
+                    sweep.common.urls.join(","),
                     sweep.common.transport.as_str(),
                     if sweep.common.ack { ", ack" } else { "" }
                 );

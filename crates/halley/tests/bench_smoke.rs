@@ -1,13 +1,16 @@
 //! `halley bench` end to end: a few hundred users for a few seconds against
 //! a Halley started here, over each transport. The figures are not judged
 //! (benchmarks are commands, not assertions); correctness is: no loss, the
-//! JSON keys scripts rely on, and a chart that is well-formed SVG.
+//! JSON keys scripts rely on, and a chart that is well-formed SVG. And once
+//! through two cluster nodes on a Redis of the test's own: users spread over
+//! both, every room's messages crossing the cluster, and the report's
+//! per-node and Redis figures.
 
 mod common;
 
 use std::process::Command;
 
-use common::Server;
+use common::{Redis, Server};
 use serde_json::Value;
 
 fn smoke(transport: &str, ack: bool) {
@@ -126,4 +129,81 @@ fn bench_over_websocket_loses_nothing() {
 #[test]
 fn bench_with_the_ack_extension_loses_nothing() {
     smoke("websocket", true);
+}
+
+#[test]
+fn bench_through_two_cluster_nodes_loses_nothing_and_reports_each() {
+    let Some(redis) = Redis::start() else { return };
+    let flags = ["--redis", redis.url.as_str()];
+    let (a, b) = (Server::start(&flags), Server::start(&flags));
+    let dir =
+        std::env::temp_dir().join(format!("halley-bench-smoke-{}-cluster", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_halley"))
+        // Both spellings: a repeated flag and a comma-separated list.
+        .args(["bench", "--url", &format!("{},{}", a.url, b.url)])
+        .args([
+            "--server-pid",
+            &a.pid().to_string(),
+            "--server-pid",
+            &b.pid().to_string(),
+        ])
+        .args(["--redis-pid", &redis.pid().to_string()])
+        .args([
+            "--transport",
+            "websocket",
+            "--users",
+            "300",
+            "--interval",
+            "50",
+        ])
+        .args([
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--drain-timeout",
+            "5s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("halley bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "halley bench failed:\n{stdout}\n{stderr}\nnode a:\n{}\nnode b:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(stdout.starts_with("lossless run"), "{stdout}");
+    assert!(
+        stdout.contains("2 nodes:") && stdout.contains("Redis CPU"),
+        "{stdout}"
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["server_url"], format!("{},{}", a.url, b.url));
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["expected"], report["delivered"], "{report}");
+    let nodes = report["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{report}");
+    assert_eq!(nodes[0]["pid"], a.pid());
+    assert_eq!(nodes[1]["pid"], b.pid());
+    // Half the users are on each node, so both did work, and the report's
+    // server figures are the two nodes' sums.
+    let cpu: Vec<f64> = nodes.iter().map(|n| n["cpu_s"].as_f64().unwrap()).collect();
+    assert!(cpu.iter().all(|&c| c > 0.0), "{report}");
+    let total = report["server_cpu_s"].as_f64().unwrap();
+    assert!((total - cpu.iter().sum::<f64>()).abs() < 1e-9, "{report}");
+    let rss: u64 = nodes.iter().map(|n| n["rss_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(report["server_rss_bytes"], rss, "{report}");
+    assert!(report["redis_cpu_s"].as_f64().is_some(), "{report}");
+    assert!(report["redis_rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }

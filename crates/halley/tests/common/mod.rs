@@ -854,6 +854,11 @@ impl Redis {
         line.trim_end().to_owned()
     }
 
+    /// Its process id (for `halley bench --redis-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
