@@ -255,6 +255,49 @@ async fn a_silent_subscription_is_noticed_by_its_ping_and_replaced() {
     assert_eq!(delivery.data_value(), json!(2));
 }
 
+// Multi-threaded: the proxy forwards while `Server::start` blocks its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_publications_catches_up_from_the_log() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // B reaches Redis through a proxy that can go silent; A directly.
+    let proxy = Proxy::start_to(&format!("127.0.0.1:{}", redis.port), |address| {
+        format!("redis://{address}")
+    })
+    .await;
+    let a = node(&redis, "a", &[]);
+    let b = Server::start(&["--redis", proxy.url.as_str(), "--node-id", "b"]);
+    let (subscriber, mut at_b) = b.ws_connected_client().await;
+    subscriber.subscribe("/chat/*").await.unwrap();
+    let (publisher, _) = a.connected_client().await;
+    publisher.publish("/chat/x", &json!(0)).await.unwrap();
+    let first = within(30.0, "the first message", at_b.recv()).await.unwrap();
+    assert_eq!(first.data_value(), json!(0));
+
+    // B hears nothing for a while; A goes on publishing (Redis keeps them).
+    proxy.refuse(true);
+    proxy.freeze();
+    b.logged("Redis lost").await;
+    for n in 1..=5 {
+        publisher.publish("/chat/x", &json!(n)).await.unwrap();
+    }
+    proxy.refuse(false);
+    b.logged("Redis is back").await;
+    // The next one shows B the hole; B fills it from the log, in order.
+    publisher.publish("/chat/x", &json!(6)).await.unwrap();
+    let got: Vec<Value> = within(30.0, "everything, in order", async {
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            got.push(at_b.recv().await.unwrap().data_value());
+        }
+        got
+    })
+    .await;
+    assert_eq!(got, (1..=6).map(|n| json!(n)).collect::<Vec<_>>());
+    b.logged("delivered from the log").await;
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
     // Nothing listens there; the password must not reach the log.

@@ -349,6 +349,31 @@ impl Directory for Shared {
     }
 }
 
+impl Shared {
+    /// The log's publications strictly between `after` and `before`: what
+    /// this node's subscription missed (its connection was being renewed,
+    /// or Redis pushed them as it died).
+    pub async fn read_between(
+        &self,
+        after: u64,
+        before: u64,
+    ) -> Result<Vec<LoggedPublication>, String> {
+        let mut connection = self.connection();
+        let entries: Value = bounded(
+            "reading the log",
+            redis::cmd("XRANGE")
+                .arg(LOG)
+                .arg(format!("({after}-0"))
+                .arg(format!("({before}-0"))
+                .arg("COUNT")
+                .arg(LOG_READ_MAX)
+                .query_async(&mut connection),
+        )
+        .await?;
+        parse_log(entries)
+    }
+}
+
 /// XRANGE's answer: `[[id, [field, value, ...]], ...]`.
 fn parse_log(value: Value) -> Result<Vec<LoggedPublication>, String> {
     let Value::Array(items) = value else {

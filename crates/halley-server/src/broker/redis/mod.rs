@@ -180,6 +180,39 @@ fn decode_payload<R>(
     }))
 }
 
+/// The offset a `halley:publications` message starts with.
+fn offset_of(message: &[u8]) -> Option<u64> {
+    let space = message.iter().position(|&b| b == b' ')?;
+    std::str::from_utf8(&message[..space]).ok()?.parse().ok()
+}
+
+/// Delivers what the log holds between `last` (received) and `next` (just
+/// arrived). What the log no longer holds (Redis lost its data) is gone:
+/// said once.
+async fn catch_up(shared: &Shared, local: &dyn LocalFanout, last: u64, next: u64) {
+    match shared.read_between(last, next).await {
+        Ok(missed) => {
+            let found = missed.len() as u64;
+            for entry in &missed {
+                shared.received(entry.offset);
+                local.fan_out_logged(entry.publication(), entry.offset);
+            }
+            let lost = next - last - 1 - found.min(next - last - 1);
+            if lost > 0 {
+                tracing::warn!(lost, last, next, "publications missed by this node and no longer in the log (Redis lost its data?)");
+            } else {
+                tracing::info!(
+                    caught_up = found,
+                    "publications missed by this node delivered from the log"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, missed = next - last - 1, "publications missed by this node: the log cannot be read")
+        }
+    }
+}
+
 /// `url` without its password, for logs and errors.
 pub fn redact(url: &str) -> String {
     let mut shown = url.to_owned();
@@ -729,6 +762,15 @@ async fn read(
                     if message.get_channel_name() == CONTROL {
                         directory::on_control(&shared, local.clone(), message.get_payload_bytes());
                         continue;
+                    }
+                    // A hole before this one (the subscription was being
+                    // renewed, or a message was lost on its way): caught up
+                    // from the log first, in order.
+                    if let Some(offset) = offset_of(message.get_payload_bytes()) {
+                        let last = shared.last_offset();
+                        if last != 0 && offset > last + 1 {
+                            catch_up(&shared, &*local, last, offset).await;
+                        }
                     }
                     let delivered = decode(message.get_payload_bytes(), |offset, publication| {
                         tracing::trace!(offset, channel = %publication.channel, "publication from Redis");
