@@ -109,8 +109,11 @@ server_pids=()
 for i in $(seq "$NODES"); do
   port=$(free_port)
   log="$OUT/$LABEL-node$i.log"
-  # Stopped with SIGTERM at the end: at once, no drain.
-  RUST_LOG=warn,halley_server::server=info "$HALLEY" serve --listen "127.0.0.1:$port" \
+  # Stopped with SIGTERM at the end: at once, no drain. The load comes
+  # from one machine's addresses: the per-IP limits are lifted (the
+  # defaults stay safe, see docs/security.md).
+  RUST_LOG=warn,halley_server::server=info HALLEY_MAX_CONNECTIONS=1000000 HALLEY_MAX_CONNECTIONS_PER_IP=1000000 \
+    HALLEY_HANDSHAKE_RATE_PER_IP=0 HALLEY_MAX_SESSIONS=10000000 "$HALLEY" serve --listen "127.0.0.1:$port" \
     "${redis_args[@]}" --node-id "bench-$i" --admin-listen 127.0.0.1:0 \
     --drain-delay 0 --drain-timeout 0 >"$log" 2>&1 &
   pids+=($!)
