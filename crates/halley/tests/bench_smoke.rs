@@ -134,7 +134,12 @@ fn bench_with_the_ack_extension_loses_nothing() {
 #[test]
 fn bench_through_two_cluster_nodes_loses_nothing_and_reports_each() {
     let Some(redis) = Redis::start() else { return };
-    let flags = ["--redis", redis.url.as_str(), "--handshake-rate-per-ip", "0"];
+    let flags = [
+        "--redis",
+        redis.url.as_str(),
+        "--handshake-rate-per-ip",
+        "0",
+    ];
     let (a, b) = (Server::start(&flags), Server::start(&flags));
     let dir =
         std::env::temp_dir().join(format!("halley-bench-smoke-{}-cluster", std::process::id()));

@@ -272,7 +272,9 @@ async fn a_node_that_missed_publications_catches_up_from_the_log() {
     subscriber.subscribe("/chat/*").await.unwrap();
     let (publisher, _) = a.connected_client().await;
     publisher.publish("/chat/x", &json!(0)).await.unwrap();
-    let first = within(30.0, "the first message", at_b.recv()).await.unwrap();
+    let first = within(30.0, "the first message", at_b.recv())
+        .await
+        .unwrap();
     assert_eq!(first.data_value(), json!(0));
 
     // B hears nothing for a while; A goes on publishing (Redis keeps them).

@@ -32,7 +32,10 @@ use crate::state::session::{batch_offset, Session};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreachable;
 
-/// How often a node writes its sessions' records.
+/// The longest a session's record goes unwritten (its TTL is 60 s).
+pub const RECORD_RESTATE: Duration = Duration::from_secs(30);
+
+/// How often a node writes its sessions' records (those that changed).
 pub const RECORD_REFRESH: Duration = Duration::from_secs(5);
 
 impl Node {
@@ -297,7 +300,24 @@ impl Node {
             }
             generation = directory.generation();
             last = now;
-            directory.store_later(self.live_records());
+            // Only what changed (where its client stands), and each record
+            // at least every RECORD_RESTATE so it does not expire: an idle
+            // session costs Redis one write per RECORD_RESTATE, not per
+            // RECORD_REFRESH. After a reconnection, all (Redis may be empty).
+            let now_ms = self.sessions.now_ms();
+            let restate_ms = RECORD_RESTATE.as_millis() as u64;
+            let records = self
+                .sessions
+                .all()
+                .iter()
+                .filter(|s| !s.is_closed())
+                .filter(|s| reconnected || s.record_due(now_ms, restate_ms))
+                .map(|s| {
+                    s.recorded(now_ms);
+                    self.record_of(s)
+                })
+                .collect();
+            directory.store_later(records);
         }
     }
 }

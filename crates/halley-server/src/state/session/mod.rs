@@ -94,6 +94,8 @@ pub struct Session {
     logged: bool,
     /// Where the session stands in the cluster's log.
     position: Position,
+    /// `has_through` and the time of its last periodic record write.
+    recorded: Mutex<(u64, u64)>,
 }
 
 impl Session {
@@ -125,6 +127,7 @@ impl Session {
             default_max_bandwidth: None,
             logged: false,
             position: Position::default(),
+            recorded: Mutex::new((0, 0)),
         }
     }
 
@@ -415,6 +418,18 @@ impl Session {
     /// (without acks) or acknowledged by it (with acks).
     pub fn has_through(&self) -> u64 {
         self.position.last_sent()
+    }
+
+    /// Whether the periodic write of its cluster record is due: where its
+    /// client stands moved since the last one, or `restate_ms` passed.
+    pub fn record_due(&self, now_ms: u64, restate_ms: u64) -> bool {
+        let (through, at) = *self.recorded.lock();
+        through != self.has_through() || now_ms.saturating_sub(at) >= restate_ms
+    }
+
+    /// Its cluster record was written now, as it stands.
+    pub fn recorded(&self, now_ms: u64) {
+        *self.recorded.lock() = (self.has_through(), now_ms);
     }
 
     /// A taken-over session starts: its client has everything up to
