@@ -233,6 +233,15 @@ impl Socket {
         let node = self.engine.node().clone();
         let idle = node.config().websocket_idle_timeout();
         let mut errors = 0;
+        // Two timers for the socket's life, re-armed only when their
+        // deadline moves: a timer made in the loop was registered in
+        // tokio's wheel and cleared again on every delivery. The idle timer
+        // is lazy: a frame only moves `last_heard`; when the timer fires
+        // early for the new deadline, it is re-armed there.
+        let idle_timer = tokio::time::sleep_until(self.idle_deadline(idle));
+        tokio::pin!(idle_timer);
+        let due_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(due_timer);
         loop {
             let session = self.connection.session().cloned();
             // Register for wake-ups before looking at the outbox (no lost wake-up).
@@ -268,7 +277,11 @@ impl Socket {
                 }
             }
 
-            let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
+            if let Some(until) = until {
+                if due_timer.deadline() != until {
+                    due_timer.as_mut().reset(until);
+                }
+            }
             tokio::select! {
                 _ = node.shutdown().wait(), if !self.closing => {
                     let mut body = BodyWriter::new();
@@ -317,8 +330,14 @@ impl Socket {
                     }
                 },
                 _ = async { notified.as_mut().as_pin_mut().expect("guarded").await }, if notified.is_some() => {}
-                _ = tokio::time::sleep_until(until.unwrap_or(idle_deadline)), if until.is_some() && !self.closing => {}
-                _ = tokio::time::sleep_until(idle_deadline) => {
+                _ = &mut due_timer, if until.is_some() && !self.closing => {}
+                _ = &mut idle_timer => {
+                    let deadline = self.idle_deadline(idle);
+                    if deadline > Instant::now() {
+                        // Heard from the peer since the timer was armed.
+                        idle_timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     if self.closing {
                         return Closed::Error; // the peer never answered our close
                     }
@@ -328,12 +347,19 @@ impl Socket {
                         return Closed::Idle;
                     }
                     self.ping_sent = true;
+                    idle_timer.as_mut().reset(self.idle_deadline(idle));
                     if with_timeout(ws.send(Message::ping(Bytes::new()))).await.is_err() {
                         return Closed::Error;
                     }
                 }
             }
         }
+    }
+
+    /// When silence becomes suspicious: a ping is due `idle / 2` after the
+    /// last frame heard, the close `idle` after it once the ping is out.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.last_heard + if self.ping_sent { idle } else { idle / 2 }
     }
 
     /// Handles one text frame: a batch of messages, answered as the
