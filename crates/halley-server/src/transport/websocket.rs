@@ -250,6 +250,9 @@ impl Socket {
             if let Some(notified) = notified.as_mut().as_pin_mut() {
                 notified.enable();
             }
+            if let Some(session) = &session {
+                session.watching();
+            }
             let mut until = None;
             if !self.closing {
                 let mut body = BodyWriter::new();
