@@ -261,11 +261,12 @@ impl Socket {
                 {
                     until = next;
                 }
-                if !body.is_empty() {
-                    if send(ws, body.finish(b"")).await.is_err() {
-                        return Closed::Error;
-                    }
-                    continue;
+                // After writing, wait on the same wake-up: it was registered
+                // before `poll` took the outbox, so it fires for anything
+                // queued since (looking again at once cost a second
+                // registration, and an empty look, per delivery).
+                if !body.is_empty() && send(ws, body.finish(b"")).await.is_err() {
+                    return Closed::Error;
                 }
                 // A drain reached this session: its held connect has just
                 // been answered (reconnect: retry); the client reconnects
