@@ -462,4 +462,32 @@ mod tests {
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a socket's task future is {size} bytes");
     }
+
+    /// The idle timer is armed once and moved lazily: a frame heard only
+    /// moves `last_heard`, and the ping and the close still come `idle / 2`
+    /// and `idle` after the last frame. On tokio's paused clock, where
+    /// timers fire exactly at their deadline.
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_pinged_then_closed_counting_from_the_last_frame() {
+        use tokio::io::AsyncWriteExt;
+        let config = crate::Config {
+            websocket_idle_timeout: 1000,
+            ..crate::Config::default()
+        };
+        let engine = Engine::new(config);
+        let (stream, mut peer) = tokio::io::duplex(4096);
+        let start = Instant::now();
+        let task = tokio::spawn(
+            Socket::new(engine, None, 0, None).run(ServerBuilder::new().serve(stream)),
+        );
+        // At 400 ms the peer sends `[]` (Faye's keep-alive): a masked text
+        // frame (zero mask). It never reads, so it never answers the ping.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        peer.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'[', b']'])
+            .await
+            .unwrap();
+        task.await.unwrap();
+        // Ping due at 400 + 500 ms, close at 400 + 1000 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(1400));
+    }
 }
