@@ -91,6 +91,7 @@ pub async fn drive_http(
         let notified = session.wake().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        session.watching();
         status = connection.poll(Instant::now(), body);
         let Status::Waiting { until } = status else {
             break;

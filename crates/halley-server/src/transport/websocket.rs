@@ -233,6 +233,15 @@ impl Socket {
         let node = self.engine.node().clone();
         let idle = node.config().websocket_idle_timeout();
         let mut errors = 0;
+        // Two timers for the socket's life, re-armed only when their
+        // deadline moves: a timer made in the loop was registered in
+        // tokio's wheel and cleared again on every delivery. The idle timer
+        // is lazy: a frame only moves `last_heard`; when the timer fires
+        // early for the new deadline, it is re-armed there.
+        let idle_timer = tokio::time::sleep_until(self.idle_deadline(idle));
+        tokio::pin!(idle_timer);
+        let due_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(due_timer);
         loop {
             let session = self.connection.session().cloned();
             // Register for wake-ups before looking at the outbox (no lost wake-up).
@@ -240,6 +249,9 @@ impl Socket {
             tokio::pin!(notified);
             if let Some(notified) = notified.as_mut().as_pin_mut() {
                 notified.enable();
+            }
+            if let Some(session) = &session {
+                session.watching();
             }
             let mut until = None;
             if !self.closing {
@@ -249,11 +261,12 @@ impl Socket {
                 {
                     until = next;
                 }
-                if !body.is_empty() {
-                    if send(ws, body.finish(b"")).await.is_err() {
-                        return Closed::Error;
-                    }
-                    continue;
+                // After writing, wait on the same wake-up: it was registered
+                // before `poll` took the outbox, so it fires for anything
+                // queued since (looking again at once cost a second
+                // registration, and an empty look, per delivery).
+                if !body.is_empty() && send(ws, body.finish(b"")).await.is_err() {
+                    return Closed::Error;
                 }
                 // A drain reached this session: its held connect has just
                 // been answered (reconnect: retry); the client reconnects
@@ -268,7 +281,11 @@ impl Socket {
                 }
             }
 
-            let idle_deadline = self.last_heard + if self.ping_sent { idle } else { idle / 2 };
+            if let Some(until) = until {
+                if due_timer.deadline() != until {
+                    due_timer.as_mut().reset(until);
+                }
+            }
             tokio::select! {
                 _ = node.shutdown().wait(), if !self.closing => {
                     let mut body = BodyWriter::new();
@@ -317,8 +334,14 @@ impl Socket {
                     }
                 },
                 _ = async { notified.as_mut().as_pin_mut().expect("guarded").await }, if notified.is_some() => {}
-                _ = tokio::time::sleep_until(until.unwrap_or(idle_deadline)), if until.is_some() && !self.closing => {}
-                _ = tokio::time::sleep_until(idle_deadline) => {
+                _ = &mut due_timer, if until.is_some() && !self.closing => {}
+                _ = &mut idle_timer => {
+                    let deadline = self.idle_deadline(idle);
+                    if deadline > Instant::now() {
+                        // Heard from the peer since the timer was armed.
+                        idle_timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     if self.closing {
                         return Closed::Error; // the peer never answered our close
                     }
@@ -328,12 +351,19 @@ impl Socket {
                         return Closed::Idle;
                     }
                     self.ping_sent = true;
+                    idle_timer.as_mut().reset(self.idle_deadline(idle));
                     if with_timeout(ws.send(Message::ping(Bytes::new()))).await.is_err() {
                         return Closed::Error;
                     }
                 }
             }
         }
+    }
+
+    /// When silence becomes suspicious: a ping is due `idle / 2` after the
+    /// last frame heard, the close `idle` after it once the ping is out.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.last_heard + if self.ping_sent { idle } else { idle / 2 }
     }
 
     /// Handles one text frame: a batch of messages, answered as the
@@ -431,5 +461,33 @@ mod tests {
         let task = Socket::new(engine, None, 0, None).run(ServerBuilder::new().serve(stream));
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a socket's task future is {size} bytes");
+    }
+
+    /// The idle timer is armed once and moved lazily: a frame heard only
+    /// moves `last_heard`, and the ping and the close still come `idle / 2`
+    /// and `idle` after the last frame. On tokio's paused clock, where
+    /// timers fire exactly at their deadline.
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_pinged_then_closed_counting_from_the_last_frame() {
+        use tokio::io::AsyncWriteExt;
+        let config = crate::Config {
+            websocket_idle_timeout: 1000,
+            ..crate::Config::default()
+        };
+        let engine = Engine::new(config);
+        let (stream, mut peer) = tokio::io::duplex(4096);
+        let start = Instant::now();
+        let task = tokio::spawn(
+            Socket::new(engine, None, 0, None).run(ServerBuilder::new().serve(stream)),
+        );
+        // At 400 ms the peer sends `[]` (Faye's keep-alive): a masked text
+        // frame (zero mask). It never reads, so it never answers the ping.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        peer.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'[', b']'])
+            .await
+            .unwrap();
+        task.await.unwrap();
+        // Ping due at 400 + 500 ms, close at 400 + 1000 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(1400));
     }
 }

@@ -18,8 +18,12 @@
 //! the channels it listens to, and by any request in flight for it.
 //!
 //! Waking: whoever waits for deliveries (a held `/meta/connect`) creates a
-//! `wake.notified()` future, checks the outbox, and only then sleeps; pushes
-//! call `notify_waiters` after queuing, so no wake-up is lost.
+//! `wake.notified()` future, enables it, calls [`Session::watching`], checks
+//! the outbox, and only then sleeps; pushes call `notify_waiters` after
+//! queuing, so no wake-up is lost. Only the first push after a `watching`
+//! wakes: the others of a burst find the waiters already woken (they look
+//! at the outbox before they sleep again), which saves the wake-up's lock
+//! per delivery.
 //!
 //! Time is given, never read: methods that depend on it take the node's
 //! clock reading (`now_ms`) or tokio's `Instant`.
@@ -72,6 +76,8 @@ pub struct Session {
     rates: Rates,
     /// Woken when a delivery is queued, a newer connect arrives, or the session closes.
     wake: Notify,
+    /// Set by the push that woke the waiters, cleared by [`Session::watching`].
+    woken: AtomicBool,
     /// Milliseconds (on the node's clock) of the last sign of life.
     last_seen_ms: AtomicU64,
     /// Set on disconnect or expiry; a closed session is never used again.
@@ -118,6 +124,7 @@ impl Session {
             connects: Connects::new(),
             rates: Rates::default(),
             wake: Notify::new(),
+            woken: AtomicBool::new(false),
             last_seen_ms: AtomicU64::new(now_ms),
             closed: AtomicBool::new(false),
             moved: AtomicBool::new(false),
@@ -281,7 +288,11 @@ impl Session {
             }
         };
         if keep {
-            self.wake.notify_waiters();
+            // SeqCst, like `watching`'s store: a waiter that cleared the
+            // flag either sees this delivery in the outbox or is woken.
+            if !self.woken.swap(true, Ordering::SeqCst) {
+                self.wake.notify_waiters();
+            }
         } else {
             self.delivery.mark_overflowed();
         }
@@ -484,6 +495,13 @@ impl Session {
     #[inline]
     pub fn wake(&self) -> &Notify {
         &self.wake
+    }
+
+    /// Whoever waits for deliveries calls this after enabling its
+    /// `wake().notified()` and before looking at the outbox: the next
+    /// delivery queued wakes it (see the module documentation).
+    pub fn watching(&self) {
+        self.woken.store(false, Ordering::SeqCst);
     }
 
     // Rates: QoS.
