@@ -242,10 +242,14 @@ it('a newer socket takes over the session: deliveries go to it, not to the older
 
 it('a session handshaken over HTTP is refused on a socket without its browser cookie, accepted with it', async () => {
   const ch = `${uniqueChannel('cookie')}/x`;
+  // An established browser: it has its BAYEUX_BROWSER cookie when it handshakes, so its session
+  // is bound to that cookie alone (docs/security.md, "Whose session is it").
   const http = new RawClient(h.url);
-  await http.open();
+  await http.handshake();
   const cookie = http.cookies.get('BAYEUX_BROWSER');
   assert.ok(cookie, 'the HTTP handshake set BAYEUX_BROWSER');
+  await http.open();
+  assert.equal(http.cookies.get('BAYEUX_BROWSER'), cookie);
 
   const thief = await rawSocket();
   thief.clientId = http.clientId;
@@ -269,6 +273,25 @@ it('a session handshaken over HTTP is refused on a socket without its browser co
   await pub.handshake();
   await pub.publish(ch, { to: 'owner' });
   await owner.delivery(ch, { to: 'owner' });
+});
+
+it('a fresh HTTP session (no cookie at handshake) may go on over one cookie-less socket, not two', async () => {
+  // Faye in Node: it handshakes over HTTP while its socket opens, then uses that socket without
+  // a cookie. The first cookie-less socket (from the handshake's address) keeps the session.
+  const ch = `${uniqueChannel('fresh')}/x`;
+  const http = new RawClient(h.url);
+  await http.handshake();
+  const first = await rawSocket();
+  first.clientId = http.clientId;
+  const sub = await first.subscribe(ch);
+  assert.equal(sub.successful, true, JSON.stringify(sub));
+  const second = await rawSocket();
+  second.clientId = http.clientId;
+  const refused = await second.subscribe(ch);
+  assert.equal(refused.successful, false, `a second cookie-less socket: ${JSON.stringify(refused)}`);
+  assert.match(refused.error || '', /^402:/, JSON.stringify(refused));
+  assert.match((refused.ext && refused.ext.halley && refused.ext.halley.reason) || '', /another WebSocket/,
+    JSON.stringify(refused));
 });
 
 it('idle sockets: pinged at half --websocket-idle-timeout, closed when they do not answer', async () => {
