@@ -161,7 +161,9 @@ impl Exchange {
                 break;
             }
             session = match node.adopt(client_id, acknowledged).await {
-                Ok(session) => session,
+                Ok(Some(session)) => Some(session),
+                // Unknown to the cluster too: asked once, not three times.
+                Ok(None) => break,
                 Err(_) => {
                     // Redis lost: the session may well exist elsewhere; the
                     // client keeps its clientId and tries again.
