@@ -207,12 +207,16 @@ impl Engine {
                 // Its outgoing hooks run when it is answered.
                 return;
             }
+            // On a cluster node, made and written under the session's turn,
+            // so that a node taking the session over gets the change.
             meta::SUBSCRIBE => {
+                let (session, _turn) = node.hold(session.clone()).await;
                 let reply = handlers::subscribe::handle(node, message, &session, &ext).await;
                 node.store_session(&session).await;
                 reply
             }
             meta::UNSUBSCRIBE => {
+                let (session, _turn) = node.hold(session.clone()).await;
                 let reply = handlers::unsubscribe::handle(node, message, &session);
                 node.store_session(&session).await;
                 reply

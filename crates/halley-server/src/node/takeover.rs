@@ -28,6 +28,23 @@ use crate::state::grant::Grant;
 use crate::state::listeners::SessionEnd;
 use crate::state::session::{batch_offset, Session};
 
+/// A clientId's turn on this node (see [`Node::hold`]): released on drop.
+pub struct Turn<'a> {
+    node: &'a Node,
+    client_id: Box<str>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // The map's and nobody else's: forget the entry.
+        self.node
+            .adopting
+            .remove_if(&self.client_id, |_, t| Arc::strong_count(t) <= 1);
+    }
+}
+
 /// The cluster's engine cannot be asked now (see [`Node::adopt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreachable;
@@ -125,6 +142,39 @@ impl Node {
         self.adopting
             .remove_if(client_id, |_, t| Arc::strong_count(t) <= 2);
         adopted
+    }
+
+    /// Holds `session`'s turn on this node while a change that must reach
+    /// its record (a subscribe, an unsubscribe) is made and written: a
+    /// release waits for it, so the record it hands over has the change. A
+    /// session let go meanwhile is taken back first. Nothing to hold on a
+    /// single node.
+    pub async fn hold(&self, mut session: Arc<Session>) -> (Arc<Session>, Option<Turn<'_>>) {
+        if self.directory().is_none() {
+            return (session, None);
+        }
+        for _ in 0..3 {
+            let turn = self.turn(session.client_id()).await;
+            if !(session.is_closed() && session.moved()) {
+                return (session, Some(turn));
+            }
+            drop(turn);
+            match self.adopt(session.client_id(), None).await {
+                Ok(Some(adopted)) => session = adopted,
+                _ => break,
+            }
+        }
+        (session, None)
+    }
+
+    async fn turn(&self, client_id: &str) -> Turn<'_> {
+        let lock = self.adopting.entry(client_id.into()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        Turn {
+            node: self,
+            client_id: client_id.into(),
+            guard: Some(guard),
+        }
     }
 
     async fn take_over(
