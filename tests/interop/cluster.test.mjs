@@ -29,10 +29,10 @@
 // CLUSTER_LOG_DIR=/some/dir the whole logs are written there (RUST_LOG=halley_server=debug for
 // the takeovers).
 //
-// These tests found four server bugs on their first runs (a takeover's first connect answered at
-// once; two nodes taking one session over at once; 402 instead of "retry" while Redis was down or
-// had just come back empty; a 200 publish lost as Redis died). All four are fixed; the tests fail
-// on any departure from exactly once, in order, one clientId.
+// These tests found five server bugs (a takeover's first connect answered at once; two nodes
+// taking one session over at once; 402 instead of "retry" while Redis was down or had just come
+// back empty; a 200 publish lost as Redis died; a subscribe lost to a takeover in the middle of
+// it). All are fixed; the tests fail on any departure from exactly once, in order, one clientId.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
