@@ -122,6 +122,23 @@ async fn api_publish(node: &Server, data: Value) {
     assert_eq!(response.status(), 200);
 }
 
+/// Connects (without acks) on `node` until `got` holds `count` numbers.
+async fn collect(
+    browser: &Browser,
+    node: &Server,
+    client_id: &str,
+    got: &mut Vec<u64>,
+    count: usize,
+    what: &str,
+) {
+    within(30.0, what, async {
+        while got.len() < count {
+            got.extend(numbers(&browser.connect(node, client_id, None).await.1));
+        }
+    })
+    .await;
+}
+
 fn numbers(data: &[Value]) -> Vec<u64> {
     data.iter().map(|d| d["n"].as_u64().unwrap()).collect()
 }
@@ -244,12 +261,7 @@ async fn after_redis_lost_its_data_sessions_are_written_again_and_can_still_move
         api_publish(&a, json!({ "n": n })).await;
     }
     let mut got = Vec::new();
-    within(30.0, "the first five", async {
-        while got.len() < 5 {
-            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
-        }
-    })
-    .await;
+    collect(&browser, &a, &client_id, &mut got, 5, "the first five").await;
     let offset = |redis: &Redis| -> u64 {
         redis.command("INCRBY halley:offset 0")[1..]
             .parse()
@@ -281,11 +293,14 @@ async fn after_redis_lost_its_data_sessions_are_written_again_and_can_still_move
     for n in 5..10 {
         api_publish(&b, json!({ "n": n })).await;
     }
-    within(30.0, "the next five, on B", async {
-        while got.len() < 10 {
-            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
-        }
-    })
+    collect(
+        &browser,
+        &b,
+        &client_id,
+        &mut got,
+        10,
+        "the next five, on B",
+    )
     .await;
     assert_eq!(got, (0..10).collect::<Vec<_>>());
 }
@@ -305,23 +320,13 @@ async fn a_node_stopping_writes_where_its_clients_stand_so_nothing_comes_twice()
         api_publish(&b, json!({ "n": n })).await;
     }
     let mut got = Vec::new();
-    within(30.0, "the first five on A", async {
-        while got.len() < 5 {
-            got.extend(numbers(&browser.connect(&a, &client_id, None).await.1));
-        }
-    })
-    .await;
+    collect(&browser, &a, &client_id, &mut got, 5, "the first five on A").await;
     let status = a.terminate(std::time::Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     for n in 5..10 {
         api_publish(&b, json!({ "n": n })).await;
     }
-    within(30.0, "the rest on B", async {
-        while got.len() < 10 {
-            got.extend(numbers(&browser.connect(&b, &client_id, None).await.1));
-        }
-    })
-    .await;
+    collect(&browser, &b, &client_id, &mut got, 10, "the rest on B").await;
     assert_eq!(
         got,
         (0..10).collect::<Vec<_>>(),
