@@ -131,6 +131,12 @@ pub trait Directory: Send + Sync {
         0
     }
 
+    /// The log's newest offset when this node joined: it heard of nothing
+    /// up to there (a replay from before it cannot be vouched for here).
+    fn joined(&self) -> u64 {
+        0
+    }
+
     /// The log's publications after `offset`, oldest first.
     fn read_log(&self, after: u64) -> Pending<'_, Result<LogRead, String>>;
 }

@@ -118,6 +118,12 @@ impl Node {
         let rules = ChannelRules::from_config(&config);
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
+        let history = MemoryHistory::default();
+        if let Some(directory) = broker.directory() {
+            // What the log numbered before this node joined, its history
+            // never had: a replay from before it reports the gap.
+            history.raise_floor(directory.joined());
+        }
         Arc::new_cyclic(|me| Node {
             handshake_rate: PerIpRate::new(
                 config.handshake_rate_per_ip,
@@ -131,7 +137,7 @@ impl Node {
             services: Services::default(),
             session_listeners: SessionListeners::default(),
             shutdown: Shutdown::default(),
-            history: Box::new(MemoryHistory::default()),
+            history: Box::new(history),
             sequencers: Sequencers::default(),
             rules,
             metadata: std::sync::OnceLock::new(),
@@ -273,7 +279,10 @@ impl Node {
         } = publication;
         let sequencer = self.sequencers.of(channel.as_str(), self.history.as_ref());
         let mut last_id = sequencer.lock();
-        *last_id += 1;
+        // On a cluster the log's offset is the replay id: the same on every
+        // node, so a client's last-seen id means the same message wherever
+        // its session moves (rising per channel, not consecutive).
+        *last_id = offset.unwrap_or(*last_id + 1).max(*last_id + 1);
         let replay_id = *last_id;
         let mut ext_object = ext
             .and_then(|raw| {
