@@ -738,3 +738,88 @@ impl Browser {
         (reply.into_iter().next().unwrap_or_default(), delivered)
     }
 }
+
+#[tokio::test]
+async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    const SECRET: &str = "a-shared-secret-of-the-cluster-test-32+";
+    let start = |id: &str| {
+        Server::start(&[
+            "--redis",
+            redis.url.as_str(),
+            "--node-id",
+            id,
+            "--jwt-hs256-secret",
+            SECRET,
+            "--max-sessions-per-user",
+            "1",
+        ])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |user: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": user, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let handshake = |node: &Server, user: &str| {
+        let body = json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                           "supportedConnectionTypes": ["long-polling"],
+                           "ext": {"authentication": {"token": token(user)}}}]);
+        let url = node.url.clone();
+        async move {
+            let browser = Browser::new();
+            let replies: Vec<Value> = serde_json::from_str(
+                &browser
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            (browser, replies[0].clone())
+        }
+    };
+
+    let (ada, first) = handshake(&a, "ada").await;
+    assert_eq!(first["successful"], true, "{first}");
+    let (_, second) = handshake(&b, "ada").await;
+    assert_eq!(second["successful"], false, "one session, on A: {second}");
+    assert_eq!(second["error"], "403::handshake_denied", "{second}");
+    let (_, bob) = handshake(&b, "bob").await;
+    assert_eq!(bob["successful"], true, "other users unaffected: {bob}");
+
+    // It ends on A: the place is free on B too.
+    let ada_id = first["clientId"].as_str().unwrap().to_owned();
+    ada.send(
+        &a,
+        json!([{"channel": "/meta/disconnect", "clientId": ada_id}]),
+    )
+    .await;
+    within(30.0, "Ada's place to be freed", async {
+        loop {
+            let (_, again) = handshake(&b, "ada").await;
+            if again["successful"] == true {
+                break;
+            }
+            assert_eq!(again["error"], "403::handshake_denied", "{again}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

@@ -120,6 +120,19 @@ pub trait Directory: Send + Sync {
     /// Forgets a session this node owns (disconnected, expired).
     fn forget(&self, client_id: &str);
 
+    /// Counts the new session `client_id` among `user`'s sessions in the
+    /// whole cluster unless the user holds `max` already (`Ok(false)`), for
+    /// `max-sessions-per-user`.
+    fn open_user_session<'a>(
+        &'a self,
+        user: &'a str,
+        client_id: &'a str,
+        max: usize,
+    ) -> Pending<'a, Result<bool, String>>;
+
+    /// Frees the place of `user`'s session `client_id` (it ended).
+    fn close_user_session(&self, user: &str, client_id: &str);
+
     /// Takes a session over: makes this node its owner, asks a live old
     /// owner to let go (and waits a moment for it), and returns the record.
     /// `None`: no such session in the cluster.

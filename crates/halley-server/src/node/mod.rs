@@ -520,6 +520,13 @@ impl Node {
             }
             if let Some(user) = session.user() {
                 self.user_sessions.close(user);
+                // Its place in the cluster's count goes with the session,
+                // not with this node's hold on it.
+                if why != SessionEnd::Moved && self.user_sessions.max().is_some() {
+                    if let Some(directory) = self.directory() {
+                        directory.close_user_session(user, session.client_id());
+                    }
+                }
             }
         }
     }

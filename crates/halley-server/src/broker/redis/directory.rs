@@ -269,6 +269,19 @@ impl Directory for Shared {
         });
     }
 
+    fn open_user_session<'a>(
+        &'a self,
+        user: &'a str,
+        client_id: &'a str,
+        max: usize,
+    ) -> Pending<'a, Result<bool, String>> {
+        self.open_user(user, client_id, max)
+    }
+
+    fn close_user_session(&self, user: &str, client_id: &str) {
+        self.close_user(user, client_id);
+    }
+
     fn claim<'a>(&'a self, client_id: &'a str) -> Pending<'a, Result<Option<Claimed>, String>> {
         Box::pin(async move {
             let mut connection = self.connection();

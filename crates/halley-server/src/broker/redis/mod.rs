@@ -23,7 +23,8 @@
 //!
 //! Files: this one (publishing, the reader and writer tasks, health),
 //! `directory.rs` (session records and takeover: [`Directory`]),
-//! `roster.rs` (presence rooms shared by the nodes).
+//! `roster.rs` (presence rooms shared by the nodes), `users.rs` (each
+//! user's sessions, for `max-sessions-per-user`).
 //!
 //! Tasks, both started by [`Broker::start`] and ended by [`Broker::stop`]:
 //!
@@ -64,6 +65,7 @@ use super::{Broker, LocalFanout, Publication, Published};
 
 mod directory;
 mod roster;
+mod users;
 use directory::Shared;
 
 /// The pub/sub channel every node listens to.
