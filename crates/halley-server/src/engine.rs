@@ -27,7 +27,7 @@ use crate::ext::{Context, InboundExt};
 use crate::meta as handlers;
 use crate::node::Node;
 use crate::state::limits::Limit;
-use crate::state::session::Session;
+use crate::state::session::{ConnectionType, Session};
 
 pub struct Engine {
     node: Arc<Node>,
@@ -91,6 +91,15 @@ impl Engine {
                 }
                 Ok(message) => self.handle_message(message, &mut exchange).await,
                 Err(invalid) => exchange.replies.push(invalid_reply(invalid)),
+            }
+        }
+        // A long poll that may be held: on a cluster, the other nodes count
+        // its browser's polls too (`max-sessions-per-browser`).
+        if exchange.batch_len == 1 && exchange.origin.connection_type != ConnectionType::WebSocket {
+            if let Some(browser) = exchange.browser_id().map(str::to_owned) {
+                if let Some(pending) = exchange.connect.as_mut() {
+                    self.node.ask_cluster_for_poll(&browser, pending).await;
+                }
             }
         }
         exchange

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::ext::{Context, InboundExt};
+use crate::node::browser_polls::ClusterPoll;
 use crate::node::Node;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::new_random_id;
@@ -296,6 +297,9 @@ pub struct PendingConnect {
     ext: Option<Box<InboundExt>>,
     /// When the request arrived, wall clock (timesync's `ts`).
     received_ms: i64,
+    /// On a cluster, whether the browser may hold this poll, as the other
+    /// nodes count (boxed, and only when asked: see `node/browser_polls.rs`).
+    cluster_poll: Option<Box<ClusterPoll>>,
 }
 
 /// Why a connect was answered.
@@ -337,7 +341,19 @@ impl PendingConnect {
             hold_for,
             ext: (!ext.is_empty()).then(|| Box::new(ext)),
             received_ms,
+            cluster_poll: None,
         }
+    }
+
+    /// Keeps the cluster's answer on holding this poll (and its slot, until
+    /// this connect is answered).
+    pub fn set_cluster_poll(&mut self, poll: ClusterPoll) {
+        self.cluster_poll = Some(Box::new(poll));
+    }
+
+    /// Another session of its browser holds a poll on another node.
+    pub fn refused_by_cluster(&self) -> bool {
+        self.cluster_poll.as_ref().is_some_and(|p| p.refused())
     }
 
     pub fn session(&self) -> &Arc<Session> {

@@ -823,3 +823,60 @@ async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn max_sessions_per_browser_counts_the_polls_held_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // The default max-sessions-per-browser is 1; polls held up to 10 s.
+    let start = |id: &str| {
+        Server::start(&[
+            "--redis",
+            redis.url.as_str(),
+            "--node-id",
+            id,
+            "--timeout",
+            "10000",
+        ])
+    };
+    let (a, b) = (start("a"), start("b"));
+    // One browser, two tabs: one session polls on A, the other on B.
+    let browser = std::sync::Arc::new(Browser::new());
+    let first = browser.handshake(&a, false).await;
+    browser.connect(&a, &first, None).await; // a first connect is not held
+    let second = browser.handshake(&b, false).await;
+    browser.connect(&b, &second, None).await;
+
+    let held = tokio::spawn({
+        let browser = browser.clone();
+        let a_url = a.url.clone();
+        let first = first.clone();
+        async move {
+            browser
+                .http
+                .post(&a_url)
+                .header("content-type", "application/json")
+                .body(
+                    json!([{"channel": "/meta/connect", "clientId": first,
+                            "connectionType": "long-polling"}])
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    eventually(30.0, "the first tab's poll held on A", || {
+        redis.command("KEYS halley:browser:*") == "*1"
+    })
+    .await;
+    // The second tab's poll on B is answered at once, told that another
+    // session of its browser polls (as on one node).
+    let (reply, _) = browser.connect(&b, &second, None).await;
+    assert_eq!(reply["advice"]["multiple-clients"], true, "{reply}");
+    held.abort();
+}

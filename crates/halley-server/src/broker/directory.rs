@@ -133,6 +133,20 @@ pub trait Directory: Send + Sync {
     /// Frees the place of `user`'s session `client_id` (it ended).
     fn close_user_session(&self, user: &str, client_id: &str);
 
+    /// Lets `client_id` hold a long poll for `browser` unless `max` other
+    /// sessions of that browser hold one on any node (`Ok(false)`), for
+    /// `max-sessions-per-browser`; the hold counts for `life_ms` at most.
+    fn hold_browser_poll<'a>(
+        &'a self,
+        browser: &'a str,
+        client_id: &'a str,
+        max: usize,
+        life_ms: u64,
+    ) -> Pending<'a, Result<bool, String>>;
+
+    /// The poll [`Directory::hold_browser_poll`] let hold has ended.
+    fn release_browser_poll(&self, browser: &str, client_id: &str);
+
     /// Takes a session over: makes this node its owner, asks a live old
     /// owner to let go (and waits a moment for it), and returns the record.
     /// `None`: no such session in the cluster.

@@ -34,6 +34,7 @@ use halley_protocol::{ChannelName, ChannelPattern};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+pub mod browser_polls;
 pub mod data_adapters;
 pub mod services;
 pub mod takeover;

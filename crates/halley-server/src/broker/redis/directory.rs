@@ -282,6 +282,20 @@ impl Directory for Shared {
         self.close_user(user, client_id);
     }
 
+    fn hold_browser_poll<'a>(
+        &'a self,
+        browser: &'a str,
+        client_id: &'a str,
+        max: usize,
+        life_ms: u64,
+    ) -> Pending<'a, Result<bool, String>> {
+        self.hold_poll(browser, client_id, max, life_ms)
+    }
+
+    fn release_browser_poll(&self, browser: &str, client_id: &str) {
+        self.release_poll(browser, client_id);
+    }
+
     fn claim<'a>(&'a self, client_id: &'a str) -> Pending<'a, Result<Option<Claimed>, String>> {
         Box::pin(async move {
             let mut connection = self.connection();

@@ -24,7 +24,8 @@
 //! Files: this one (publishing, the reader and writer tasks, health),
 //! `directory.rs` (session records and takeover: [`Directory`]),
 //! `roster.rs` (presence rooms shared by the nodes), `users.rs` (each
-//! user's sessions, for `max-sessions-per-user`).
+//! user's sessions, for `max-sessions-per-user`), `browsers.rs` (each
+//! browser's held polls, for `max-sessions-per-browser`).
 //!
 //! Tasks, both started by [`Broker::start`] and ended by [`Broker::stop`]:
 //!
@@ -63,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 use super::directory::Directory;
 use super::{Broker, LocalFanout, Publication, Published};
 
+mod browsers;
 mod directory;
 mod roster;
 mod users;
