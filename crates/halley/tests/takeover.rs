@@ -880,3 +880,75 @@ async fn max_sessions_per_browser_counts_the_polls_held_on_every_node() {
     assert_eq!(reply["advice"]["multiple-clients"], true, "{reply}");
     held.abort();
 }
+
+#[tokio::test]
+async fn callback_polling_moves_between_nodes_too() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let browser = Browser::new();
+    // Callback-polling (JSONP): GET <endpoint>?jsonp=cb&message=[...].
+    let get = |node: &Server, messages: Value| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("jsonp", "cb")
+            .append_pair("message", &messages.to_string())
+            .finish();
+        let url = format!("{}?{query}", node.url);
+        let http = browser.http.clone();
+        async move {
+            let body = http.get(url).send().await.unwrap().text().await.unwrap();
+            let inner = body
+                .trim()
+                .trim_end_matches(';')
+                .strip_prefix("cb(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not a call of cb: {body:?}"))
+                .to_owned();
+            serde_json::from_str::<Vec<Value>>(&inner).unwrap()
+        }
+    };
+    let replies = get(
+        &a,
+        json!([{"id": "1", "channel": "/meta/handshake", "version": "1.0",
+                 "supportedConnectionTypes": ["callback-polling"]}]),
+    )
+    .await;
+    assert_eq!(replies[0]["successful"], true, "{replies:?}");
+    let client_id = replies[0]["clientId"].as_str().unwrap().to_owned();
+    let replies = get(
+        &b,
+        json!([{"id": "2", "channel": "/meta/subscribe", "clientId": client_id,
+                 "subscription": "/chat/room"}]),
+    )
+    .await;
+    assert_eq!(
+        replies[0]["successful"], true,
+        "subscribed on B: {replies:?}"
+    );
+    api_publish(&a, json!({ "n": 0 })).await;
+    let mut got = Vec::new();
+    within(30.0, "the message over callback-polling on A", async {
+        while got.is_empty() {
+            let replies = get(
+                &a,
+                json!([{"id": "3", "channel": "/meta/connect", "clientId": client_id,
+                         "connectionType": "callback-polling"}]),
+            )
+            .await;
+            let reply = replies.iter().find(|m| m["id"] == "3").unwrap();
+            assert_eq!(
+                reply["successful"], true,
+                "the session moved back: {replies:?}"
+            );
+            got.extend(
+                replies
+                    .iter()
+                    .filter(|m| m.get("successful").is_none())
+                    .map(|m| m["data"]["n"].as_u64().unwrap()),
+            );
+        }
+    })
+    .await;
+    assert_eq!(got, [0]);
+}
