@@ -40,7 +40,9 @@ fuzz_target!(|body: &[u8]| {
         ));
 
         if let Some(data) = &message.data {
-            // serde_json stops at 128 levels; below that, the two counts agree.
+            // serde_json stops at 128 levels; below that, the two counts
+            // agree. (A number past f64's range, which `RawValue` lets
+            // through and a `Value` cannot hold, says nothing of depth.)
             match serde_json::from_str::<serde_json::Value>(data.get()) {
                 Ok(value) => assert_eq!(
                     json_depth(data.get()),
@@ -48,7 +50,10 @@ fuzz_target!(|body: &[u8]| {
                     "depth of {}",
                     data.get()
                 ),
-                Err(_) => assert!(json_depth(data.get()) >= 128, "depth of {}", data.get()),
+                Err(e) if e.to_string().contains("recursion limit") => {
+                    assert!(json_depth(data.get()) >= 128, "depth of {}", data.get())
+                }
+                Err(_) => {}
             }
         }
     }
