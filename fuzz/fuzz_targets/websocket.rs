@@ -34,7 +34,7 @@ fuzz_target!(|input: &[u8]| {
         let socket = tokio::spawn(halley_server::fuzzing::websocket(engine(), server));
         let (mut reader, mut writer) = tokio::io::split(client);
         // Everything the server writes, in order; read as it comes.
-        let written: Arc<Mutex<Vec<(u8, Vec<u8>)>>> = Arc::default();
+        let written: Arc<Mutex<Vec<frames::Frame>>> = Arc::default();
         let reading = tokio::spawn({
             let written = written.clone();
             async move {

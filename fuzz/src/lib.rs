@@ -233,6 +233,9 @@ pub mod frames {
     pub const TEXT: u8 = 0x1;
     pub const CLOSE: u8 = 0x8;
 
+    /// A frame as read: its opcode and its payload.
+    pub type Frame = (u8, Vec<u8>);
+
     /// One final text frame as a client sends it: masked (with a zero mask,
     /// which leaves the payload as it is).
     pub fn client_text(payload: &[u8]) -> Vec<u8> {
@@ -260,7 +263,7 @@ pub mod frames {
 
     /// The next frame from the server, `(opcode, payload)`; `None` at the
     /// end of the stream. A server frame is never masked.
-    pub async fn next<R: AsyncRead + Unpin>(reader: &mut R) -> Option<(u8, Vec<u8>)> {
+    pub async fn next<R: AsyncRead + Unpin>(reader: &mut R) -> Option<Frame> {
         let mut head = [0u8; 2];
         reader.read_exact(&mut head).await.ok()?;
         assert_eq!(head[1] & 0x80, 0, "the server masked a frame");
