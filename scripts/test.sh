@@ -4,7 +4,7 @@
 #   ./scripts/test.sh
 #
 # Steps: system packages (Node.js/npm, Chromium, Python 3, redis-server and haproxy when missing), formatting
-# and lints, Rust unit/property/end-to-end tests, the interop suite with the
+# and lints, Rust unit/property/end-to-end tests, a short run of every fuzz target, the interop suite with the
 # real CometD and Faye clients from npm against a release build of `halley`
 # (and the Python example remote adapter, examples/price_feed.py),
 # then the browser suite: halley.js and the chat demo in Debian's Chromium.
@@ -42,6 +42,7 @@ node --version
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -49,6 +50,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test (protocol, engine, client, end to end)"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
 grep -q "test result: ok" target/cargo-test.log
+
+step "fuzz: every target for a few seconds (scripts/fuzz.sh; installs cargo-fuzz when missing)"
+# Cold (cargo-fuzz installed, the instrumented build): minutes; the crash
+# an input causes is left in fuzz/artifacts/. Long runs: scripts/fuzz.sh 600.
+need_apt c++ g++
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
 step "release build for the interop suite"
 cargo build --release --quiet -p halley

@@ -211,6 +211,23 @@ mod tests {
         assert!(batch[2].is_err());
     }
 
+    /// Found by the `batch` fuzz target: a number past `f64`'s range is
+    /// JSON, so `data` carries it through byte for byte (a subscriber's
+    /// parser makes it `Infinity` or `0`); only a parse into a `Value`
+    /// refuses it. The codec must never take that path for `data`.
+    #[test]
+    fn a_number_past_f64_passes_through() {
+        let body = br#"[{"channel":"/a","data":{"n":[2.5e4444,-1e-999]},"id":1e999}]"#;
+        let batch = decode_batch(body).unwrap();
+        let message = batch[0].as_ref().unwrap();
+        assert_eq!(
+            message.data.as_ref().unwrap().get(),
+            r#"{"n":[2.5e4444,-1e-999]}"#
+        );
+        assert_eq!(message.id.as_ref().unwrap().get(), "1e999");
+        assert!(serde_json::from_str::<serde_json::Value>(r#"2.5e4444"#).is_err());
+    }
+
     #[test]
     fn whole_body_errors() {
         assert!(matches!(decode_batch(b"[{"), Err(DecodeError::Json(_))));

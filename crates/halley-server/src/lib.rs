@@ -15,6 +15,9 @@
 //! | dispatch | [`engine`] ([`Engine`]) | one batch in: session, extensions, handler, replies |
 //! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`admin`] (the admin listener: `/metrics`, `/healthz`, `/readyz`, the admin page and `/api/stats`), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, drain, shutdown; the chat demo and `/halley.js` |
 //!
+//! Outside the floors, hidden from the docs: `fuzzing`, the fuzz targets'
+//! handles on parsers that are otherwise private (`fuzz/` at the repository's root).
+//!
 //! The path of a broadcast: a transport decodes the request
 //! (`halley_protocol::decode_batch`); [`Engine::handle_batch`] resolves the
 //! session, runs the extensions and routes the publish to `publish`, which
@@ -45,6 +48,8 @@ pub mod connection;
 pub mod engine;
 pub mod exchange;
 pub mod ext;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod history;
 pub(crate) mod meta;
 pub mod metadata;

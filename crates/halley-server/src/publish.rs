@@ -88,7 +88,7 @@ pub(crate) fn too_deep(node: &Node, data: &serde_json::value::RawValue, session:
 
 /// How deep arrays and objects nest in valid JSON `text` (0 for a scalar),
 /// without recursion: a scan of brackets outside strings.
-fn json_depth(text: &str) -> usize {
+pub(crate) fn json_depth(text: &str) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for byte in text.bytes() {
         if in_string {

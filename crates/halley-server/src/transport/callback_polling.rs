@@ -19,27 +19,9 @@ use crate::state::session::ConnectionType;
 pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
     let transport = crate::metrics::Transport::CallbackPolling;
     crate::metrics::metrics().connections.get(transport).inc();
-    let query = request.uri().query().unwrap_or("");
-    let mut callback = None;
-    let mut message = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "jsonp" => callback = Some(value.into_owned()),
-            "message" => message = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    let Some(callback) = callback else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "missing jsonp parameter (callback-polling) or use POST (long-polling)\n",
-        );
-    };
-    if !is_valid_callback(&callback) {
-        return plain(StatusCode::BAD_REQUEST, "invalid jsonp callback name\n");
-    }
-    let Some(message) = message else {
-        return plain(StatusCode::BAD_REQUEST, "missing message parameter\n");
+    let Jsonp { callback, message } = match parse_query(request.uri().query().unwrap_or("")) {
+        Ok(jsonp) => jsonp,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
     let max = engine.node().config().max_request_bytes;
     if message.len() > max {
@@ -67,6 +49,39 @@ pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Bod
     .await
 }
 
+/// What a callback-polling request's query asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Jsonp {
+    /// The function the answer is wrapped in; a valid callback name.
+    pub callback: String,
+    /// The batch, as JSON text (not yet decoded).
+    pub message: String,
+}
+
+/// Reads `jsonp` and `message` from a query string (the last of each wins)
+/// and checks the callback name. The refusal is the 400's body.
+pub fn parse_query(query: &str) -> Result<Jsonp, &'static str> {
+    let mut callback = None;
+    let mut message = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "jsonp" => callback = Some(value.into_owned()),
+            "message" => message = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(callback) = callback else {
+        return Err("missing jsonp parameter (callback-polling) or use POST (long-polling)\n");
+    };
+    if !is_valid_callback(&callback) {
+        return Err("invalid jsonp callback name\n");
+    }
+    let Some(message) = message else {
+        return Err("missing message parameter\n");
+    };
+    Ok(Jsonp { callback, message })
+}
+
 /// A dotted path of JavaScript identifiers (ASCII only), at most 128 bytes.
 pub fn is_valid_callback(name: &str) -> bool {
     let identifier = |part: &str| {
@@ -79,7 +94,29 @@ pub fn is_valid_callback(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid_callback;
+    use super::{is_valid_callback, parse_query, Jsonp};
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            parse_query("jsonp=a.b&x=1&message=%5B%5D"),
+            Ok(Jsonp {
+                callback: "a.b".into(),
+                message: "[]".into()
+            })
+        );
+        assert!(parse_query("message=[]")
+            .unwrap_err()
+            .contains("missing jsonp"));
+        assert!(parse_query("jsonp=alert(1)&message=[]")
+            .unwrap_err()
+            .contains("invalid jsonp"));
+        assert!(parse_query("jsonp=cb")
+            .unwrap_err()
+            .contains("missing message"));
+        // The last of a repeated parameter wins, and is the one checked.
+        assert!(parse_query("jsonp=ok&jsonp=a-b&message=[]").is_err());
+    }
 
     #[test]
     fn callback_names() {

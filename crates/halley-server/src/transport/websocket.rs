@@ -142,12 +142,7 @@ pub fn handle(
                 metrics.websockets_open.inc();
                 // Decremented however the socket's task ends.
                 let _open = OpenSocket;
-                let limits = Limits::default()
-                    .max_payload_len(Some(engine.node().config().max_request_bytes));
-                let ws = ServerBuilder::new()
-                    .limits(limits)
-                    .serve(TokioIo::new(upgraded));
-                Socket::new(engine, browser, opened_ms, peer).run(ws).await;
+                serve(engine, TokioIo::new(upgraded), browser, opened_ms, peer).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -162,6 +157,21 @@ pub fn handle(
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
     }
     response
+}
+
+/// Serves one upgraded connection until it closes: frames in, Bayeux
+/// replies and deliveries out. Also the fuzz target's way in
+/// (`crate::fuzzing::websocket`), over an in-memory stream.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    engine: Arc<Engine>,
+    stream: S,
+    browser: Option<String>,
+    opened_ms: u64,
+    peer: Option<super::connections::Peer>,
+) {
+    let limits = Limits::default().max_payload_len(Some(engine.node().config().max_request_bytes));
+    let ws = ServerBuilder::new().limits(limits).serve(stream);
+    Socket::new(engine, browser, opened_ms, peer).run(ws).await;
 }
 
 /// Why a socket's task ends.
