@@ -726,7 +726,7 @@ table_settings!(jwt_settings, jwt: JwtConfig {
 });
 
 table_settings!(webhook_settings, webhook: WebhookConfig {
-    /// Where questions are POSTed (http:// only; required).
+    /// Where questions are POSTed (http:// or https://; required).
     url, "URL";
     /// Milliseconds to wait for the backend's answer.
     timeout_ms, "MS";
@@ -740,6 +740,8 @@ table_settings!(webhook_settings, webhook: WebhookConfig {
     actions, "ACTION";
     /// Sent as `Authorization: Bearer <secret>`, so the backend knows it is Halley.
     secret, "SECRET", secret = true;
+    /// A PEM file of CA certificates trusted for an https:// url, besides the system's roots.
+    ca_cert, "FILE", unset = "the system's roots only";
 });
 
 #[cfg(test)]
