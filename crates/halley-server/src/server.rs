@@ -313,15 +313,22 @@ impl Server {
             tasks.spawn(async move {
                 let stream = match &tls {
                     None => Stream::Plain(stream),
-                    Some(tls) => match tls.accept(stream, header_read_timeout).await {
-                        Ok(stream) => stream,
-                        Err(error) => {
-                            node.limits().hit(Limit::TlsHandshake, || {
-                                format!("TLS handshake with {addr} failed: {error}; closed")
-                            });
-                            return;
+                    Some(tls) => {
+                        let accepted = tokio::select! {
+                            accepted = tls.accept(stream, header_read_timeout) => accepted,
+                            // Nothing to answer yet: shutdown need not wait for it.
+                            _ = node.shutdown().wait() => return,
+                        };
+                        match accepted {
+                            Ok(stream) => stream,
+                            Err(error) => {
+                                node.limits().hit(Limit::TlsHandshake, || {
+                                    format!("TLS handshake with {addr} failed: {error}; closed")
+                                });
+                                return;
+                            }
                         }
-                    },
+                    }
                 };
                 // The timer starts whenever hyper waits for a request head:
                 // on a new connection, and between two keep-alive requests.
