@@ -13,7 +13,7 @@
 //! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), `meta` (one file per meta channel), `publish`, [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
 //! | connection | [`connection`] | the sans-io state machine every transport drives: what to write, when to wake |
 //! | dispatch | [`engine`] ([`Engine`]) | one batch in: session, extensions, handler, replies |
-//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`admin`] (the admin listener: `/metrics`, `/healthz`, `/readyz`, the admin page and `/api/stats`), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, drain, shutdown; the chat demo and `/halley.js` |
+//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API, TLS), [`admin`] (the admin listener: `/metrics`, `/healthz`, `/readyz`, the admin page and `/api/stats`), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, drain, shutdown; the chat demo and `/halley.js` |
 //!
 //! Outside the floors, hidden from the docs: `fuzzing`, the fuzz targets'
 //! handles on parsers that are otherwise private (`fuzz/` at the repository's root).

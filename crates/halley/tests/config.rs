@@ -175,3 +175,35 @@ fn publish_reads_the_keys_serve_reads() {
         "{stderr}"
     );
 }
+
+#[test]
+fn listen_takes_a_port_or_a_host_name() {
+    // A bare port listens on the loopback interface, from a flag, a
+    // variable or the file.
+    let printed = print_config(&["--listen", "9090", "--admin-listen", "9091"], &[]);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:9090\" # flag --listen")
+            && printed.contains("admin-listen = \"127.0.0.1:9091\" # flag --admin-listen"),
+        "{printed}"
+    );
+    let printed = print_config(&[], &[("HALLEY_LISTEN", "localhost:9092")]);
+    assert!(printed.contains("listen = \"127.0.0.1:9092\""), "{printed}");
+    let file = config_file("listen = \"localhost:9093\"\nadmin-listen = \"off\"\n");
+    let printed = print_config(&["--config", file.to_str().unwrap()], &[]);
+    assert!(printed.contains("listen = \"127.0.0.1:9093\""), "{printed}");
+    // Anything else: the form expected, and where the value came from.
+    let stderr = refused(&["--listen", "localhost"], &[]);
+    assert!(
+        stderr.contains("the flag --listen") && stderr.contains("HOST:PORT or PORT"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--admin-listen", "nowhere"], &[]);
+    assert!(stderr.contains("HOST:PORT, PORT or off"), "{stderr}");
+    // And it serves there: `localhost:0` is a free port on 127.0.0.1.
+    let server = Server::start_at("localhost:0", &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+}

@@ -43,7 +43,7 @@ use crate::state::session::Session;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Where questions are POSTed (`http://` only).
+    /// Where questions are POSTed (`http://` or `https://`).
     pub url: String,
     /// Milliseconds to wait for an answer (default 2000).
     pub timeout_ms: u64,
@@ -57,6 +57,9 @@ pub struct WebhookConfig {
     pub actions: Vec<Action>,
     /// Sent as `Authorization: Bearer <secret>`, so the backend knows it is Halley.
     pub secret: Option<String>,
+    /// A PEM file of CA certificates trusted for an `https://` url, besides
+    /// the system's roots (a private CA, a self-signed backend).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +72,7 @@ impl Default for WebhookConfig {
             fail_open: false,
             actions: vec![Action::Handshake, Action::Subscribe, Action::Publish],
             secret: None,
+            ca_cert: None,
         }
     }
 }
@@ -121,17 +125,34 @@ impl WebhookAdapter {
     pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| format!("webhook.url {:?}: {e}", config.url))?;
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
-                "webhook.url {:?}: only http:// is supported (put a TLS proxy in front)",
+                "webhook.url {:?}: use an http:// or https:// URL",
                 config.url
             ));
         }
         if config.timeout_ms == 0 {
             return Err("webhook.timeout-ms must be at least 1".into());
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
+        // https: rustls, checked against the system's roots and `ca-cert`.
+        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("webhook.ca-cert {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "webhook.ca-cert {}: no PEM certificate in it",
+                        path.display()
+                    )
+                })?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| format!("webhook HTTP client: {e}"))?;
         let cache = (config.cache_ms > 0).then(|| {

@@ -52,6 +52,9 @@ limits! {
     /// `header-read-timeout`: a connection sent no complete request head in
     /// time (a slow or idle client) and was closed.
     HeaderReadTimeout = "header_read_timeout",
+    /// `tls-cert`: a TLS handshake failed, or did not finish within
+    /// `header-read-timeout`; the connection was closed.
+    TlsHandshake = "tls_handshake",
     /// One request carried more than one `/meta/handshake`.
     HandshakesPerRequest = "handshakes_per_request",
     /// `handshake-rate-per-ip`.
