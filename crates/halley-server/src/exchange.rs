@@ -377,6 +377,10 @@ impl PendingConnect {
     /// a sign of life: the session's expiry clock restarts here.
     pub fn answer(self, node: &Node, end: ConnectEnd, now: Instant) -> (Reply, VecDeque<Bytes>) {
         let session = &self.session;
+        // Held until its credentials' end (see `meta::connect`): the session
+        // ends with them, and the client is told to handshake again.
+        let expired =
+            !session.is_closed() && session.credentials_expired(node.sessions().clock().wall_ms());
         session.touch(node.sessions().now_ms());
         let config = node.config();
         let advice = match end {
@@ -400,9 +404,19 @@ impl PendingConnect {
                 Advice::retry(config.interval as i64, config.timeout as i64)
             }
         };
-        let mut reply = Reply::to(meta::CONNECT, self.id)
-            .success()
-            .with_advice(advice);
+        let mut reply = if expired {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::TOKEN_EXPIRED,
+                &crate::metadata::Denial::new(crate::credentials::EXPIRED_REASON),
+            )
+        } else {
+            Reply::to(meta::CONNECT, self.id)
+                .success()
+                .with_advice(advice)
+        };
         let (deliveries, ack_batch) = if session.is_closed() {
             (VecDeque::new(), None)
         } else if end == ConnectEnd::Superseded {

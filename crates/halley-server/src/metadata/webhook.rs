@@ -259,7 +259,7 @@ impl MetadataAdapter for WebhookAdapter {
                         .filter(|u| !u.is_empty())
                         .map(Into::into),
                     limits: answer.limits.clone(),
-                    attachment: None,
+                    ..Grant::anonymous()
                 }),
                 Ok(answer) => {
                     Err(Denial::new(answer.reason.clone().unwrap_or_else(|| {
