@@ -170,9 +170,9 @@ impl JwtAdapter {
             }
             validation
         };
-        if !config.allow_anonymous
-            && !(config.anonymous_subscribe.is_empty() && config.anonymous_publish.is_empty())
-        {
+        let anonymous_patterns =
+            !config.anonymous_subscribe.is_empty() || !config.anonymous_publish.is_empty();
+        if anonymous_patterns && !config.allow_anonymous {
             return Err(
                 "jwt.anonymous-subscribe and jwt.anonymous-publish apply to anonymous sessions, \
                  which are refused unless jwt.allow-anonymous = true: set it, or remove them"

@@ -76,6 +76,15 @@ limits! {
     /// `api-key-failures-per-ip`: an address that failed too many API-key
     /// attempts was answered 429.
     ApiKeyFailures = "api_key_failures",
+    /// `api-publish-rate`: a publish API request over its key's rate was
+    /// answered 429.
+    ApiPublishRate = "api_publish_rate",
+    /// `adapter-publish-rate`: a remote adapter's publish or snapshot over
+    /// its rate was refused.
+    AdapterPublishRate = "adapter_publish_rate",
+    /// `max-in-flight` of `[webhook]`: a question past the cap of calls
+    /// waiting for the backend was answered with a transient denial.
+    WebhookInFlight = "webhook_in_flight",
     /// A remote adapter connection refused at hello (wrong or missing
     /// `secret`, no hello in time, or too many pending connections).
     RemoteAdapterHello = "remote_adapter_hello",
