@@ -17,7 +17,7 @@ import {
   newClient, handshake, connected, subscribe, publish, deliveries, closeAll,
 } from './lib/cometd.mjs';
 
-const SECRET = 'interop-hs256-secret';
+const SECRET = 'interop-hs256-secret-of-32-bytes-at-least';
 let h;
 const servers = [];
 const fayeClients = [];
