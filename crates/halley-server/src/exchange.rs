@@ -378,9 +378,10 @@ impl PendingConnect {
     pub fn answer(self, node: &Node, end: ConnectEnd, now: Instant) -> (Reply, VecDeque<Bytes>) {
         let session = &self.session;
         // Held until its credentials' end (see `meta::connect`): the session
-        // ends with them, and the client is told to handshake again.
-        let expired =
-            !session.is_closed() && session.credentials_expired(node.sessions().clock().wall_ms());
+        // ends with them (here, or already by another message of the
+        // client that got there first), and the client is told to
+        // handshake again, never to stop.
+        let expired = session.credentials_expired(node.sessions().clock().wall_ms());
         session.touch(node.sessions().now_ms());
         let config = node.config();
         let advice = match end {

@@ -254,3 +254,38 @@ async fn a_forged_refresh_ends_the_session() {
     assert_expired(&reply, "401::refresh_denied");
     assert!(engine.node().sessions().get(&id).is_none());
 }
+
+/// A held connect whose session another message ended at `exp` (the
+/// client's publish got there before the connect's timer): it is told to
+/// handshake too, not `reconnect: none`, which would stop the client.
+#[tokio::test(start_paused = true)]
+async fn a_held_connect_of_a_session_already_ended_at_exp_advises_handshake() {
+    use halley_protocol::{decode_batch, BodyWriter};
+    use halley_server::exchange::Origin;
+    use halley_server::state::session::ConnectionType;
+
+    let (engine, _) = engine();
+    let mut browser = None;
+    let id = session(&engine, &mut browser, &token("ada", unix_now() + 5)).await;
+    // The connect arrives and is registered; its answer is not driven yet.
+    let connect =
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]);
+    let held = engine
+        .handle_batch(
+            decode_batch(&serde_json::to_vec(&connect).unwrap()).unwrap(),
+            Origin::http(ConnectionType::LongPolling, browser.clone()),
+        )
+        .await;
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let refused = send(&engine, &mut browser, publish(&id, 1)).await;
+    assert_expired(&refused, "401::token_expired");
+    // Now the held connect is answered: its session has ended.
+    let mut body = BodyWriter::new();
+    halley_server::transport::drive_http(&engine, held, &mut body).await;
+    let replies: Vec<Value> = serde_json::from_slice(&body.finish(b"")).unwrap();
+    let reply = replies
+        .iter()
+        .find(|m| m["channel"] == "/meta/connect")
+        .expect("the connect's reply");
+    assert_expired(reply, "401::token_expired");
+}
