@@ -8,7 +8,7 @@
 //! ends: the official clients handshake again on that advice, and their
 //! handshake `ext` carries the fresh token the application gives them. A
 //! held `/meta/connect` is not held past the moment either
-//! ([`crate::meta::connect`] shortens the hold; answering it then refuses
+//! (`meta/connect.rs` shortens the hold; answering it then refuses
 //! it the same way, see [`crate::exchange::PendingConnect::answer`]).
 //!
 //! A client may instead refresh in place (Centrifugo's connection refresh):

@@ -30,7 +30,9 @@
 //! configured adapter for the metrics and the readiness check.
 //!
 //! Server-side publishers (the HTTP publish API with its API keys, Data
-//! Adapters, services) are trusted and never asked.
+//! Adapters, services) are trusted and never asked (the API keys and remote
+//! adapters are still bounded by a rate of their own:
+//! [`crate::state::publisher_rate`]).
 
 pub mod caps;
 pub mod jwt;

@@ -5,7 +5,10 @@
 //! by the module that owns its concept: connections in [`crate::server`],
 //! handshakes in [`crate::meta::handshake`], subscriptions in
 //! [`crate::meta::subscribe`], rooms in [`crate::service::presence`],
-//! adapter links in [`crate::adapter::remote`]. When one is hit, that module
+//! adapter links and rates in [`crate::adapter::remote`], API keys' rates
+//! in [`crate::transport::publish_api`], webhook calls in
+//! [`crate::metadata::webhook`] (through [`crate::metadata::Denial::limited`],
+//! counted by whoever answers the denial). When one is hit, that module
 //! calls [`Limits::hit`]: the counter goes up (read by [`Limits::count`] and
 //! [`Limits::counts`], for metrics) and a warning is logged, at most once per
 //! [`super::log_throttle::PERIOD`] per limit.
