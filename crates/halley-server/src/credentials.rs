@@ -33,6 +33,12 @@ pub const EXPIRED_REASON: &str = "the credentials (token) of this session expire
      handshake again with fresh ones, or refresh them before they expire \
      (ext.authentication on a /meta/connect)";
 
+/// What a held connect's client reads when another of its connects
+/// presented credentials that were refused (that connect's reply has the
+/// adapter's reason).
+pub const REFUSED_REASON: &str = "this session ended: fresh credentials presented for it \
+     were refused; handshake again";
+
 /// Applies a refresh carried by `message` (a `/meta/connect`), then refuses
 /// the message if `session`'s credentials have expired at `now_wall_ms`.
 /// `Err` is the reply to send instead of handling the message; the session
@@ -78,6 +84,7 @@ pub fn end(
         reason = %why.reason,
         "session ended with its credentials"
     );
+    session.mark_credentials_ended();
     node.remove_session(session, SessionEnd::TokenExpired);
     let mut reply = reply
         .failure(error)

@@ -382,6 +382,9 @@ impl PendingConnect {
         // client that got there first), and the client is told to
         // handshake again, never to stop.
         let expired = session.credentials_expired(node.sessions().clock().wall_ms());
+        // Or it ended because fresh credentials it presented (on another
+        // connect) were refused.
+        let refused = !expired && session.credentials_ended();
         session.touch(node.sessions().now_ms());
         let config = node.config();
         let advice = match end {
@@ -412,6 +415,14 @@ impl PendingConnect {
                 Reply::to(meta::CONNECT, self.id),
                 BayeuxError::TOKEN_EXPIRED,
                 &crate::metadata::Denial::new(crate::credentials::EXPIRED_REASON),
+            )
+        } else if refused {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::REFRESH_DENIED,
+                &crate::metadata::Denial::new(crate::credentials::REFUSED_REASON),
             )
         } else {
             Reply::to(meta::CONNECT, self.id)

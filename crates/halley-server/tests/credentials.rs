@@ -289,3 +289,40 @@ async fn a_held_connect_of_a_session_already_ended_at_exp_advises_handshake() {
         .expect("the connect's reply");
     assert_expired(reply, "401::token_expired");
 }
+
+/// The same when another connect of the session presented a token that
+/// was refused: the held one says so and advises handshake too.
+#[tokio::test(start_paused = true)]
+async fn a_held_connect_of_a_session_ended_by_a_refused_refresh_advises_handshake() {
+    use halley_protocol::{decode_batch, BodyWriter};
+    use halley_server::exchange::Origin;
+    use halley_server::state::session::ConnectionType;
+
+    let (engine, _) = engine();
+    let mut browser = None;
+    let id = session(&engine, &mut browser, &token("ada", unix_now() + 600)).await;
+    let connect =
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]);
+    let held = engine
+        .handle_batch(
+            decode_batch(&serde_json::to_vec(&connect).unwrap()).unwrap(),
+            Origin::http(ConnectionType::LongPolling, browser.clone()),
+        )
+        .await;
+    let eve = send(
+        &engine,
+        &mut browser,
+        json!({"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling",
+               "ext": {"authentication": {"token": token("eve", unix_now() + 600)}}}),
+    )
+    .await;
+    assert_expired(&eve, "401::refresh_denied");
+    let mut body = BodyWriter::new();
+    halley_server::transport::drive_http(&engine, held, &mut body).await;
+    let replies: Vec<Value> = serde_json::from_slice(&body.finish(b"")).unwrap();
+    let reply = replies
+        .iter()
+        .find(|m| m["channel"] == "/meta/connect")
+        .expect("the connect's reply");
+    assert_expired(reply, "401::refresh_denied");
+}

@@ -86,6 +86,9 @@ pub struct Session {
     /// Set when another node took the session over: a held connect tells
     /// its client to go on (there), not to stop.
     moved: AtomicBool,
+    /// Set when it ended with its credentials (expired, or fresh ones
+    /// refused): a held connect tells its client to handshake, not to stop.
+    credentials_ended: AtomicBool,
     /// Patterns this session subscribed to, for cleanup and unsubscribe.
     subscriptions: Mutex<HashSet<Box<str>>>,
     /// Replay ids asked for at handshake, per channel, used by later subscribes.
@@ -133,6 +136,7 @@ impl Session {
             last_seen_ms: AtomicU64::new(now_ms),
             closed: AtomicBool::new(false),
             moved: AtomicBool::new(false),
+            credentials_ended: AtomicBool::new(false),
             subscriptions: Mutex::new(HashSet::new()),
             replay_requests: Mutex::new(HashMap::new()),
             grant: OnceLock::new(),
@@ -233,6 +237,16 @@ impl Session {
     #[inline]
     pub fn credentials_expired(&self, now_wall_ms: i64) -> bool {
         now_wall_ms >= self.credentials_expire_ms.load(Ordering::Acquire)
+    }
+
+    /// Marks the session as ended with its credentials (before it is removed).
+    pub fn mark_credentials_ended(&self) {
+        self.credentials_ended.store(true, Ordering::Release);
+    }
+
+    /// Whether it ended with its credentials (see `credentials.rs`).
+    pub fn credentials_ended(&self) -> bool {
+        self.credentials_ended.load(Ordering::Acquire)
     }
 
     /// Pushes the credentials' end to `expires_ms` (fresh credentials of
