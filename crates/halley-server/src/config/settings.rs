@@ -707,7 +707,8 @@ table_settings!(jwt_settings, jwt: JwtConfig {
     issuer, "ISS", unset = "any";
     /// The aud tokens must carry, if set.
     audience, "AUD", unset = "any";
-    /// Seconds of clock skew tolerated on exp and nbf.
+    /// Seconds of clock skew tolerated on exp and nbf (a session ends
+    /// this long after its token's exp).
     leeway_s, "S", unset = "30";
     /// Accept a handshake without a token.
     allow_anonymous, "BOOL";

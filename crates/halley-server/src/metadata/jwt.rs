@@ -68,7 +68,8 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// The `aud` tokens must carry, if set.
     pub audience: Option<String>,
-    /// Seconds of clock skew tolerated on `exp` and `nbf` (default 30).
+    /// Seconds of clock skew tolerated on `exp` and `nbf` (default 30); a
+    /// session ends this long after its token's `exp`.
     pub leeway_s: Option<u64>,
     /// Whether a handshake without a token is accepted.
     pub allow_anonymous: bool,
