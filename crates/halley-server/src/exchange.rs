@@ -393,6 +393,14 @@ impl PendingConnect {
     /// a sign of life: the session's expiry clock restarts here.
     pub fn answer(self, node: &Node, end: ConnectEnd, now: Instant) -> (Reply, VecDeque<Bytes>) {
         let session = &self.session;
+        // Held until its credentials' end (see `meta::connect`): the session
+        // ends with them (here, or already by another message of the
+        // client that got there first), and the client is told to
+        // handshake again, never to stop.
+        let expired = session.credentials_expired(node.sessions().clock().wall_ms());
+        // Or it ended because fresh credentials it presented (on another
+        // connect) were refused.
+        let refused = !expired && session.credentials_ended();
         session.touch(node.sessions().now_ms());
         let config = node.config();
         let advice = match end {
@@ -416,9 +424,27 @@ impl PendingConnect {
                 Advice::retry(config.interval as i64, config.timeout as i64)
             }
         };
-        let mut reply = Reply::to(meta::CONNECT, self.id)
-            .success()
-            .with_advice(advice);
+        let mut reply = if expired {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::TOKEN_EXPIRED,
+                &crate::metadata::Denial::new(crate::credentials::EXPIRED_REASON),
+            )
+        } else if refused {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::REFRESH_DENIED,
+                &crate::metadata::Denial::new(crate::credentials::REFUSED_REASON),
+            )
+        } else {
+            Reply::to(meta::CONNECT, self.id)
+                .success()
+                .with_advice(advice)
+        };
         let (deliveries, ack_batch) = if session.is_closed() {
             (VecDeque::new(), None)
         } else if end == ConnectEnd::Superseded {

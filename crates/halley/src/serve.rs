@@ -345,6 +345,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = loaded.config;
+    // The Metadata Adapter's settings are checked by building it (a key
+    // file to read, a URL to parse, a secret too short): before anything
+    // binds, and reported as what they are, not as a failure to start.
+    config
+        .metadata_adapter()
+        .map_err(|e| anyhow!("invalid configuration: {e}"))?;
     crate::init_logs(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

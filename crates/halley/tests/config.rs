@@ -207,3 +207,52 @@ fn listen_takes_a_port_or_a_host_name() {
         server.url
     );
 }
+
+/// Issue 13: the Metadata Adapter's settings were only checked when the
+/// server bound, and reported as "starting the server on ADDR: ...". They
+/// are a configuration error, found before anything binds.
+#[test]
+fn metadata_adapter_mistakes_are_configuration_errors_found_before_binding() {
+    let serve = |args: &[&str]| {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"];
+        all.extend_from_slice(args);
+        let output = halley(&all, &[]);
+        assert!(!output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = serve(&["--jwt-rs256-public-key", "/nonexistent/key.pem"]);
+    assert!(
+        missing.contains("invalid configuration: jwt.rs256-public-key: cannot read"),
+        "{missing}"
+    );
+    assert!(!missing.contains("starting the server"), "{missing}");
+
+    // RFC 7518 §3.2: an HS256 key at least as long as the hash.
+    let short = serve(&["--jwt-hs256-secret", "change-me"]);
+    assert!(
+        short.contains("jwt.hs256-secret is 9 bytes; it must be at least 32"),
+        "{short}"
+    );
+    assert!(
+        !short.contains("change-me"),
+        "the secret is not shown: {short}"
+    );
+
+    // Patterns for anonymous sessions that are refused anyway: a mistake.
+    let anonymous = serve(&[
+        "--jwt-hs256-secret",
+        "a-secret-of-at-least-32-bytes-for-hs256",
+        "--jwt-anonymous-subscribe",
+        "/public/**",
+    ]);
+    assert!(
+        anonymous.contains("unless jwt.allow-anonymous = true"),
+        "{anonymous}"
+    );
+
+    let webhook = serve(&["--webhook-url", "not a url"]);
+    assert!(
+        webhook.contains("invalid configuration: webhook.url"),
+        "{webhook}"
+    );
+}

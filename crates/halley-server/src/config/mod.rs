@@ -145,6 +145,25 @@ impl Config {
     }
 
     /// How long a session may stay silent after a connect reply.
+    /// A fresh rate for one API key of the publish API: bursts of at
+    /// least a whole request, so any valid request can pass in time.
+    pub fn api_publish_rate(&self) -> crate::state::publisher_rate::PublisherRate {
+        crate::state::publisher_rate::PublisherRate::new(
+            self.api_publish_rate,
+            self.api_publish_rate.max(self.max_batch_messages as f64),
+            tokio::time::Instant::now(),
+        )
+    }
+
+    /// A fresh rate for one remote Data Adapter.
+    pub fn adapter_publish_rate(&self) -> crate::state::publisher_rate::PublisherRate {
+        crate::state::publisher_rate::PublisherRate::new(
+            self.adapter_publish_rate,
+            self.adapter_publish_rate,
+            tokio::time::Instant::now(),
+        )
+    }
+
     pub fn session_lifetime_ms(&self) -> u64 {
         self.interval + self.max_interval
     }
@@ -247,6 +266,16 @@ impl Config {
             return Err(format!(
                 "max-publish-rate must be a positive number of publishes per second, got {rate}"
             ));
+        }
+        for (name, rate) in [
+            ("api-publish-rate", self.api_publish_rate),
+            ("adapter-publish-rate", self.adapter_publish_rate),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!(
+                    "{name} must be a number of messages per second (0: unlimited), got {rate}"
+                ));
+            }
         }
         if self.api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err("api-keys must not contain an empty key".into());

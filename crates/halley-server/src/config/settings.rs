@@ -661,6 +661,16 @@ settings! {
         /// burst of 10; beyond it every attempt from that address gets
         /// HTTP 429 until its rate allows again (0: unlimited).
         api_key_failures_per_ip: f64 = 1.0, "N";
+        /// Messages per second the HTTP publish API accepts from one API
+        /// key, with bursts of as many (at least max-batch-messages); a
+        /// request beyond it gets HTTP 429 with Retry-After, nothing
+        /// published (0: unlimited).
+        api_publish_rate: f64 = 10_000.0, "N";
+        /// Messages per second one remote Data Adapter may publish (each
+        /// message of a snapshot counts), with bursts of as many; a line
+        /// beyond it is answered with an `error` line, nothing published
+        /// (0: unlimited).
+        adapter_publish_rate: f64 = 10_000.0, "N";
         /// Most sessions one authenticated user may hold at once (users come
         /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";
@@ -715,7 +725,8 @@ table_settings!(jwt_settings, jwt: JwtConfig {
     issuer, "ISS", unset = "any";
     /// The aud tokens must carry, if set.
     audience, "AUD", unset = "any";
-    /// Seconds of clock skew tolerated on exp and nbf.
+    /// Seconds of clock skew tolerated on exp and nbf (a session ends
+    /// this long after its token's exp).
     leeway_s, "S", unset = "30";
     /// Accept a handshake without a token.
     allow_anonymous, "BOOL";
@@ -738,6 +749,9 @@ table_settings!(webhook_settings, webhook: WebhookConfig {
     fail_open, "BOOL";
     /// Which questions are asked (handshake, subscribe, publish); the others are allowed.
     actions, "ACTION";
+    /// Most calls to the backend waiting for their answer at once; a
+    /// question beyond them is denied as undecided (retry advice).
+    max_in_flight, "N";
     /// Sent as `Authorization: Bearer <secret>`, so the backend knows it is Halley.
     secret, "SECRET", secret = true;
     /// A PEM file of CA certificates trusted for an https:// url, besides the system's roots.

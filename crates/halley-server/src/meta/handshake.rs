@@ -127,7 +127,15 @@ pub async fn handle(
             match metadata.handshake(request).await {
                 Ok(grant) => grant,
                 Err(denial) => {
-                    tracing::info!(reason = %denial.reason, transient = denial.transient, "handshake denied");
+                    denial.count_in(node.limits());
+                    // Anyone can send a handshake with bad credentials: a
+                    // line per few seconds, counted (and the metrics count
+                    // every one: halley_metadata_decisions).
+                    static DENIED: crate::state::log_throttle::LogThrottle =
+                        crate::state::log_throttle::LogThrottle::new();
+                    if let Some(suppressed) = DENIED.allow(tokio::time::Instant::now()) {
+                        tracing::info!(reason = %denial.reason, transient = denial.transient, suppressed, "handshake denied");
+                    }
                     let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
                     if denial.transient {
                         // No verdict (the backend was unreachable): come back
@@ -151,7 +159,11 @@ pub async fn handle(
             let denial = Denial::new(format!(
                 "too many sessions for user {user:?} (max-sessions-per-user = {max})"
             ));
-            tracing::info!(user, max, "handshake denied: session cap");
+            static CAPPED: crate::state::log_throttle::LogThrottle =
+                crate::state::log_throttle::LogThrottle::new();
+            if let Some(suppressed) = CAPPED.allow(tokio::time::Instant::now()) {
+                tracing::info!(user, max, suppressed, "handshake denied: session cap");
+            }
             let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
             explain(&mut reply, &denial);
             reply

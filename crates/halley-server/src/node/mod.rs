@@ -89,6 +89,9 @@ pub struct Node {
     handshake_rate: PerIpRate,
     /// Failed API-key attempts per client IP (`api-key-failures-per-ip`).
     api_key_failures: PerIpRate,
+    /// Messages per API key of the publish API (`api-publish-rate`), in
+    /// the order of `api-keys`.
+    api_publish_rates: Vec<crate::state::publisher_rate::PublisherRate>,
     /// The extensions every message and reply passes through (ack,
     /// timesync, replay, and any the embedding application adds).
     extensions: Extensions,
@@ -131,6 +134,11 @@ impl Node {
                 config.handshake_rate_per_ip,
             ),
             api_key_failures: PerIpRate::new(config.api_key_failures_per_ip, API_KEY_FAILURE_BURST),
+            api_publish_rates: config
+                .api_keys
+                .iter()
+                .map(|_| config.api_publish_rate())
+                .collect(),
             config,
             sessions,
             data_adapters: DataAdapters::new(subscriptions.clone()),
@@ -235,6 +243,14 @@ impl Node {
     /// Failed API-key attempts per client IP.
     pub fn api_key_failures(&self) -> &PerIpRate {
         &self.api_key_failures
+    }
+
+    /// The rate of the API key at `index` in `api-keys`.
+    pub fn api_publish_rate(
+        &self,
+        index: usize,
+    ) -> Option<&crate::state::publisher_rate::PublisherRate> {
+        self.api_publish_rates.get(index)
     }
 
     pub fn shutdown(&self) -> &Shutdown {
