@@ -41,6 +41,10 @@ before(async () => {
     'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    // Without it `req -x509` marks the certificate a CA, which Node accepts as a server's but
+    // rustls (halley publish, halley bench) refuses (CaUsedAsEndEntity): make the one a
+    // reader of docs/operations.md would make.
+    '-addext', 'basicConstraints=critical,CA:FALSE',
   ], { stdio: 'ignore' });
   h = await Halley.start(['--tls-cert', cert, '--tls-key', key]);
 });
