@@ -123,6 +123,9 @@ async fn refresh(
     match metadata.refresh(session, request).await {
         Ok(Some(expires_ms)) => {
             session.extend_credentials(expires_ms);
+            // A cluster node writes the new end at once: a node taking the
+            // session over must not end it at the old one.
+            node.store_session(session).await;
             Ok(())
         }
         Ok(None) => Ok(()),

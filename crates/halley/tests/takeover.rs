@@ -740,7 +740,7 @@ impl Browser {
 }
 
 #[tokio::test]
-async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
+async fn a_tokens_session_moves_with_its_channels_and_counts_once_per_user() {
     let Some(redis) = Redis::start() else {
         return;
     };
@@ -755,6 +755,8 @@ async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
             SECRET,
             "--max-sessions-per-user",
             "1",
+            "--timeout",
+            "1000",
         ])
     };
     let (a, b) = (start("a"), start("b"));
@@ -766,7 +768,7 @@ async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
     let token = |user: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
-            &json!({ "sub": user, "exp": exp }),
+            &json!({ "sub": user, "exp": exp, "subscribe": ["/chat/*"] }),
             &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap()
@@ -804,16 +806,34 @@ async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
     let (_, bob) = handshake(&b, "bob").await;
     assert_eq!(bob["successful"], true, "other users unaffected: {bob}");
 
-    // It ends on A: the place is free on B too.
+    // Ada's session moves to B (a token's session moves with its channels
+    // and its expiry): still one session, counted once.
     let ada_id = first["clientId"].as_str().unwrap().to_owned();
+    ada.connect(&b, &ada_id, None).await;
+    let (_, again) = handshake(&a, "ada").await;
+    assert_eq!(again["successful"], false, "{again}");
+    ada.subscribe(&b, &ada_id, "/chat/room").await;
+    let replies = ada
+        .send(
+            &b,
+            json!([{"id": "s", "channel": "/meta/subscribe", "clientId": ada_id,
+                    "subscription": "/secret/room"}]),
+        )
+        .await;
+    assert_eq!(
+        replies[0]["successful"], false,
+        "not in the token: {replies:?}"
+    );
+
+    // It ends on B, the node that holds it now: the place is free on A.
     ada.send(
-        &a,
+        &b,
         json!([{"channel": "/meta/disconnect", "clientId": ada_id}]),
     )
     .await;
     within(30.0, "Ada's place to be freed", async {
         loop {
-            let (_, again) = handshake(&b, "ada").await;
+            let (_, again) = handshake(&a, "ada").await;
             if again["successful"] == true {
                 break;
             }

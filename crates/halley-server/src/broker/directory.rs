@@ -46,10 +46,18 @@ pub struct SessionRecord {
     /// Whether another node may take it over: not when a cookie-less
     /// client uses it over one WebSocket it is bound to (unless
     /// `trust-client-session`: nothing but its clientId would vouch for the
-    /// new connection), nor when its grant has an attachment. Checked by
+    /// new connection), nor when its grant has an attachment its Metadata
+    /// Adapter cannot save. Checked by
     /// the claim itself, so asking cannot disturb the session's owner.
     #[serde(default = "movable")]
     pub movable: bool,
+    /// What the Metadata Adapter attached to its grant, as the adapter
+    /// saved it (a token's channel patterns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<serde_json::Value>,
+    /// When its credentials expire (wall-clock ms), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
     /// The patterns it subscribed to.
     #[serde(default)]
     pub subscriptions: Vec<String>,

@@ -264,6 +264,29 @@ fn permissions(session: &Session) -> Option<&ChannelPermissions> {
 
 #[cfg(feature = "jwt")]
 impl MetadataAdapter for JwtAdapter {
+    /// The token's channel patterns, so the session may move to another
+    /// node of a cluster and keep exactly them.
+    fn save(&self, grant: &Grant) -> Option<serde_json::Value> {
+        let permissions = grant.attachment::<ChannelPermissions>()?;
+        let patterns = |list: &[halley_protocol::ChannelPattern]| {
+            list.iter()
+                .map(|p| p.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        Some(serde_json::json!({
+            "subscribe": patterns(&permissions.subscribe),
+            "publish": patterns(&permissions.publish),
+        }))
+    }
+
+    fn restore(&self, saved: &serde_json::Value) -> Option<crate::state::grant::Attachment> {
+        let list = |key: &str| -> Option<Vec<String>> {
+            serde_json::from_value(saved.get(key)?.clone()).ok()
+        };
+        let permissions = ChannelPermissions::parse(&list("subscribe")?, &list("publish")?).ok()?;
+        Some(Arc::new(permissions))
+    }
+
     fn handshake<'a>(&'a self, request: HandshakeRequest<'a>) -> Verdict<'a, Grant> {
         let Some(authentication) = request.authentication() else {
             return ready(match &self.anonymous {

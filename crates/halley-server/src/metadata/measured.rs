@@ -99,6 +99,14 @@ impl MetadataAdapter for Measured {
         self.inner.session_opened(session)
     }
 
+    fn save(&self, grant: &Grant) -> Option<serde_json::Value> {
+        self.inner.save(grant)
+    }
+
+    fn restore(&self, saved: &serde_json::Value) -> Option<crate::state::grant::Attachment> {
+        self.inner.restore(saved)
+    }
+
     fn session_closed(&self, session: &Session, why: SessionEnd) {
         self.inner.session_closed(session, why)
     }

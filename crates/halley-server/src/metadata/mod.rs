@@ -170,6 +170,23 @@ pub trait MetadataAdapter: Send + Sync + 'static {
         ready(Ok(None))
     }
 
+    /// What this adapter attached to `grant` ([`Grant::attachment`]), as
+    /// JSON another node can read back with [`MetadataAdapter::restore`]:
+    /// a session whose attachment cannot be saved does not move to another
+    /// node of a cluster (its client handshakes again there). The default
+    /// saves nothing.
+    fn save(&self, grant: &Grant) -> Option<serde_json::Value> {
+        let _ = grant;
+        None
+    }
+
+    /// The attachment [`MetadataAdapter::save`] wrote (on another node);
+    /// `None` if it cannot be read.
+    fn restore(&self, saved: &serde_json::Value) -> Option<crate::state::grant::Attachment> {
+        let _ = saved;
+        None
+    }
+
     /// A session was created with its grant.
     fn session_opened(&self, session: &Session) {
         let _ = session;

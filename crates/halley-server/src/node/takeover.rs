@@ -64,6 +64,13 @@ impl Node {
     /// The record another node would need to serve `session`.
     pub fn record_of(&self, session: &Session) -> SessionRecord {
         let grant = session.grant();
+        // What the Metadata Adapter attached (a token's channels) travels
+        // as the adapter saves it; one it cannot save keeps the session
+        // here (its client handshakes again elsewhere).
+        let attachment = grant
+            .attachment
+            .as_ref()
+            .and_then(|_| self.metadata_adapter()?.save(grant));
         SessionRecord {
             client_id: session.client_id().to_owned(),
             browser: session.browser_id().map(str::to_owned),
@@ -71,10 +78,10 @@ impl Node {
             user: grant.user().map(str::to_owned),
             limits: grant.limits.clone(),
             ack: session.ack_enabled(),
-            // What the Metadata Adapter attached (a token's channels)
-            // cannot travel: that client handshakes again, with its token.
-            movable: grant.attachment.is_none()
+            movable: (grant.attachment.is_none() || attachment.is_some())
                 && (session.bound_socket() == 0 || self.config.trust_client_session),
+            attachment,
+            expires_ms: session.credentials_expire_ms(),
             subscriptions: session.subscription_patterns(),
             has_through: session.has_through(),
         }
@@ -204,10 +211,11 @@ impl Node {
             Grant {
                 user: record.user.as_deref().map(Into::into),
                 limits: record.limits.clone(),
-                attachment: None,
-                // Only sessions without an attachment move, and only
-                // the JWT adapter's (which attaches) expire.
-                expires_ms: None,
+                attachment: record
+                    .attachment
+                    .as_ref()
+                    .and_then(|saved| self.metadata_adapter()?.restore(saved)),
+                expires_ms: record.expires_ms,
             },
         );
         if let Some(user) = session.user() {

@@ -27,6 +27,9 @@ pub struct SessionLimits {
     pub max_publish_rate: Option<f64>,
 }
 
+/// What a Metadata Adapter keeps with a session's grant.
+pub type Attachment = Arc<dyn Any + Send + Sync>;
+
 /// The identity and limits of a session.
 #[derive(Clone, Default)]
 pub struct Grant {
@@ -36,7 +39,7 @@ pub struct Grant {
     /// What the Metadata Adapter wants to remember about the session (e.g.
     /// the channel patterns a token allows), for its later subscribe and
     /// publish checks: kept with the session, so it cannot outlive it.
-    pub attachment: Option<Arc<dyn Any + Send + Sync>>,
+    pub attachment: Option<Attachment>,
     /// When the credentials stop being valid, in wall-clock milliseconds
     /// since the Unix epoch (any tolerated clock skew included); `None`:
     /// they do not expire. The session is refused from then on
