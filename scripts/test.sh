@@ -3,7 +3,7 @@
 #
 #   ./scripts/test.sh
 #
-# Steps: system packages (Node.js/npm, Chromium, Python 3, redis-server and haproxy when missing), formatting
+# Steps: system packages (Node.js/npm, Chromium, Python 3, redis-server, openssl and haproxy when missing), formatting
 # and lints, Rust unit/property/end-to-end tests, a short run of every fuzz target, the interop suite with the
 # real CometD and Faye clients from npm against a release build of `halley`
 # (and the Python example remote adapter, examples/price_feed.py),
@@ -31,6 +31,8 @@ need_apt chromium chromium
 need_apt python3 python3
 # The cluster tests (crates/halley/tests/cluster.rs) start their own.
 need_apt redis-server redis-server
+# The TLS interop test (tests/interop/tls.test.mjs) makes its self-signed certificate with it.
+need_apt openssl openssl
 # The cluster through a load balancer (tests/interop/cluster.test.mjs) runs haproxy. Under CI a
 # missing haproxy fails that test file; elsewhere it skips, saying so.
 if [ -n "${CI:-}" ]; then

@@ -17,7 +17,7 @@ import {
   newClient, handshake, connected, subscribe, publish, deliveries, closeAll,
 } from './lib/cometd.mjs';
 
-const SECRET = 'interop-hs256-secret';
+const SECRET = 'interop-hs256-secret-of-32-bytes-at-least';
 let h;
 const servers = [];
 const fayeClients = [];
@@ -99,6 +99,56 @@ for (const transport of ['long-polling', 'websocket']) {
     await sleep(700);
     assert.equal(c.sent.filter((m) => m.channel === '/meta/handshake').length, handshakes, 'no retry');
   });
+}
+
+// Issue 14, finding 9: the session ends with its token. A server without leeway; the client's
+// extension hands every handshake the application's current token, as an application would.
+let strict;
+async function strictServer() {
+  if (strict) return strict;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'halley-interop-jwt-exp-'));
+  const config = path.join(dir, 'halley.toml');
+  fs.writeFileSync(config, ['[jwt]', `hs256-secret = "${SECRET}"`, 'leeway-s = 0'].join('\n'));
+  strict = await Halley.start(['--config', config, '--timeout', '10000']);
+  servers.push(strict);
+  return strict;
+}
+
+for (const transport of ['long-polling', 'websocket']) {
+  it(`CometD (${transport}): at exp the held connect says token_expired and the client handshakes with a fresh token`, async () => {
+    const s = await strictServer();
+    const c = newClient(s.url, { transport });
+    let exp = now() + 2;
+    c.registerExtension('current-token', {
+      outgoing(message) {
+        if (message.channel === '/meta/handshake') {
+          const claims = { sub: 'ada', exp, subscribe: ['/chat/**'], publish: ['/chat/*'] };
+          message.ext = { ...(message.ext || {}), authentication: { token: token(claims) } };
+        }
+        return message;
+      },
+    });
+    const isConnected = connected(c);
+    const first = await handshake(c);
+    await isConnected;
+    exp = now() + 3600; // what the application has by the time it is asked again
+    // The held connect (timeout 10 s) is answered when the 2 s token expires.
+    await until(() => c.received.some((m) => m.channel === '/meta/connect' && m.error === '401::token_expired'),
+      { label: 'a connect refused as token_expired', timeout: 8000 });
+    const refused = c.received.find((m) => m.error === '401::token_expired');
+    assert.equal(refused.advice.reconnect, 'handshake', JSON.stringify(refused));
+    assert.match(refused.ext.halley.reason, /expired/);
+    const rehandshaken = () => c.received.findLastIndex((m) => m.channel === '/meta/handshake' && m.successful);
+    await until(() => c.received.filter((m) => m.channel === '/meta/handshake' && m.successful).length === 2,
+      { label: 'a second handshake, with the fresh token' });
+    await until(() => c.received.slice(rehandshaken()).some((m) => m.channel === '/meta/connect' && m.successful),
+      { label: 'connected again' });
+    assert.notEqual(c.getClientId(), first.clientId, 'a new session');
+    const room = uniqueChannel('chat/fresh');
+    await subscribe(c, room);
+    const sent = await publish(c, room, { text: 'still here' });
+    assert.equal(sent.successful, true, JSON.stringify(sent));
+  }, 20000);
 }
 
 it('CometD: a forged signature is denied', async () => {

@@ -69,6 +69,8 @@ struct Worker {
 pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let scenario = options.scenario.clone();
     scenario.validate().map_err(anyhow::Error::msg)?;
+    // A CA file that cannot be read stops the run before any worker starts.
+    crate::transport::trust(&scenario)?;
     let processes = options
         .processes
         .unwrap_or_else(|| scenario.users.div_ceil(USERS_PER_PROCESS))
@@ -330,7 +332,7 @@ fn source_address(loopback: bool, index: usize, salt: u8) -> Option<IpAddr> {
 }
 
 async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<Client>>>> {
-    let http = crate::transport::shared_http(None);
+    let http = crate::transport::shared_http(scenario, None)?;
     let mut publishers = Vec::with_capacity(scenario.publishers);
     for index in 0..scenario.publishers {
         let url = scenario.url_for(index);

@@ -69,6 +69,11 @@ pub struct Scenario {
     /// Every session (users and publishers) uses the ack extension.
     #[serde(default)]
     pub ack: bool,
+    /// A PEM file of CA certificates an `https://` server's certificate may
+    /// chain to, besides the system's roots (a test server's self-signed
+    /// certificate).
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Scenario {
@@ -168,6 +173,7 @@ mod tests {
             duration: Duration::from_secs(1),
             publishers: 1,
             ack: false,
+            ca_cert: None,
         }
     }
 

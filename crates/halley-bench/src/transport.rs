@@ -2,14 +2,39 @@
 
 use std::net::IpAddr;
 
-use halley_client::{Client, TransportKind};
+use anyhow::Context;
+use halley_client::{Client, TransportKind, Trust};
 
 use crate::scenario::{Scenario, TransportChoice};
 
-/// One HTTP connection pool per worker: each user still gets its own
-/// connection for its held `/meta/connect`, but idle connections are reused.
-pub fn shared_http(local_address: Option<IpAddr>) -> reqwest::Client {
-    halley_client::http_client(local_address).expect("an HTTP client without TLS always builds")
+/// What the clients of one process share: one HTTP connection pool (each
+/// user still gets its own connection for its held `/meta/connect`, but
+/// idle connections are reused), and whose certificates an `https://`
+/// server may present.
+#[derive(Clone)]
+pub struct SharedHttp {
+    http: reqwest::Client,
+    trust: Trust,
+}
+
+/// The system's roots, plus the scenario's `ca_cert` (`--ca-cert`): the
+/// error names the file.
+pub fn trust(scenario: &Scenario) -> anyhow::Result<Trust> {
+    match &scenario.ca_cert {
+        None => Ok(Trust::system()),
+        Some(path) => Trust::with_ca_file(path).context("--ca-cert"),
+    }
+}
+
+pub fn shared_http(
+    scenario: &Scenario,
+    local_address: Option<IpAddr>,
+) -> anyhow::Result<SharedHttp> {
+    let trust = trust(scenario)?;
+    let http = trust
+        .http_client(local_address)
+        .context("building the HTTP client")?;
+    Ok(SharedHttp { http, trust })
 }
 
 /// A client of `url` (one of the scenario's), as one simulated user (its own
@@ -17,11 +42,13 @@ pub fn shared_http(local_address: Option<IpAddr>) -> reqwest::Client {
 pub fn client(
     scenario: &Scenario,
     url: &str,
-    http: reqwest::Client,
+    shared: SharedHttp,
     local_address: Option<IpAddr>,
     spare_connection: bool,
 ) -> anyhow::Result<Client> {
-    let builder = Client::builder(url.to_owned()).http_client(http);
+    let builder = Client::builder(url.to_owned())
+        .http_client(shared.http)
+        .trust(shared.trust);
     let builder = match local_address {
         Some(address) => builder.local_address(address),
         None => builder,

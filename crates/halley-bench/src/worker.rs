@@ -61,7 +61,8 @@ pub async fn run() -> anyhow::Result<()> {
         other => bail!("expected a plan first, got {other:?}"),
     };
     let recorder = Arc::new(Recorder::default());
-    let clients = connect_users(&plan, &recorder, &events).await;
+    let http = transport::shared_http(&plan.scenario, plan.local_address)?;
+    let clients = connect_users(&plan, http, &recorder, &events).await;
     let failed = plan.user_count - clients.len();
     if failed > 0 {
         let _ = events.send(Event::Failed {
@@ -144,10 +145,10 @@ fn progress(recorder: &Recorder) -> Event {
 /// Connects every user of the plan; returns the clients that made it.
 async fn connect_users(
     plan: &Plan,
+    http: transport::SharedHttp,
     recorder: &Arc<Recorder>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Vec<Arc<Client>> {
-    let http = transport::shared_http(plan.local_address);
     let gate = Arc::new(Semaphore::new(plan.connecting_at_once.max(1)));
     let mut joins = Vec::with_capacity(plan.user_count);
     for user in plan.first_user..plan.first_user + plan.user_count {
@@ -219,7 +220,7 @@ async fn connect_users(
 async fn connect_user(
     scenario: &Scenario,
     user: usize,
-    http: reqwest::Client,
+    http: transport::SharedHttp,
     local: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Arc<Client>, Deliveries)> {
     // A user only subscribes: one connection each, so a node's file limit

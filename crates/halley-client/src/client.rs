@@ -30,9 +30,8 @@ use crate::error::Result;
 use crate::message::{Incoming, Outgoing};
 use crate::session::{Session, State, Stats};
 use crate::shared::{Config, HandshakeInfo, Shared};
-use crate::transport::{
-    http_client, LongPolling, RawResponse, Transport, TransportKind, WebSocket,
-};
+use crate::tls::Trust;
+use crate::transport::{LongPolling, RawResponse, Transport, TransportKind, WebSocket};
 
 /// Settings of a [`Client`]; see [`Client::builder`].
 #[derive(Debug)]
@@ -49,12 +48,23 @@ pub struct ClientBuilder {
     max_backoff: Duration,
     handshake_ext: Option<Box<RawValue>>,
     ack: bool,
+    trust: Option<Trust>,
 }
 
 impl ClientBuilder {
+    /// Which certificates an `https://` endpoint may present (default
+    /// [`Trust::system`]): for long-polling connections, and for the HTTP
+    /// client this builder makes when not given one (give a shared one the
+    /// same trust, [`Trust::http_client`]).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
     /// The transport: [`TransportKind::LongPolling`] (the default) or
-    /// [`TransportKind::WebSocket`]. The URL stays the `http://` Bayeux URL
-    /// either way; websocket upgrades on it.
+    /// [`TransportKind::WebSocket`]. The URL stays the `http://` (or
+    /// `https://`) Bayeux URL either way; websocket upgrades on it (`wss`
+    /// over https).
     pub fn transport(mut self, kind: TransportKind) -> Self {
         self.transport = kind;
         self
@@ -135,9 +145,10 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client> {
+        let trust = self.trust.unwrap_or_else(Trust::system);
         let http = match self.http {
             Some(http) => http,
-            None => http_client(self.local_address)?,
+            None => trust.http_client(self.local_address)?,
         };
         let cookies = self.cookies.unwrap_or_default();
         let (sender, deliveries) = Deliveries::channel();
@@ -145,7 +156,7 @@ impl ClientBuilder {
         let transport = match self.transport {
             TransportKind::LongPolling => Transport::LongPolling(
                 LongPolling::new(http, self.url, cookies, self.append_message_type)
-                    .with_connections(self.local_address, self.spare_connection),
+                    .with_connections(self.local_address, self.spare_connection, &trust),
             ),
             TransportKind::WebSocket => {
                 Transport::WebSocket(WebSocket::new(http, self.url, cookies, session.clone()))
@@ -228,6 +239,7 @@ impl Client {
             max_backoff: Duration::from_secs(10),
             handshake_ext: None,
             ack: false,
+            trust: None,
         }
     }
 

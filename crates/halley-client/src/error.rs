@@ -113,6 +113,11 @@ pub enum Error {
     #[error("no Bayeux session: call handshake() first")]
     NotHandshaken,
 
+    /// The CA certificates given to trust could not be read
+    /// ([`crate::Trust::with_ca_file`]).
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// The data to publish could not be encoded as JSON.
     #[error("data could not be encoded as JSON: {0}")]
     Encode(#[source] serde_json::Error),

@@ -16,7 +16,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The same over WebSocket (one socket per client; the URL stays `http://`):
+//! The same over WebSocket (one socket per client; the URL stays `http://`,
+//! or `https://` for `wss`; [`ClientBuilder::trust`] adds a CA of one's own):
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), halley_client::Error> {
@@ -36,6 +37,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `error` | [`Error`], [`Result`], and [`ServerError`] for the `code:args:message` strings a server refuses with |
+//! | `tls` | which servers an `https://` client trusts ([`Trust`]: the system's roots, plus CAs of one's own) |
 //! | `ack` | the ack extension ([`ClientBuilder::ack`]): numbered connect replies, re-sent when lost |
 //! | `cookie` | a tiny per-browser cookie jar ([`CookieJar`], `BAYEUX_BROWSER`), private to a client or shared |
 //! | `message` | the client's side of the wire: [`Outgoing`] messages and [`Incoming`] replies and deliveries (a refusal among them becomes an [`Error`]) |
@@ -65,6 +67,7 @@ mod error;
 mod message;
 mod session;
 mod shared;
+mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder, PublishAck};
@@ -75,4 +78,5 @@ pub use halley_protocol::{Advice, Reconnect};
 pub use message::{Incoming, Outgoing};
 pub use session::{State, Stats};
 pub use shared::HandshakeInfo;
+pub use tls::Trust;
 pub use transport::{http_client, RawResponse, TransportKind};

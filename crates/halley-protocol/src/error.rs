@@ -51,6 +51,9 @@ errors! {
     TOO_MANY_CHANNELS = 400, "too_many_channels";
     TOO_MANY_SUBSCRIPTIONS = 403, "too_many_subscriptions";
     DATA_TOO_DEEP = 400, "data_too_deep";
+    // Credentials with an end (a JWT's `exp`): the session ends with them.
+    TOKEN_EXPIRED = 401, "token_expired";
+    REFRESH_DENIED = 401, "refresh_denied";
 }
 
 impl fmt::Display for BayeuxError {

@@ -174,6 +174,8 @@ impl Connection {
             ConnectEnd::Shutdown
         } else if !holdable {
             ConnectEnd::Immediate
+        } else if pending.refused_by_cluster() {
+            ConnectEnd::MultipleClients
         } else {
             // One held poll per browser (HTTP/1.1 connection limits): the others poll.
             let slot = exchange.browser_id().map(|browser| {

@@ -3,7 +3,8 @@
 //! Transports decode a request into messages and hand them to
 //! [`Engine::handle_batch`]. For each message it checks the `id` and
 //! `channel`, parses `ext` once (meta and service messages), resolves the
-//! session the message speaks for (all but the handshake), runs the
+//! session the message speaks for (all but the handshake) and refuses it
+//! if the session's credentials expired ([`crate::credentials`]), runs the
 //! extensions' incoming hooks ([`crate::ext`]), calls the handler by
 //! channel (`meta/<channel>.rs`, `publish.rs`, `service/`), and runs the
 //! outgoing hooks on its reply. A batch's second `/meta/handshake` is
@@ -27,7 +28,7 @@ use crate::ext::{Context, InboundExt};
 use crate::meta as handlers;
 use crate::node::Node;
 use crate::state::limits::Limit;
-use crate::state::session::Session;
+use crate::state::session::{ConnectionType, Session};
 
 pub struct Engine {
     node: Arc<Node>,
@@ -91,6 +92,15 @@ impl Engine {
                 }
                 Ok(message) => self.handle_message(message, &mut exchange).await,
                 Err(invalid) => exchange.replies.push(invalid_reply(invalid)),
+            }
+        }
+        // A long poll that may be held: on a cluster, the other nodes count
+        // its browser's polls too (`max-sessions-per-browser`).
+        if exchange.batch_len == 1 && exchange.origin.connection_type != ConnectionType::WebSocket {
+            if let Some(browser) = exchange.browser_id().map(str::to_owned) {
+                if let Some(pending) = exchange.connect.as_mut() {
+                    self.node.ask_cluster_for_poll(&browser, pending).await;
+                }
             }
         }
         exchange
@@ -176,6 +186,12 @@ impl Engine {
                 return;
             }
         };
+        // Credentials that expired end the session here, whatever the
+        // message (a connect may first refresh them).
+        if let Err(reply) = crate::credentials::check(node, &message, &session, received_ms).await {
+            exchange.replies.push(*reply);
+            return;
+        }
         let incoming = context(Some(&session), &ext, received_ms, received_ms);
         let verdict = match kind {
             ChannelKind::Broadcast => node.extensions().incoming_added(&mut message, &incoming),

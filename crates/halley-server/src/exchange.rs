@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::ext::{Context, InboundExt};
+use crate::node::browser_polls::ClusterPoll;
 use crate::node::Node;
 use crate::state::session::{ConnectionType, Session};
 use crate::state::sessions::new_random_id;
@@ -296,6 +297,9 @@ pub struct PendingConnect {
     ext: Option<Box<InboundExt>>,
     /// When the request arrived, wall clock (timesync's `ts`).
     received_ms: i64,
+    /// On a cluster, whether the browser may hold this poll, as the other
+    /// nodes count (boxed, and only when asked: see `node/browser_polls.rs`).
+    cluster_poll: Option<Box<ClusterPoll>>,
 }
 
 /// Why a connect was answered.
@@ -337,7 +341,19 @@ impl PendingConnect {
             hold_for,
             ext: (!ext.is_empty()).then(|| Box::new(ext)),
             received_ms,
+            cluster_poll: None,
         }
+    }
+
+    /// Keeps the cluster's answer on holding this poll (and its slot, until
+    /// this connect is answered).
+    pub fn set_cluster_poll(&mut self, poll: ClusterPoll) {
+        self.cluster_poll = Some(Box::new(poll));
+    }
+
+    /// Another session of its browser holds a poll on another node.
+    pub fn refused_by_cluster(&self) -> bool {
+        self.cluster_poll.as_ref().is_some_and(|p| p.refused())
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -377,6 +393,14 @@ impl PendingConnect {
     /// a sign of life: the session's expiry clock restarts here.
     pub fn answer(self, node: &Node, end: ConnectEnd, now: Instant) -> (Reply, VecDeque<Bytes>) {
         let session = &self.session;
+        // Held until its credentials' end (see `meta::connect`): the session
+        // ends with them (here, or already by another message of the
+        // client that got there first), and the client is told to
+        // handshake again, never to stop.
+        let expired = session.credentials_expired(node.sessions().clock().wall_ms());
+        // Or it ended because fresh credentials it presented (on another
+        // connect) were refused.
+        let refused = !expired && session.credentials_ended();
         session.touch(node.sessions().now_ms());
         let config = node.config();
         let advice = match end {
@@ -400,9 +424,27 @@ impl PendingConnect {
                 Advice::retry(config.interval as i64, config.timeout as i64)
             }
         };
-        let mut reply = Reply::to(meta::CONNECT, self.id)
-            .success()
-            .with_advice(advice);
+        let mut reply = if expired {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::TOKEN_EXPIRED,
+                &crate::metadata::Denial::new(crate::credentials::EXPIRED_REASON),
+            )
+        } else if refused {
+            crate::credentials::end(
+                node,
+                session,
+                Reply::to(meta::CONNECT, self.id),
+                BayeuxError::REFRESH_DENIED,
+                &crate::metadata::Denial::new(crate::credentials::REFUSED_REASON),
+            )
+        } else {
+            Reply::to(meta::CONNECT, self.id)
+                .success()
+                .with_advice(advice)
+        };
         let (deliveries, ack_batch) = if session.is_closed() {
             (VecDeque::new(), None)
         } else if end == ConnectEnd::Superseded {

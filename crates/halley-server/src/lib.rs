@@ -10,10 +10,10 @@
 //! | state | [`state`] (session, sessions, outbox, subscriptions, unacked, throttle, token bucket, grant, clock, sweeper, listeners), [`history`], [`broker`] (the seam: [`broker::Broker`], [`broker::local::LocalBroker`], and with the `redis` feature the cluster's `broker::redis::RedisBroker`), [`shutdown`] (and the drain's pacing), [`metrics`] (every Prometheus metric), [`traffic`] (the admin page's bounded per-channel counts) | what a node remembers, knowing nothing of messages' handling |
 //! | extensions, rules | [`ext`] (the pipeline and ack, timesync, replay), [`metadata`] (Metadata Adapters: JWT, webhook, session caps, measured), [`config`], `rules` (per-channel settings parsed once), `qos` (the decisions of max frequency, bandwidth, publish rate) | how messages may be rewritten or refused; who may do what; the settings |
 //! | core | [`node`] ([`Node`]: the shared state, the Data Adapter and service registries, the broker; the fan-out) | one handle on everything a node holds; the only way a publish leaves the node |
-//! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), `meta` (one file per meta channel), `publish`, [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
+//! | handlers | [`exchange`] (one request's passage: origin, replies, the pending connect, session resolution), [`credentials`] (expiring credentials, refreshed on a connect), `meta` (one file per meta channel), `publish`, [`service`] (dispatch, `echo`, `presence`), [`adapter`] (the [`adapter::Publisher`], remote Data Adapters over TCP) | what each kind of message does; where server-side messages come from |
 //! | connection | [`connection`] | the sans-io state machine every transport drives: what to write, when to wake |
 //! | dispatch | [`engine`] ([`Engine`]) | one batch in: session, extensions, handler, replies |
-//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API), [`admin`] (the admin listener: `/metrics`, `/healthz`, `/readyz`, the admin page and `/api/stats`), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, drain, shutdown; the chat demo and `/halley.js` |
+//! | I/O | [`transport`] (long-polling, callback-polling, websocket, pages, the HTTP publish API, TLS), [`admin`] (the admin listener: `/metrics`, `/healthz`, `/readyz`, the admin page and `/api/stats`), [`server`] ([`Server`]) | HTTP, cookies, bodies, accept loop, drain, shutdown; the chat demo and `/halley.js` |
 //!
 //! Outside the floors, hidden from the docs: `fuzzing`, the fuzz targets'
 //! handles on parsers that are otherwise private (`fuzz/` at the repository's root).
@@ -45,6 +45,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod engine;
 pub mod exchange;
 pub mod ext;

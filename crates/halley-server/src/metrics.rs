@@ -120,6 +120,8 @@ pub enum Action {
     Handshake,
     Subscribe,
     Publish,
+    /// Fresh credentials presented on a `/meta/connect`.
+    Refresh,
 }
 
 /// Each variant's label value (kebab-case, as the settings name them).
@@ -141,7 +143,7 @@ label_values!(Origin { Bayeux => "bayeux", HttpApi => "http-api", Adapter => "ad
 label_values!(DropReason { Overflow => "overflow", Qos => "qos", SessionEnd => "session_end" });
 label_values!(Outcome { Accepted => "accepted", Denied => "denied", Unavailable => "unavailable" });
 label_values!(Takeover { Released => "released", Presumed => "presumed-dead", Unknown => "unknown", Failed => "failed" });
-label_values!(Action { Handshake => "handshake", Subscribe => "subscribe", Publish => "publish" });
+label_values!(Action { Handshake => "handshake", Subscribe => "subscribe", Publish => "publish", Refresh => "refresh" });
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabel {
@@ -352,7 +354,12 @@ impl Metrics {
             "Metadata Adapter answers, by action and outcome",
             decisions.clone(),
         );
-        let actions = [Action::Handshake, Action::Subscribe, Action::Publish];
+        let actions = [
+            Action::Handshake,
+            Action::Subscribe,
+            Action::Publish,
+            Action::Refresh,
+        ];
         let outcomes = [Outcome::Accepted, Outcome::Denied, Outcome::Unavailable];
         let metadata_decisions = ByLabel {
             handles: actions

@@ -42,6 +42,7 @@ pub async fn handle(node: &Node, message: Message, session: &Session) -> Reply {
     }
     if let Some(metadata) = node.metadata_adapter() {
         if let Err(denial) = metadata.publish(session, &channel, data).await {
+            denial.count_in(node.limits());
             tracing::debug!(client_id = session.client_id(), %channel, reason = %denial.reason, "publish denied");
             let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);
             crate::metadata::explain(&mut reply, &denial);

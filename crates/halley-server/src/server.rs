@@ -29,10 +29,15 @@
 //! What bounds a connection here (see `docs/security.md`): a place among
 //! the open connections, in total and per client IP
 //! ([`crate::transport::connections`]), taken before it is served (over a
-//! cap it is closed at once); hyper's header-read timeout, which also ends
-//! a keep-alive connection idle between requests; and an accept loop that
-//! backs off when accepting fails (out of file descriptors) instead of
-//! spinning.
+//! cap it is closed at once); with `tls-cert`, the TLS handshake's timeout
+//! (the header-read timeout, [`crate::transport::tls`]); hyper's
+//! header-read timeout, which also ends a keep-alive connection idle
+//! between requests; and an accept loop that backs off when accepting fails
+//! (out of file descriptors) instead of spinning.
+//!
+//! TLS is one layer of the accept path: each admitted connection goes
+//! through [`PublicTls::accept`] when `tls-cert` is set, and hyper serves
+//! the [`Stream`] that comes out, encrypted or not.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,6 +60,7 @@ use crate::node::Node;
 use crate::state::limits::Limit;
 use crate::transport;
 use crate::transport::connections::OpenConnections;
+use crate::transport::tls::{PublicTls, Stream};
 
 /// Pending connections the kernel queues before `accept`: thousands of
 /// clients connecting at once must not be refused (Linux caps it at
@@ -79,6 +85,8 @@ pub struct Server {
     health: Arc<Health>,
     /// The links of the remote adapters, started by [`Server::run`].
     remote_links: Vec<adapter::remote::Link>,
+    /// HTTPS and WSS on `listener` (none: plain HTTP).
+    tls: Option<Arc<PublicTls>>,
 }
 
 /// Why the accept loop ended.
@@ -99,6 +107,12 @@ impl Server {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let metadata = config.metadata_adapter().map_err(invalid)?;
+        // Before binding: a certificate that cannot be read is a
+        // configuration error, named as such.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(PublicTls::load(cert, key).map_err(invalid)?)),
+            _ => None,
+        };
         let listener = listen(config.listen)?;
         let admin_addr = config.admin_listen.addr();
         let engine = Engine::with_node(node(config).await?);
@@ -131,6 +145,7 @@ impl Server {
             admin,
             health,
             remote_links,
+            tls,
         })
     }
 
@@ -141,6 +156,12 @@ impl Server {
     /// The admin listener's address (none when `admin-listen` is `off`).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The public listener's TLS, when `tls-cert` is set: to reload the
+    /// certificate on a signal ([`PublicTls::reload`]).
+    pub fn tls(&self) -> Option<&Arc<PublicTls>> {
+        self.tls.as_ref()
     }
 
     /// The engine, e.g. to register service handlers on its node before serving.
@@ -172,6 +193,7 @@ impl Server {
             admin,
             health,
             remote_links,
+            tls,
         } = self;
         let addr = listener.local_addr()?;
         let node = engine.node().clone();
@@ -200,7 +222,15 @@ impl Server {
         // Ready before saying so: whoever waits for the line below may ask
         // `/readyz` at once (the listener is bound; accepting starts now).
         health.set_phase(Phase::Serving);
-        tracing::info!("listening on http://{addr}{}", node.config().path);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}{}", node.config().path);
+        // New certificates when the files change (SIGHUP: `PublicTls::reload`).
+        if let Some(tls) = &tls {
+            tokio::spawn({
+                let (tls, node) = (tls.clone(), node.clone());
+                async move { tls.watch(node.shutdown().wait()).await }
+            });
+        }
 
         let sweeper = tokio::spawn({
             let node = node.clone();
@@ -279,7 +309,27 @@ impl Server {
                 }
             });
             let node = node.clone();
+            let tls = tls.clone();
             tasks.spawn(async move {
+                let stream = match &tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => {
+                        let accepted = tokio::select! {
+                            accepted = tls.accept(stream, header_read_timeout) => accepted,
+                            // Nothing to answer yet: shutdown need not wait for it.
+                            _ = node.shutdown().wait() => return,
+                        };
+                        match accepted {
+                            Ok(stream) => stream,
+                            Err(error) => {
+                                node.limits().hit(Limit::TlsHandshake, || {
+                                    format!("TLS handshake with {addr} failed: {error}; closed")
+                                });
+                                return;
+                            }
+                        }
+                    }
+                };
                 // The timer starts whenever hyper waits for a request head:
                 // on a new connection, and between two keep-alive requests.
                 let connection = http1::Builder::new()

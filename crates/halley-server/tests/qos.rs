@@ -79,7 +79,7 @@ impl Client {
             Grant {
                 user: None,
                 limits,
-                attachment: None
+                ..Grant::anonymous()
             }
         ));
     }

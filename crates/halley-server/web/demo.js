@@ -7,9 +7,10 @@
 //   /service/presence    join / leave / list (request-response)
 //   /service/echo        a ping every few seconds for the round-trip time
 import { Halley } from "/halley.js";
+import { sameOriginEndpoint } from "/endpoint.js";
 
 const $ = (id) => document.getElementById(id);
-const endpoint = new URLSearchParams(location.search).get("endpoint") || "/cometd";
+const endpoint = sameOriginEndpoint(new URLSearchParams(location.search).get("endpoint"), location.href);
 const client = new Halley(endpoint);
 const states = [];
 window.halleyDemo = { client, states }; // for the browser tests and the curious

@@ -45,9 +45,10 @@ struct SweepArgs {
 
 #[derive(Args, Debug)]
 struct CommonArgs {
-    /// Bayeux URL of the server under test (Halley, CometD, Faye...); repeat
-    /// it or separate with commas for the nodes of a cluster: user i
-    /// connects to URL i mod n, publishers likewise
+    /// Bayeux URL of the server under test (Halley, CometD, Faye...),
+    /// http:// or https:// (websocket: wss); repeat it or separate with
+    /// commas for the nodes of a cluster: user i connects to URL i mod n,
+    /// publishers likewise
     #[arg(
         long = "url",
         value_delimiter = ',',
@@ -60,6 +61,10 @@ struct CommonArgs {
     /// Every simulated client (and publisher) uses the ack extension
     #[arg(long)]
     ack: bool,
+    /// A PEM file of CA certificates to trust for an https:// URL, besides
+    /// the system's roots (e.g. the server's self-signed certificate)
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Users per chat room (/chat/<n>)
     #[arg(long, default_value_t = 200)]
     room_size: usize,
@@ -119,6 +124,7 @@ impl CommonArgs {
                 duration: self.duration,
                 publishers: self.publishers,
                 ack: self.ack,
+                ca_cert: self.ca_cert.clone(),
             },
             processes: self.processes,
             server_pids: self.server_pids.clone(),

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
-    /// The server's base URL (the API is at <URL>/api/publish)
+    /// The server's base URL, http:// or https:// (the API is at <URL>/api/publish)
     #[arg(long, env = "HALLEY_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     /// An API key the server accepts (one of its api-keys). HALLEY_API_KEYS is the variable
@@ -29,6 +29,10 @@ pub struct PublishArgs {
     /// The message's data, as JSON: '{"price":187.2}', '"text"', 42
     #[arg(long)]
     data: String,
+    /// A PEM file of CA certificates to trust for an https:// URL, besides
+    /// the system's roots (e.g. the server's self-signed certificate)
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
@@ -47,12 +51,13 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         "data": data,
     }))?;
     let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
+    let http = http_client(args.ca_cert.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let (status, answer) = runtime.block_on(async {
-        let response = reqwest::Client::new()
+        let response = http
             .post(&url)
             .bearer_auth(api_key)
             .header("content-type", "application/json")
@@ -74,6 +79,22 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     check_answer(&args.url, &answer)?;
     println!("{answer}");
     Ok(())
+}
+
+/// reqwest on rustls, trusting the system's roots and `ca_cert`.
+fn http_client(ca_cert: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .with_context(|| format!("--ca-cert {}: no PEM certificate in it", path.display()))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().context("building the HTTP client")
 }
 
 /// A 200 that is not the publish API's answer (one `{"channel", ...}` per

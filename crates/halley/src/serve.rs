@@ -1,6 +1,7 @@
 //! `halley serve`: settings from their defaults, a TOML file, `HALLEY_*`
 //! variables and flags (each over the one before), then the server until
-//! SIGINT/SIGTERM; or, with `--print-config`, the merged settings as TOML.
+//! SIGINT/SIGTERM (SIGHUP reloads the TLS certificate); or, with
+//! `--print-config`, the merged settings as TOML.
 //!
 //! The flags are not declared here: they are built from halley-server's
 //! descriptors ([`halley_server::config::settings`]), where each setting is
@@ -344,6 +345,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = loaded.config;
+    // The Metadata Adapter's settings are checked by building it (a key
+    // file to read, a URL to parse, a secret too short): before anything
+    // binds, and reported as what they are, not as a failure to start.
+    config
+        .metadata_adapter()
+        .map_err(|e| anyhow!("invalid configuration: {e}"))?;
     crate::init_logs(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -355,6 +362,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("starting the server on {listen}"))?;
         let (drain, stop) = signals();
+        reload_on_sighup(server.tls().cloned());
         server
             .run_with_drain(
                 async {
@@ -400,6 +408,32 @@ fn signals() -> (
     });
     (drain, stop)
 }
+
+/// SIGHUP reads the TLS certificate and key again (`tls-cert`, `tls-key`);
+/// without TLS it only says there is nothing to reload (rather than ending
+/// the process, SIGHUP's default).
+#[cfg(unix)]
+fn reload_on_sighup(tls: Option<std::sync::Arc<halley_server::transport::tls::PublicTls>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                // Logs its own outcome.
+                Some(tls) => {
+                    tracing::info!("SIGHUP: reloading the TLS certificate");
+                    let _ = tls.reload();
+                }
+                None => tracing::info!("SIGHUP: nothing to reload (no tls-cert)"),
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_: Option<std::sync::Arc<halley_server::transport::tls::PublicTls>>) {}
 
 #[cfg(unix)]
 async fn sigterm(signal: &mut Option<tokio::signal::unix::Signal>) {

@@ -175,3 +175,84 @@ fn publish_reads_the_keys_serve_reads() {
         "{stderr}"
     );
 }
+
+#[test]
+fn listen_takes_a_port_or_a_host_name() {
+    // A bare port listens on the loopback interface, from a flag, a
+    // variable or the file.
+    let printed = print_config(&["--listen", "9090", "--admin-listen", "9091"], &[]);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:9090\" # flag --listen")
+            && printed.contains("admin-listen = \"127.0.0.1:9091\" # flag --admin-listen"),
+        "{printed}"
+    );
+    let printed = print_config(&[], &[("HALLEY_LISTEN", "localhost:9092")]);
+    assert!(printed.contains("listen = \"127.0.0.1:9092\""), "{printed}");
+    let file = config_file("listen = \"localhost:9093\"\nadmin-listen = \"off\"\n");
+    let printed = print_config(&["--config", file.to_str().unwrap()], &[]);
+    assert!(printed.contains("listen = \"127.0.0.1:9093\""), "{printed}");
+    // Anything else: the form expected, and where the value came from.
+    let stderr = refused(&["--listen", "localhost"], &[]);
+    assert!(
+        stderr.contains("the flag --listen") && stderr.contains("HOST:PORT or PORT"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--admin-listen", "nowhere"], &[]);
+    assert!(stderr.contains("HOST:PORT, PORT or off"), "{stderr}");
+    // And it serves there: `localhost:0` is a free port on 127.0.0.1.
+    let server = Server::start_at("localhost:0", &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+}
+
+/// Issue 13: the Metadata Adapter's settings were only checked when the
+/// server bound, and reported as "starting the server on ADDR: ...". They
+/// are a configuration error, found before anything binds.
+#[test]
+fn metadata_adapter_mistakes_are_configuration_errors_found_before_binding() {
+    let serve = |args: &[&str]| {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "off"];
+        all.extend_from_slice(args);
+        let output = halley(&all, &[]);
+        assert!(!output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let missing = serve(&["--jwt-rs256-public-key", "/nonexistent/key.pem"]);
+    assert!(
+        missing.contains("invalid configuration: jwt.rs256-public-key: cannot read"),
+        "{missing}"
+    );
+    assert!(!missing.contains("starting the server"), "{missing}");
+
+    // RFC 7518 §3.2: an HS256 key at least as long as the hash.
+    let short = serve(&["--jwt-hs256-secret", "change-me"]);
+    assert!(
+        short.contains("jwt.hs256-secret is 9 bytes; it must be at least 32"),
+        "{short}"
+    );
+    assert!(
+        !short.contains("change-me"),
+        "the secret is not shown: {short}"
+    );
+
+    // Patterns for anonymous sessions that are refused anyway: a mistake.
+    let anonymous = serve(&[
+        "--jwt-hs256-secret",
+        "a-secret-of-at-least-32-bytes-for-hs256",
+        "--jwt-anonymous-subscribe",
+        "/public/**",
+    ]);
+    assert!(
+        anonymous.contains("unless jwt.allow-anonymous = true"),
+        "{anonymous}"
+    );
+
+    let webhook = serve(&["--webhook-url", "not a url"]);
+    assert!(
+        webhook.contains("invalid configuration: webhook.url"),
+        "{webhook}"
+    );
+}

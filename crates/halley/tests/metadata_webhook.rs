@@ -25,6 +25,8 @@ enum Answer {
     /// Sleeps, then allows.
     Slow(Duration),
     Status(u16),
+    /// `307 Temporary Redirect` to this URL (which keeps the POST).
+    Redirect(String),
 }
 
 /// A backend on 127.0.0.1:<port>; records every question it was asked.
@@ -69,8 +71,13 @@ impl Backend {
                                 let question: Value = serde_json::from_slice(&body).unwrap();
                                 q.lock().unwrap().push(question.clone());
                                 a.lock().unwrap().push(auth);
+                                let mut location = None;
                                 let (status, body) = match policy(&question) {
                                     Answer::Json(v) => (200, v.to_string()),
+                                    Answer::Redirect(url) => {
+                                        location = Some(url);
+                                        (307, "{}".to_owned())
+                                    }
                                     Answer::Slow(d) => {
                                         // The scenario: a backend this slow.
                                         tokio::time::sleep(d).await;
@@ -78,12 +85,14 @@ impl Backend {
                                     }
                                     Answer::Status(s) => (s, "{}".to_owned()),
                                 };
+                                let mut response = hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json");
+                                if let Some(location) = location {
+                                    response = response.header("location", location);
+                                }
                                 Ok::<_, Infallible>(
-                                    hyper::Response::builder()
-                                        .status(status)
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(Bytes::from(body)))
-                                        .unwrap(),
+                                    response.body(Full::new(Bytes::from(body))).unwrap(),
                                 )
                             }
                         });
@@ -309,4 +318,66 @@ async fn only_the_configured_actions_are_asked() {
     let sub = subscribe_raw(&browser, &id, "s", "/admin").await;
     assert_eq!(sub["successful"], true, "subscribe not asked: {sub}");
     assert_eq!(backend.asked("subscribe"), 0);
+}
+
+/// Issue 14, finding 11: a backend answering with a redirect is a failing
+/// backend; Halley does not follow it to a server that would say yes (and
+/// receive the credentials of every handshake).
+#[tokio::test]
+async fn a_redirect_is_not_followed_but_fails_closed() {
+    let elsewhere =
+        Backend::start(|_| Answer::Json(json!({"allow": true, "user": "mallory"}))).await;
+    let to = elsewhere.url.clone();
+    let backend = Backend::start(move |_| Answer::Redirect(to.clone())).await;
+    let server = server_for(&backend.url, "cache-ms = 0");
+    let reply = handshake_with_token(&server.browser(), "ada").await;
+    assert_eq!(reply["error"], "403::handshake_denied", "{reply}");
+    assert_eq!(reason(&reply), "authorization backend unavailable");
+    assert_eq!(backend.asked("handshake"), 1);
+    assert_eq!(elsewhere.asked("handshake"), 0, "the redirect was followed");
+    server.logged("answered HTTP 307").await;
+}
+
+/// Issue 14, finding 11: distinct credentials defeat the cache, so a flood
+/// of handshakes was a flood of backend calls, each a waiting task. Past
+/// `max-in-flight` a question is refused at once, without a verdict (retry
+/// advice), even with `fail-open`, and counted.
+#[tokio::test]
+async fn calls_past_max_in_flight_are_refused_at_once_with_retry_advice() {
+    let backend = Backend::start(|_| Answer::Slow(Duration::from_secs(60))).await;
+    let server = server_for(
+        &backend.url,
+        "cache-ms = 0\ntimeout-ms = 60000\nmax-in-flight = 2\nfail-open = true",
+    );
+    // Two handshakes hold both permits while the backend sleeps.
+    let waiting: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|token| {
+            let browser = server.browser();
+            tokio::spawn(async move { handshake_with_token(&browser, token).await })
+        })
+        .collect();
+    common::eventually(30.0, "two questions at the backend", || {
+        backend.asked("handshake") == 2
+    })
+    .await;
+    let refused = within(
+        30.0,
+        "the third handshake's answer, without waiting for the backend",
+        handshake_with_token(&server.browser(), "c"),
+    )
+    .await;
+    assert_eq!(refused["error"], "403::handshake_denied", "{refused}");
+    assert_eq!(refused["advice"]["reconnect"], "retry", "{refused}");
+    assert!(reason(&refused).contains("max-in-flight"), "{refused}");
+    assert_eq!(backend.asked("handshake"), 2, "not asked");
+    assert_eq!(
+        server
+            .metric("halley_limit_hits_total{limit=\"webhook_in_flight\"}")
+            .await,
+        1.0
+    );
+    for task in waiting {
+        task.abort();
+    }
 }

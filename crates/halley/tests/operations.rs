@@ -310,7 +310,7 @@ fn a_bad_setting_is_one_line_and_no_backtrace() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("expected an address like 127.0.0.1:8081, or off"),
+        stderr.contains("expected HOST:PORT, PORT or off"),
         "{stderr}"
     );
     assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");

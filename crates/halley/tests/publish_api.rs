@@ -325,3 +325,73 @@ fn a_short_api_key_stops_the_server_with_the_reason() {
         "the key itself is not shown: {stderr}"
     );
 }
+
+/// Issue 14, finding 9: a trusted publisher bypassed every rate limit, so
+/// a leaked key (or a runaway backend) made the node broadcast without
+/// bound. Each key has its own rate (`api-publish-rate`, bursts of at
+/// least a request): beyond it, 429 with `Retry-After`, nothing published.
+#[tokio::test]
+async fn a_key_over_its_publish_rate_gets_429_with_retry_after_and_publishes_nothing() {
+    let server = Server::start(&[
+        "--api-keys",
+        &format!("{KEY},{OTHER_KEY}"),
+        "--api-publish-rate",
+        "1",
+        "--max-batch-messages",
+        "10",
+    ]);
+    let (client, mut deliveries) = server.connected_client().await;
+    client.subscribe("/rate").await.unwrap();
+    let batch = |from: usize, n: usize| {
+        let messages: Vec<Value> = (from..from + n)
+            .map(|i| json!({"channel": "/rate", "data": i}))
+            .collect();
+        Value::Array(messages).to_string()
+    };
+    // The burst: one whole request of max-batch-messages.
+    let (status, answer) = post(&server, Some(KEY), &batch(0, 10)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/publish", server.origin))
+        .header("content-type", "application/json")
+        .bearer_auth(KEY)
+        .body(batch(10, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=2).contains(&retry_after),
+        "2 messages at 1/s: {retry_after}"
+    );
+    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("api-publish-rate"),
+        "{answer}"
+    );
+    // The other key has its own rate; its message is the next delivery,
+    // after the first ten: the refused two were not published.
+    let (status, answer) = post(&server, Some(OTHER_KEY), &batch(100, 1)).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut seen = Vec::new();
+    while seen.last() != Some(&100) {
+        let delivery = within(30.0, "deliveries", deliveries.recv()).await.unwrap();
+        seen.push(serde_json::from_str::<u64>(delivery.data.get()).unwrap());
+    }
+    assert_eq!(seen, (0..10).chain([100]).collect::<Vec<_>>());
+    assert_eq!(
+        server
+            .metric("halley_limit_hits_total{limit=\"api_publish_rate\"}")
+            .await,
+        1.0
+    );
+}

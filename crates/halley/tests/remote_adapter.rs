@@ -15,9 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Starts Halley with one remote adapter table (`extra` TOML lines added).
 fn start(table: &str) -> Server {
+    start_with_flags(table, &[])
+}
+
+/// The same, with command-line `flags`.
+fn start_with_flags(table: &str, flags: &[&str]) -> Server {
     start_with_config(
         &format!("[[remote-adapter]]\nname = \"prices\"\nchannels = [\"/stocks/*\"]\n{table}\n"),
-        &[],
+        flags,
     )
 }
 
@@ -585,4 +590,70 @@ async fn listening_beyond_loopback_without_a_secret_is_warned_about() {
     // Started (it answers), and said nothing of the kind.
     let (_client, _) = quiet.connected_client().await;
     assert!(!quiet.log().contains("without a secret"), "{}", quiet.log());
+}
+
+/// Issue 14, finding 9: a remote adapter (trusted once it said hello)
+/// bypassed every rate limit. Its publishes (each message of a snapshot
+/// counts) are bounded by `adapter-publish-rate`: a line beyond it is
+/// answered with an `error`, nothing of it published, and the link stays.
+#[tokio::test]
+async fn publishes_over_the_adapter_rate_are_refused_with_an_error_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = start_with_flags(
+        &format!("connect = \"{address}\""),
+        &["--adapter-publish-rate", "3"],
+    );
+    let (mut adapter, _) = FakeAdapter::accept(&listener).await;
+    let (a, mut a_got) = server.connected_client().await;
+    a.subscribe("/stocks/X").await.unwrap();
+    assert_eq!(adapter.next().await, subscribe("/stocks/X"));
+
+    // The burst (3): a snapshot of two and one publish.
+    adapter
+        .send(r#"{"type":"snapshot","channel":"/stocks/X","data":[0,1]}"#)
+        .await;
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/X","data":2}"#)
+        .await;
+    // Beyond it, at once: refused, whole.
+    adapter
+        .send(r#"{"type":"publish","channel":"/stocks/X","data":"flood"}"#)
+        .await;
+    let answer = adapter.next().await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("adapter-publish-rate"),
+        "{answer}"
+    );
+    for expected in ["0", "1", "2"] {
+        assert_eq!(delivery(&mut a_got).await.1, expected);
+    }
+    // The rate refills (3 a second): the link carries on.
+    within(30.0, "a publish within the rate again", async {
+        loop {
+            adapter
+                .send(r#"{"type":"publish","channel":"/stocks/X","data":"later"}"#)
+                .await;
+            // Accepted lines are not answered; a refused one is, at once:
+            // a ping's pong tells which happened.
+            adapter.send(r#"{"type":"ping"}"#).await;
+            if adapter.next().await == json!({"type": "pong"}) {
+                return;
+            }
+            // Refused: its `error` came first; the pong follows.
+            assert_eq!(adapter.next().await, json!({"type": "pong"}));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(delivery(&mut a_got).await.1, r#""later""#);
+    assert!(a_got.is_empty(), "the refused line was delivered to no one");
+    let hits = server
+        .metric("halley_limit_hits_total{limit=\"adapter_publish_rate\"}")
+        .await;
+    assert!(hits >= 1.0, "counted: {hits}");
 }

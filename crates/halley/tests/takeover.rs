@@ -110,6 +110,56 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// A `/service/presence` call on `node`: the reply.
+    async fn presence(&self, node: &Server, client_id: &str, data: Value) -> Value {
+        let replies = self
+            .send(
+                node,
+                json!([{"id": "p", "channel": "/service/presence", "clientId": client_id,
+                        "data": data}]),
+            )
+            .await;
+        let reply = replies.iter().find(|m| m["id"] == "p").cloned().unwrap();
+        assert_eq!(reply["successful"], true, "{replies:?}");
+        reply["data"].clone()
+    }
+
+    /// Connects on `node` until a presence event of `member` and kind
+    /// `event` arrives; returns it.
+    async fn presence_event(
+        &self,
+        node: &Server,
+        client_id: &str,
+        event: &str,
+        member: &str,
+    ) -> Value {
+        within(30.0, &format!("the {event} of {member}"), async {
+            loop {
+                let (_, data) = self.connect(node, client_id, None).await;
+                if let Some(found) = data
+                    .into_iter()
+                    .find(|d| d["event"] == event && d["member"]["name"] == member)
+                {
+                    return found;
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn member_names(reply: &Value) -> Vec<String> {
+    let mut names: Vec<String> = reply["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 async fn api_publish(node: &Server, data: Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/api/publish", node.origin))
@@ -484,4 +534,421 @@ async fn without_redis_a_request_for_another_nodes_session_is_told_to_retry() {
     // Its own node still serves it.
     let (reply, _) = browser.connect(&a, &client_id, None).await;
     assert_eq!(reply["successful"], true);
+}
+
+#[tokio::test]
+async fn presence_is_one_list_for_the_cluster_and_a_dead_nodes_members_leave() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    let mut b = node(&redis, "b");
+    let join = |name: &str| json!({"action": "join", "room": "lobby", "name": name});
+    let list = json!({"action": "list", "room": "lobby"});
+
+    // Ada watches the room from A; Bob and Carol join it on B.
+    let ada = Browser::new();
+    let ada_id = ada.handshake(&a, false).await;
+    ada.subscribe(&a, &ada_id, "/presence/lobby").await;
+    assert_eq!(ada.presence(&a, &ada_id, join("ada")).await["count"], 1);
+    let bob = Browser::new();
+    let bob_id = bob.handshake(&b, false).await;
+    let joined = bob.presence(&b, &bob_id, join("bob")).await;
+    assert_eq!(member_names(&joined), ["ada", "bob"], "{joined}");
+    let event = ada.presence_event(&a, &ada_id, "join", "bob").await;
+    assert_eq!(event["count"], 2, "{event}");
+    let carol = Browser::new();
+    let carol_id = carol.handshake(&b, false).await;
+    carol.presence(&b, &carol_id, join("carol")).await;
+
+    // Bob's session moves to A: he stays in the room (B does not say he
+    // left), and A lists everyone.
+    bob.connect(&a, &bob_id, None).await;
+    let listed = ada.presence(&a, &ada_id, list.clone()).await;
+    assert_eq!(member_names(&listed), ["ada", "bob", "carol"], "{listed}");
+    assert_eq!(listed["count"], 3);
+
+    // B dies with Carol's session. Once the cluster no longer has its
+    // record (its TTL; deleted here rather than waited for), the sweep
+    // takes her out and says so.
+    b.kill();
+    let deleted = redis.command(&format!("DEL halley:session:{carol_id}"));
+    assert_eq!(deleted, ":1", "Carol's session record existed");
+    let event = ada.presence_event(&a, &ada_id, "leave", "carol").await;
+    assert_eq!(event["reason"], "expired", "{event}");
+    assert_eq!(event["count"], 2, "{event}");
+    let listed = ada.presence(&a, &ada_id, list.clone()).await;
+    assert_eq!(member_names(&listed), ["ada", "bob"], "{listed}");
+
+    // Bob disconnects on A, the node that holds him now.
+    bob.send(
+        &a,
+        json!([{"channel": "/meta/disconnect", "clientId": bob_id}]),
+    )
+    .await;
+    let event = ada.presence_event(&a, &ada_id, "leave", "bob").await;
+    assert_eq!(event["reason"], "disconnected", "{event}");
+    let listed = ada.presence(&a, &ada_id, list).await;
+    assert_eq!(member_names(&listed), ["ada"], "{listed}");
+}
+
+#[tokio::test]
+async fn replay_ids_are_the_clusters_and_a_node_started_later_reports_its_gap() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let history = "[[history]]\npattern = \"/feed/*\"\nmax-messages = 10\n";
+    let start = |id: &str| {
+        common::start_with_config(
+            history,
+            &[
+                "--redis",
+                redis.url.as_str(),
+                "--node-id",
+                id,
+                "--api-key",
+                "takeover-test-api-key",
+                "--timeout",
+                "1000",
+            ],
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    for n in 0..3 {
+        api_publish_on(&a, "/feed/x", json!({ "n": n })).await;
+    }
+    // Every retained message, from B: each with the cluster's replay id.
+    let x = Browser::new();
+    let x_id = x.handshake(&b, false).await;
+    let (reply, replayed) = x.subscribe_replaying(&b, &x_id, "/feed/x", -2).await;
+    assert_ne!(reply["ext"]["replay"]["gap"], true, "{reply}");
+    let ids: Vec<u64> = replayed.iter().map(replay_id).collect();
+    assert_eq!(replayed.len(), 3, "{replayed:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "rising: {ids:?}");
+
+    // A client that saw up to the second asks A: exactly the third, under
+    // the same id.
+    let y = Browser::new();
+    let y_id = y.handshake(&a, false).await;
+    let (reply, replayed) = y
+        .subscribe_replaying(&a, &y_id, "/feed/x", ids[1] as i64)
+        .await;
+    assert_ne!(reply["ext"]["replay"]["gap"], true, "{reply}");
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(
+        (replayed[0]["data"]["n"].clone(), replay_id(&replayed[0])),
+        (json!(2), ids[2])
+    );
+
+    // C starts after those messages: asked for what follows the first, it
+    // cannot vouch for them and says so.
+    let c = start("c");
+    let z = Browser::new();
+    let z_id = z.handshake(&c, false).await;
+    let (reply, _) = z
+        .subscribe_replaying(&c, &z_id, "/feed/x", ids[0] as i64)
+        .await;
+    assert_eq!(
+        reply["ext"]["replay"]["gap"], true,
+        "C started later: {reply}"
+    );
+    // A new message has the same id on every node, above the old ones.
+    api_publish_on(&a, "/feed/x", json!({ "n": 3 })).await;
+    let on_c = within(30.0, "n = 3 on C", async {
+        loop {
+            let (_, data) = z.connect_raw(&c, &z_id).await;
+            if let Some(m) = data.into_iter().find(|m| m["data"]["n"] == 3) {
+                break m;
+            }
+        }
+    })
+    .await;
+    let on_b = within(30.0, "n = 3 on B", async {
+        loop {
+            let (_, data) = x.connect_raw(&b, &x_id).await;
+            if let Some(m) = data.into_iter().find(|m| m["data"]["n"] == 3) {
+                break m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(replay_id(&on_c), replay_id(&on_b));
+    assert!(replay_id(&on_c) > ids[2]);
+}
+
+fn replay_id(message: &Value) -> u64 {
+    message["ext"]["replay"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a replay id: {message}"))
+}
+
+async fn api_publish_on(node: &Server, channel: &str, data: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/publish", node.origin))
+        .bearer_auth("takeover-test-api-key")
+        .header("content-type", "application/json")
+        .body(json!({ "channel": channel, "data": data }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+impl Browser {
+    /// A subscribe asking to replay `channel` after `from`: the reply and
+    /// the deliveries that came with it (whole messages).
+    async fn subscribe_replaying(
+        &self,
+        node: &Server,
+        client_id: &str,
+        channel: &str,
+        from: i64,
+    ) -> (Value, Vec<Value>) {
+        let replies = self
+            .send(
+                node,
+                json!([{"id": "s", "channel": "/meta/subscribe", "clientId": client_id,
+                        "subscription": channel, "ext": {"replay": {channel: from}}}]),
+            )
+            .await;
+        let reply = replies.iter().find(|m| m["id"] == "s").cloned().unwrap();
+        assert_eq!(reply["successful"], true, "{replies:?}");
+        let (_, mut delivered) = self.connect_raw(node, client_id).await;
+        delivered.extend(
+            replies
+                .into_iter()
+                .filter(|m| m.get("successful").is_none()),
+        );
+        delivered.sort_by_key(replay_id);
+        (reply, delivered)
+    }
+
+    /// A connect on `node`: its reply and the whole delivered messages.
+    async fn connect_raw(&self, node: &Server, client_id: &str) -> (Value, Vec<Value>) {
+        let replies = self
+            .send(
+                node,
+                json!([{"id": "c", "channel": "/meta/connect", "clientId": client_id,
+                        "connectionType": "long-polling"}]),
+            )
+            .await;
+        let (reply, delivered): (Vec<Value>, Vec<Value>) = replies
+            .into_iter()
+            .partition(|m| m.get("successful").is_some());
+        (reply.into_iter().next().unwrap_or_default(), delivered)
+    }
+}
+
+#[tokio::test]
+async fn max_sessions_per_user_counts_the_users_sessions_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    const SECRET: &str = "a-shared-secret-of-the-cluster-test-32+";
+    let start = |id: &str| {
+        Server::start(&[
+            "--redis",
+            redis.url.as_str(),
+            "--node-id",
+            id,
+            "--jwt-hs256-secret",
+            SECRET,
+            "--max-sessions-per-user",
+            "1",
+        ])
+    };
+    let (a, b) = (start("a"), start("b"));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |user: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": user, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let handshake = |node: &Server, user: &str| {
+        let body = json!([{"id": "hs", "channel": "/meta/handshake", "version": "1.0",
+                           "supportedConnectionTypes": ["long-polling"],
+                           "ext": {"authentication": {"token": token(user)}}}]);
+        let url = node.url.clone();
+        async move {
+            let browser = Browser::new();
+            let replies: Vec<Value> = serde_json::from_str(
+                &browser
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            (browser, replies[0].clone())
+        }
+    };
+
+    let (ada, first) = handshake(&a, "ada").await;
+    assert_eq!(first["successful"], true, "{first}");
+    let (_, second) = handshake(&b, "ada").await;
+    assert_eq!(second["successful"], false, "one session, on A: {second}");
+    assert_eq!(second["error"], "403::handshake_denied", "{second}");
+    let (_, bob) = handshake(&b, "bob").await;
+    assert_eq!(bob["successful"], true, "other users unaffected: {bob}");
+
+    // It ends on A: the place is free on B too.
+    let ada_id = first["clientId"].as_str().unwrap().to_owned();
+    ada.send(
+        &a,
+        json!([{"channel": "/meta/disconnect", "clientId": ada_id}]),
+    )
+    .await;
+    within(30.0, "Ada's place to be freed", async {
+        loop {
+            let (_, again) = handshake(&b, "ada").await;
+            if again["successful"] == true {
+                break;
+            }
+            assert_eq!(again["error"], "403::handshake_denied", "{again}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_sessions_per_browser_counts_the_polls_held_on_every_node() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // The default max-sessions-per-browser is 1; polls held up to 10 s.
+    let start = |id: &str| {
+        Server::start(&[
+            "--redis",
+            redis.url.as_str(),
+            "--node-id",
+            id,
+            "--timeout",
+            "10000",
+        ])
+    };
+    let (a, b) = (start("a"), start("b"));
+    // One browser, two tabs: one session polls on A, the other on B.
+    let browser = std::sync::Arc::new(Browser::new());
+    let first = browser.handshake(&a, false).await;
+    browser.connect(&a, &first, None).await; // a first connect is not held
+    let second = browser.handshake(&b, false).await;
+    browser.connect(&b, &second, None).await;
+
+    let held = tokio::spawn({
+        let browser = browser.clone();
+        let a_url = a.url.clone();
+        let first = first.clone();
+        async move {
+            browser
+                .http
+                .post(&a_url)
+                .header("content-type", "application/json")
+                .body(
+                    json!([{"channel": "/meta/connect", "clientId": first,
+                            "connectionType": "long-polling"}])
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    eventually(30.0, "the first tab's poll held on A", || {
+        redis.command("KEYS halley:browser:*") == "*1"
+    })
+    .await;
+    // The second tab's poll on B is answered at once, told that another
+    // session of its browser polls (as on one node).
+    let (reply, _) = browser.connect(&b, &second, None).await;
+    assert_eq!(reply["advice"]["multiple-clients"], true, "{reply}");
+    held.abort();
+}
+
+#[tokio::test]
+async fn callback_polling_moves_between_nodes_too() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let browser = Browser::new();
+    // Callback-polling (JSONP): GET <endpoint>?jsonp=cb&message=[...].
+    let get = |node: &Server, messages: Value| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("jsonp", "cb")
+            .append_pair("message", &messages.to_string())
+            .finish();
+        let url = format!("{}?{query}", node.url);
+        let http = browser.http.clone();
+        async move {
+            let body = http.get(url).send().await.unwrap().text().await.unwrap();
+            let inner = body
+                .trim()
+                .trim_end_matches(';')
+                .strip_prefix("cb(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not a call of cb: {body:?}"))
+                .to_owned();
+            serde_json::from_str::<Vec<Value>>(&inner).unwrap()
+        }
+    };
+    let replies = get(
+        &a,
+        json!([{"id": "1", "channel": "/meta/handshake", "version": "1.0",
+                 "supportedConnectionTypes": ["callback-polling"]}]),
+    )
+    .await;
+    assert_eq!(replies[0]["successful"], true, "{replies:?}");
+    let client_id = replies[0]["clientId"].as_str().unwrap().to_owned();
+    let replies = get(
+        &b,
+        json!([{"id": "2", "channel": "/meta/subscribe", "clientId": client_id,
+                 "subscription": "/chat/room"}]),
+    )
+    .await;
+    assert_eq!(
+        replies[0]["successful"], true,
+        "subscribed on B: {replies:?}"
+    );
+    api_publish(&a, json!({ "n": 0 })).await;
+    let mut got = Vec::new();
+    within(30.0, "the message over callback-polling on A", async {
+        while got.is_empty() {
+            let replies = get(
+                &a,
+                json!([{"id": "3", "channel": "/meta/connect", "clientId": client_id,
+                         "connectionType": "callback-polling"}]),
+            )
+            .await;
+            let reply = replies.iter().find(|m| m["id"] == "3").unwrap();
+            assert_eq!(
+                reply["successful"], true,
+                "the session moved back: {replies:?}"
+            );
+            got.extend(
+                replies
+                    .iter()
+                    .filter(|m| m.get("successful").is_none())
+                    .map(|m| m["data"]["n"].as_u64().unwrap()),
+            );
+        }
+    })
+    .await;
+    assert_eq!(got, [0]);
 }

@@ -1,7 +1,7 @@
 // Start / stop / restart a Halley server process for the interop tests.
 //
 //   const h = await Halley.start(['--timeout', '2000']);
-//   h.url   -> 'http://127.0.0.1:PORT/cometd'   (parsed from the "listening on" log line)
+//   h.url   -> 'http://127.0.0.1:PORT/cometd'   (parsed from the "listening on" log line; https:// with --tls-cert)
 //   h.base  -> 'http://127.0.0.1:PORT'
 //   await h.restart();   // SIGTERM, then start again on the SAME port (the new process forgets all sessions)
 //   await h.stop();
@@ -19,7 +19,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '..', '..', '..');
 export const HALLEY_BIN = process.env.HALLEY_BIN || path.join(REPO, 'target', 'release', 'halley');
 
-const LISTENING = /listening on (http:\/\/\S+)/;
+const LISTENING = /listening on (https?:\/\/\S+)/;
 const MAX_LOG = 256 * 1024;
 const STARTUP_MS = 15000;
 

@@ -12,6 +12,7 @@ use reqwest::Method;
 
 use crate::cookie::CookieJar;
 use crate::error::Error;
+use crate::tls::Trust;
 
 /// Any request, with `cookies`; `Set-Cookie` answers are stored. A body is
 /// sent as `application/json`.
@@ -71,19 +72,8 @@ impl RawResponse {
     }
 }
 
-/// An HTTP client suited to long-polling: HTTP/1.1, no proxy, no Nagle delay,
-/// optionally bound to a local source address (a load generator spreads its
-/// connections over several addresses to get past one address's ports).
-///
-/// Many [`crate::Client`]s can share one; each keeps its own cookies. A
-/// long-polling client uses it for raw requests only (its Bayeux exchanges go
-/// over connections of its own); a websocket client for its upgrades.
+/// [`Trust::http_client`] with the system's roots ([`Trust::system`]): an
+/// HTTP client suited to long-polling, that many [`crate::Client`]s can share.
 pub fn http_client(local_address: Option<IpAddr>) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
-        .local_address(local_address)
-        .build()
+    Trust::system().http_client(local_address)
 }

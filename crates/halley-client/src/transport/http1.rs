@@ -25,6 +25,9 @@
 //! Requests are `POST`s of a JSON body to the endpoint (or the endpoint plus
 //! `/connect`, ...) with the client's cookies; only what `exchange` needs is
 //! kept of the response (status and body, `Set-Cookie` into the jar).
+//!
+//! An `https://` endpoint gets TLS over each TCP connection, checked
+//! against the client's [`Trust`] (the system's roots, and any CA given).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -38,10 +41,13 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, CONTENT_TYPE, COOKIE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::cookie::CookieJar;
 use crate::error::Error;
+use crate::tls::Trust;
 
 /// How long opening a TCP connection may take (as the shared HTTP client's
 /// `connect_timeout`).
@@ -54,32 +60,49 @@ type Sender = SendRequest<Full<Bytes>>;
 /// Where the endpoint is: what to connect to and what to say in `Host`.
 #[derive(Debug)]
 struct Origin {
-    /// `host:port` for the resolver (port 80 when the URL has none).
+    /// `host:port` for the resolver (port 80, or 443 for https, when the
+    /// URL has none).
     address: String,
     /// The URL's authority, as the `Host` header.
     host: HeaderValue,
+    /// For `https://`: the name the server's certificate must carry.
+    tls_name: Option<ServerName<'static>>,
 }
 
 impl Origin {
     fn parse(url: &str) -> Result<Origin, String> {
         let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "long-polling supports http:// URLs only, not {url:?}"
-            ));
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "long-polling supports http:// and https:// URLs only, not {url:?}"
+                ))
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("URL without a host: {url:?}"))?;
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("bad host in {url:?}: {e}"))?;
+        let tls_name = match tls {
+            // `[::1]` in a URL is `::1` in a certificate.
+            true => Some(
+                ServerName::try_from(authority.host().trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| format!("bad host in {url:?}: {e}"))?,
+            ),
+            false => None,
+        };
+        let default_port = if tls { 443 } else { 80 };
         Ok(Origin {
             address: format!(
                 "{}:{}",
                 authority.host(),
-                authority.port_u16().unwrap_or(80)
+                authority.port_u16().unwrap_or(default_port)
             ),
             host,
+            tls_name,
         })
     }
 }
@@ -96,6 +119,8 @@ pub(crate) struct Answer {
 pub(crate) struct Connections {
     origin: Result<Origin, String>,
     local_address: Option<IpAddr>,
+    /// Whose certificates an `https://` origin may present.
+    trust: Trust,
     /// The connection kept for the next request.
     idle: Mutex<Option<Sender>>,
     /// Requests under way (see [`Connections::keep_spare`]).
@@ -121,12 +146,14 @@ impl Drop for InFlight<'_> {
 
 impl Connections {
     /// Connections to the origin of `url`, opened from `local_address` when
-    /// given. A URL this cannot use is reported by every request, not here
-    /// (building a client does not fail on the URL either).
-    pub fn new(url: &str, local_address: Option<IpAddr>) -> Self {
+    /// given, trusting `trust` over https. A URL this cannot use is
+    /// reported by every request, not here (building a client does not
+    /// fail on the URL either).
+    pub fn new(url: &str, local_address: Option<IpAddr>, trust: &Trust) -> Self {
         Connections {
             origin: Origin::parse(url),
             local_address,
+            trust: trust.clone(),
             idle: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             keep_spare: true,
@@ -249,15 +276,19 @@ impl Connections {
             .map_err(connection_error)?;
         // Requests are small and must leave at once.
         stream.set_nodelay(true).map_err(connection_error)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(connection_error)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "long-polling connection ended with an error");
+        match &origin.tls_name {
+            None => handshake(stream).await,
+            Some(name) => {
+                let tls = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    self.trust.connector().connect(name.clone(), stream),
+                )
+                .await
+                .map_err(|_| Error::Timeout(CONNECT_TIMEOUT))?
+                .map_err(connection_error)?;
+                handshake(tls).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     /// A TCP connection to the first address of `address` that answers,
@@ -288,6 +319,22 @@ impl Connections {
             )
         }))
     }
+}
+
+/// Starts HTTP/1.1 on `io` and spawns the task that drives it.
+async fn handshake<T>(io: T) -> Result<Sender, Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(connection_error)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "long-polling connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 fn connection_error(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
@@ -368,7 +415,7 @@ mod tests {
     async fn reuses_its_connection_and_replaces_a_closed_one() {
         let jar = CookieJar::new();
         let (url, accepted) = server(usize::MAX).await;
-        let connections = Connections::new(&url, None);
+        let connections = Connections::new(&url, None, &Trust::system());
         let target = Connections::target(&url).unwrap();
         for _ in 0..3 {
             let answer = connections
@@ -395,7 +442,7 @@ mod tests {
 
         // A server that closes after every response: each request still works.
         let (url, accepted) = server(1).await;
-        let connections = Connections::new(&url, None);
+        let connections = Connections::new(&url, None, &Trust::system());
         for _ in 0..3 {
             connections
                 .post(target.clone(), Bytes::from_static(b"[]"), &jar)
@@ -453,7 +500,8 @@ mod tests {
         for keep_spare in [true, false] {
             let jar = CookieJar::new();
             let (url, accepted, closed, release) = slow_server().await;
-            let connections = Arc::new(Connections::new(&url, None).keep_spare(keep_spare));
+            let connections =
+                Arc::new(Connections::new(&url, None, &Trust::system()).keep_spare(keep_spare));
             let target = Connections::target(&url).unwrap();
             let held = tokio::spawn({
                 let (connections, target) = (connections.clone(), target.clone());
@@ -495,12 +543,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/cometd", listener.local_addr().unwrap());
         drop(listener);
-        let connections = Connections::new(&url, None);
+        let connections = Connections::new(&url, None, &Trust::system());
         let target = Connections::target(&url).unwrap();
         let refused = connections.post(target.clone(), Bytes::new(), &jar).await;
         assert!(matches!(refused, Err(Error::Connection(_))), "{refused:?}");
-        let https = Connections::new("https://127.0.0.1:1/cometd", None);
-        let unusable = https.post(target, Bytes::new(), &jar).await;
+        let ftp = Connections::new("ftp://127.0.0.1:1/cometd", None, &Trust::system());
+        let unusable = ftp.post(target, Bytes::new(), &jar).await;
         assert!(
             matches!(unusable, Err(Error::Connection(_))),
             "{unusable:?}"
@@ -519,7 +567,14 @@ mod tests {
             Origin::parse("http://[::1]:9/x").unwrap().address,
             "[::1]:9"
         );
-        assert!(Origin::parse("https://example.org/cometd").is_err());
+        let origin = Origin::parse("https://example.org/cometd").unwrap();
+        assert_eq!(origin.address, "example.org:443");
+        assert!(origin.tls_name.is_some());
+        assert!(Origin::parse("http://example.org/")
+            .unwrap()
+            .tls_name
+            .is_none());
+        assert!(Origin::parse("ftp://example.org/cometd").is_err());
         assert!(Origin::parse("/cometd").is_err());
         assert!(Origin::parse("not a url").is_err());
 

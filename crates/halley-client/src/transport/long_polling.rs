@@ -23,6 +23,7 @@ use super::http1::Connections;
 use crate::cookie::CookieJar;
 use crate::error::Error;
 use crate::message::{decode_response, encode_batch, Incoming, Outgoing};
+use crate::tls::Trust;
 
 /// The long-polling transport of one client.
 #[derive(Debug)]
@@ -61,7 +62,7 @@ impl LongPolling {
         }
         let mut lp = LongPolling {
             http,
-            connections: Connections::new(&url, None),
+            connections: Connections::new(&url, None, &Trust::system()),
             targets: Err(String::new()),
             url,
             cookies,
@@ -77,10 +78,16 @@ impl LongPolling {
         lp
     }
 
-    /// Opens the transport's connections from `address`; `keep_spare`: see
+    /// Opens the transport's connections from `address`, trusting `trust`
+    /// over https; `keep_spare`: see
     /// [`crate::ClientBuilder::spare_connection`].
-    pub fn with_connections(mut self, address: Option<IpAddr>, keep_spare: bool) -> Self {
-        self.connections = Connections::new(&self.url, address).keep_spare(keep_spare);
+    pub fn with_connections(
+        mut self,
+        address: Option<IpAddr>,
+        keep_spare: bool,
+        trust: &Trust,
+    ) -> Self {
+        self.connections = Connections::new(&self.url, address, trust).keep_spare(keep_spare);
         self
     }
 

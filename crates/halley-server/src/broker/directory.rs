@@ -120,6 +120,33 @@ pub trait Directory: Send + Sync {
     /// Forgets a session this node owns (disconnected, expired).
     fn forget(&self, client_id: &str);
 
+    /// Counts the new session `client_id` among `user`'s sessions in the
+    /// whole cluster unless the user holds `max` already (`Ok(false)`), for
+    /// `max-sessions-per-user`.
+    fn open_user_session<'a>(
+        &'a self,
+        user: &'a str,
+        client_id: &'a str,
+        max: usize,
+    ) -> Pending<'a, Result<bool, String>>;
+
+    /// Frees the place of `user`'s session `client_id` (it ended).
+    fn close_user_session(&self, user: &str, client_id: &str);
+
+    /// Lets `client_id` hold a long poll for `browser` unless `max` other
+    /// sessions of that browser hold one on any node (`Ok(false)`), for
+    /// `max-sessions-per-browser`; the hold counts for `life_ms` at most.
+    fn hold_browser_poll<'a>(
+        &'a self,
+        browser: &'a str,
+        client_id: &'a str,
+        max: usize,
+        life_ms: u64,
+    ) -> Pending<'a, Result<bool, String>>;
+
+    /// The poll [`Directory::hold_browser_poll`] let hold has ended.
+    fn release_browser_poll(&self, browser: &str, client_id: &str);
+
     /// Takes a session over: makes this node its owner, asks a live old
     /// owner to let go (and waits a moment for it), and returns the record.
     /// `None`: no such session in the cluster.
@@ -128,6 +155,12 @@ pub trait Directory: Send + Sync {
     /// Counts the engine connections made so far: when it changes (Redis
     /// came back), the node writes its records again at once.
     fn generation(&self) -> u64 {
+        0
+    }
+
+    /// The log's newest offset when this node joined: it heard of nothing
+    /// up to there (a replay from before it cannot be vouched for here).
+    fn joined(&self) -> u64 {
         0
     }
 

@@ -27,6 +27,7 @@ pub mod directory;
 pub mod local;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod roster;
 
 use std::sync::Weak;
 
@@ -157,6 +158,12 @@ pub trait Broker: Send + Sync + 'static {
     /// The cluster's sessions and log, for a node to take sessions over
     /// (none for the local broker).
     fn directory(&self) -> Option<&dyn directory::Directory> {
+        None
+    }
+
+    /// The cluster's presence rooms (none for the local broker: the
+    /// presence service keeps them in memory).
+    fn roster(&self) -> Option<&dyn roster::Roster> {
         None
     }
 

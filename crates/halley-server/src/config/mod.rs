@@ -6,6 +6,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | [`Config::validate`], the Metadata Adapter a config asks for, [`Config::features`] (the start-up log) |
+//! | [`listen`] | `HOST:PORT` or `PORT`, host names resolved: what `listen` and `admin-listen` take |
 //! | [`tables`] | the array-of-table settings (`[[qos]]`, `[[history]]`, ...), file-only |
 //! | [`settings`](mod@settings) | the one declaration of every scalar setting: the [`Config`] struct, its defaults, help and [`Setting`] descriptors |
 
@@ -18,6 +19,7 @@ use crate::metadata::MetadataAdapter;
 use crate::state::outbox::OutboxLimits;
 use crate::state::throttle::Mode;
 
+pub mod listen;
 pub mod settings;
 pub mod tables;
 
@@ -40,6 +42,17 @@ impl Config {
     /// How long a draining node takes to move its clients away.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout)
+    }
+
+    /// Whether the public listener serves HTTPS (`tls-cert` and `tls-key`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// Whether the browser cookie is marked `Secure`: asked for
+    /// (`cookie-secure`, TLS at a proxy), or served over HTTPS by Halley.
+    pub fn secure_cookie(&self) -> bool {
+        self.cookie_secure || self.serves_tls()
     }
 
     /// One line per feature, as the server logs them at start: what an
@@ -101,6 +114,13 @@ impl Config {
             self.lazy.len(),
             self.overflow.len()
         ));
+        lines.push(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(_)) => format!(
+                "TLS: on (HTTPS and WSS; certificate {}, reloaded when it changes or on SIGHUP)",
+                cert.display()
+            ),
+            _ => "TLS: off (plain HTTP)".into(),
+        });
         lines.push(match self.admin_listen.addr() {
             Some(addr) => format!("admin listener: on ({addr})"),
             None => "admin listener: off".into(),
@@ -125,6 +145,25 @@ impl Config {
     }
 
     /// How long a session may stay silent after a connect reply.
+    /// A fresh rate for one API key of the publish API: bursts of at
+    /// least a whole request, so any valid request can pass in time.
+    pub fn api_publish_rate(&self) -> crate::state::publisher_rate::PublisherRate {
+        crate::state::publisher_rate::PublisherRate::new(
+            self.api_publish_rate,
+            self.api_publish_rate.max(self.max_batch_messages as f64),
+            tokio::time::Instant::now(),
+        )
+    }
+
+    /// A fresh rate for one remote Data Adapter.
+    pub fn adapter_publish_rate(&self) -> crate::state::publisher_rate::PublisherRate {
+        crate::state::publisher_rate::PublisherRate::new(
+            self.adapter_publish_rate,
+            self.adapter_publish_rate,
+            tokio::time::Instant::now(),
+        )
+    }
+
     pub fn session_lifetime_ms(&self) -> u64 {
         self.interval + self.max_interval
     }
@@ -153,6 +192,15 @@ impl Config {
                 "path must start with '/' and not end with '/', got {:?}",
                 self.path
             ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err("tls-cert is set but tls-key is not: give both (or neither)".into())
+            }
+            (None, Some(_)) => {
+                return Err("tls-key is set but tls-cert is not: give both (or neither)".into())
+            }
+            _ => {}
         }
         if self.max_batch_messages == 0 {
             return Err("max-batch-messages must be at least 1".into());
@@ -218,6 +266,16 @@ impl Config {
             return Err(format!(
                 "max-publish-rate must be a positive number of publishes per second, got {rate}"
             ));
+        }
+        for (name, rate) in [
+            ("api-publish-rate", self.api_publish_rate),
+            ("adapter-publish-rate", self.adapter_publish_rate),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!(
+                    "{name} must be a number of messages per second (0: unlimited), got {rate}"
+                ));
+            }
         }
         if self.api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err("api-keys must not contain an empty key".into());

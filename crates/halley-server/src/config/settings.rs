@@ -237,10 +237,9 @@ impl Scalar for PathBuf {
 
 impl Scalar for SocketAddr {
     const QUOTED: bool = true;
+    /// `HOST:PORT` or `PORT`, host names resolved (see [`super::listen`]).
     fn parse(text: &str) -> Result<Self, String> {
-        text.trim()
-            .parse()
-            .map_err(|_| format!("expected an address like 127.0.0.1:8080, got {text:?}"))
+        super::listen::parse(text)
     }
     fn text(&self) -> String {
         self.to_string()
@@ -295,9 +294,12 @@ impl Scalar for AdminListen {
     fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
             "off" => Ok(AdminListen::Off),
-            other => other.parse().map(AdminListen::At).map_err(|_| {
-                format!("expected an address like 127.0.0.1:8081, or off, got {text:?}")
-            }),
+            other => super::listen::parse(other)
+                .map(AdminListen::At)
+                .map_err(|e| {
+                    // The parser's "expected HOST:PORT or PORT (...)" gains `off`.
+                    e.replace(super::listen::EXPECTED, "HOST:PORT, PORT or off")
+                }),
         }
     }
     fn text(&self) -> String {
@@ -313,6 +315,12 @@ impl<'de> Deserialize<'de> for AdminListen {
         let text = String::deserialize(deserializer)?;
         <AdminListen as Scalar>::parse(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// Reads `listen` from the file as the flag does: `HOST:PORT` or `PORT`.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    <SocketAddr as Scalar>::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// How log lines are written (`log-format`).
@@ -550,7 +558,9 @@ macro_rules! table_settings {
 
 settings! {
     scalars {
-        /// Address to listen on.
+        /// Address to listen on: HOST:PORT (a host name is resolved) or a
+        /// bare PORT, which listens on 127.0.0.1 (0.0.0.0:PORT: every interface).
+        #[serde(deserialize_with = "listen_addr")]
         listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "ADDR";
         /// The Bayeux endpoint; every path under it is the same endpoint.
         path: String = "/cometd".into(), "PATH";
@@ -621,8 +631,15 @@ settings! {
         /// Accept a clientId without the BAYEUX_BROWSER cookie it was issued with.
         trust_client_session: bool = false, "BOOL";
         /// Mark the BAYEUX_BROWSER cookie `Secure` (sent over HTTPS only): set
-        /// it when clients reach Halley through TLS (a proxy in front).
+        /// it when clients reach Halley through TLS at a proxy in front (with
+        /// tls-cert it is always Secure).
         cookie_secure: bool = false, "BOOL";
+        /// A PEM file with the certificate chain (the server's first) to
+        /// serve HTTPS and WSS with, on `listen`; needs tls-key. Both files
+        /// are read again when they change and on SIGHUP.
+        tls_cert: Option<PathBuf> = None, "FILE", unset = "none, plain HTTP";
+        /// A PEM file with the private key of tls-cert (PKCS#8, PKCS#1 or SEC1).
+        tls_key: Option<PathBuf> = None, "FILE", unset = "none";
         /// Offer callback-polling (JSONP) to clients.
         callback_polling: bool = true, "BOOL";
         /// Origins (`https://app.example`) whose pages may open a WebSocket
@@ -644,6 +661,16 @@ settings! {
         /// burst of 10; beyond it every attempt from that address gets
         /// HTTP 429 until its rate allows again (0: unlimited).
         api_key_failures_per_ip: f64 = 1.0, "N";
+        /// Messages per second the HTTP publish API accepts from one API
+        /// key, with bursts of as many (at least max-batch-messages); a
+        /// request beyond it gets HTTP 429 with Retry-After, nothing
+        /// published (0: unlimited).
+        api_publish_rate: f64 = 10_000.0, "N";
+        /// Messages per second one remote Data Adapter may publish (each
+        /// message of a snapshot counts), with bursts of as many; a line
+        /// beyond it is answered with an `error` line, nothing published
+        /// (0: unlimited).
+        adapter_publish_rate: f64 = 10_000.0, "N";
         /// Most sessions one authenticated user may hold at once (users come
         /// from the `[jwt]` or `[webhook]` Metadata Adapter).
         max_sessions_per_user: Option<usize> = None, "N", unset = "no cap";
@@ -654,8 +681,9 @@ settings! {
         /// This node's id in the cluster (its heartbeat key halley:node:<id>):
         /// letters, digits, '-', '_' and '.'.
         node_id: Option<String> = None, "ID", unset = "a random id";
-        /// Address of the admin listener (/metrics, /healthz, /readyz), or
-        /// `off`; port 0 picks a free port (logged at start).
+        /// Address of the admin listener (/metrics, /healthz, /readyz):
+        /// HOST:PORT or PORT (on 127.0.0.1), or `off`; port 0 picks a free
+        /// port (logged at start).
         admin_listen: AdminListen = AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 8081))), "ADDR";
         /// Milliseconds a draining node (first SIGTERM) keeps serving, not
         /// ready, so load balancers stop sending it clients.
@@ -697,7 +725,8 @@ table_settings!(jwt_settings, jwt: JwtConfig {
     issuer, "ISS", unset = "any";
     /// The aud tokens must carry, if set.
     audience, "AUD", unset = "any";
-    /// Seconds of clock skew tolerated on exp and nbf.
+    /// Seconds of clock skew tolerated on exp and nbf (a session ends
+    /// this long after its token's exp).
     leeway_s, "S", unset = "30";
     /// Accept a handshake without a token.
     allow_anonymous, "BOOL";
@@ -708,7 +737,7 @@ table_settings!(jwt_settings, jwt: JwtConfig {
 });
 
 table_settings!(webhook_settings, webhook: WebhookConfig {
-    /// Where questions are POSTed (http:// only; required).
+    /// Where questions are POSTed (http:// or https://; required).
     url, "URL";
     /// Milliseconds to wait for the backend's answer.
     timeout_ms, "MS";
@@ -720,8 +749,13 @@ table_settings!(webhook_settings, webhook: WebhookConfig {
     fail_open, "BOOL";
     /// Which questions are asked (handshake, subscribe, publish); the others are allowed.
     actions, "ACTION";
+    /// Most calls to the backend waiting for their answer at once; a
+    /// question beyond them is denied as undecided (retry advice).
+    max_in_flight, "N";
     /// Sent as `Authorization: Bearer <secret>`, so the backend knows it is Halley.
     secret, "SECRET", secret = true;
+    /// A PEM file of CA certificates trusted for an https:// url, besides the system's roots.
+    ca_cert, "FILE", unset = "the system's roots only";
 });
 
 #[cfg(test)]

@@ -15,19 +15,26 @@ pub struct MemoryHistory {
     /// ids above it, so one forgotten and published on again never reuses
     /// an id a client may have seen.
     forgotten_up_to: AtomicU64,
+    /// Ids up to this may have been published before this store heard of
+    /// any (a cluster node that started late; see [`HistoryStore::raise_floor`]).
+    floor: AtomicU64,
 }
 
 #[derive(Default)]
 struct ChannelLog {
     entries: VecDeque<Entry>,
     last_id: u64,
+    /// The highest id that may have been published but is not retained
+    /// (trimmed, or from before this store knew the channel): a replay
+    /// after an id below it has a gap. Ids need not be consecutive.
+    dropped_up_to: u64,
 }
 
 impl ChannelLog {
     fn trim(&mut self, retention: Retention, now_ms: u64) {
         if let Some(max) = retention.max_messages {
             while self.entries.len() > max {
-                self.entries.pop_front();
+                self.drop_oldest();
             }
         }
         if let Some(max_age) = retention.max_age_ms {
@@ -36,15 +43,35 @@ impl ChannelLog {
                 .front()
                 .is_some_and(|e| now_ms.saturating_sub(e.at_ms) > max_age)
             {
-                self.entries.pop_front();
+                self.drop_oldest();
             }
         }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(dropped) = self.entries.pop_front() {
+            self.dropped_up_to = self.dropped_up_to.max(dropped.id);
+        }
+    }
+}
+
+impl MemoryHistory {
+    /// What a channel this store does not retain may have missed.
+    fn unknown_up_to(&self) -> u64 {
+        self.forgotten_up_to
+            .load(Ordering::Relaxed)
+            .max(self.floor.load(Ordering::Relaxed))
     }
 }
 
 impl HistoryStore for MemoryHistory {
     fn append(&self, channel: &str, entry: Entry, retention: Retention) {
-        let log = self.channels.entry(channel.into()).or_default();
+        let log = self.channels.entry(channel.into()).or_insert_with(|| {
+            Mutex::new(ChannelLog {
+                dropped_up_to: self.unknown_up_to(),
+                ..ChannelLog::default()
+            })
+        });
         let mut log = log.lock();
         log.last_id = log.last_id.max(entry.id);
         let now = entry.at_ms;
@@ -61,21 +88,17 @@ impl HistoryStore for MemoryHistory {
     ) -> Replay {
         let Some(log) = self.channels.get(channel) else {
             // Perhaps forgotten since the client's last id: say so.
-            let forgotten = self.forgotten_up_to.load(Ordering::Relaxed);
+            let unknown = self.unknown_up_to();
             return Replay {
                 deliveries: Vec::new(),
-                gap: after.is_some_and(|after| after < forgotten),
+                gap: after.is_some_and(|after| after < unknown),
             };
         };
         let mut log = log.lock();
         log.trim(retention, now_ms);
-        let oldest = log.entries.front().map(|e| e.id);
-        let gap = match (after, oldest) {
-            (Some(after), Some(oldest)) => after + 1 < oldest,
-            // Nothing retained although messages were published after it.
-            (Some(after), None) => after < log.last_id,
-            (None, _) => false,
-        };
+        // Everything above `dropped_up_to` is retained: a client that has
+        // less is missing the message numbered `dropped_up_to` at least.
+        let gap = after.is_some_and(|after| after < log.dropped_up_to);
         let deliveries = log
             .entries
             .iter()
@@ -109,6 +132,10 @@ impl HistoryStore for MemoryHistory {
         super::shrink_if_sparse(&self.channels);
         true
     }
+
+    fn raise_floor(&self, id: u64) {
+        self.floor.fetch_max(id, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +158,33 @@ mod tests {
             .iter()
             .map(|d| String::from_utf8(d.to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn sparse_ids_from_a_cluster_log_report_gaps_only_for_what_is_gone() {
+        let store = MemoryHistory::default();
+        let keep2 = Retention {
+            max_messages: Some(2),
+            max_age_ms: None,
+        };
+        // This node heard of the log from offset 100 on.
+        store.raise_floor(99);
+        for id in [100, 140, 170] {
+            store.append("/c", entry(id, 0), keep2);
+        }
+        let after140 = store.after("/c", Some(140), keep2, 0);
+        assert_eq!(ids(&after140), ["m170"]);
+        assert!(!after140.gap, "nothing between 140 and 170 on /c");
+        let after100 = store.after("/c", Some(100), keep2, 0);
+        assert_eq!(ids(&after100), ["m140", "m170"]);
+        assert!(!after100.gap, "100 was trimmed, but the client had it");
+        assert!(store.after("/c", Some(99), keep2, 0).gap, "100 is gone");
+        // A channel first published on later: before the floor is unknown.
+        store.append("/d", entry(200, 0), keep2);
+        assert!(!store.after("/d", Some(99), keep2, 0).gap);
+        assert!(store.after("/d", Some(50), keep2, 0).gap);
+        assert!(store.after("/e", Some(50), keep2, 0).gap);
+        assert!(!store.after("/e", Some(120), keep2, 0).gap);
     }
 
     #[test]

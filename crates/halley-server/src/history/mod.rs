@@ -22,6 +22,12 @@
 //! were (the store remembers the highest id it forgot), so a client's
 //! last-seen id never looks newer than a later message.
 //!
+//! On a cluster, a message's replay id is its offset in the cluster's log
+//! (`docs/cluster.md`): rising per channel but not consecutive, and the
+//! same on every node, so a client whose session moves asks any node for
+//! what follows its last-seen id. Each node retains what it received since
+//! it started; one asked for more than that answers with the gap flag.
+//!
 //! Storage is behind [`HistoryStore`] so a cluster can keep it elsewhere
 //! (Redis Streams); [`memory::MemoryHistory`] is the in-process default.
 
@@ -79,6 +85,11 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Forgets `channel` whole if nothing it retains is younger than
     /// `max_age_ms`; returns whether it did.
     fn forget_if_stale(&self, channel: &str, max_age_ms: u64, now_ms: u64) -> bool;
+
+    /// Says that messages with an id up to `id` may have been published
+    /// without this store hearing of them (a cluster node that started
+    /// after them): a replay from before it reports a gap.
+    fn raise_floor(&self, id: u64);
 }
 
 /// The per-channel lock publishes and replaying subscribes take turns on,

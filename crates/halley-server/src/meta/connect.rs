@@ -46,11 +46,18 @@ pub fn handle(
     }
     let first = session.mark_connected();
     let server_timeout = node.config().timeout();
-    let hold_for = match message.advice.as_ref().and_then(|a| a.timeout) {
+    let mut hold_for = match message.advice.as_ref().and_then(|a| a.timeout) {
         _ if first => Duration::ZERO,
         Some(client) => Duration::from_millis(client.max(0) as u64).min(server_timeout),
         None => server_timeout,
     };
+    // Not held past the session's credentials: answered then, it is refused
+    // as expired (see `PendingConnect::answer`), so an idle client learns
+    // at once that it must handshake again.
+    if let Some(expires_ms) = session.credentials_expire_ms() {
+        let left = expires_ms.saturating_sub(received_ms).max(0) as u64;
+        hold_for = hold_for.min(Duration::from_millis(left));
+    }
     Ok(PendingConnect::new(
         session,
         message.id,

@@ -127,7 +127,15 @@ pub async fn handle(
             match metadata.handshake(request).await {
                 Ok(grant) => grant,
                 Err(denial) => {
-                    tracing::info!(reason = %denial.reason, transient = denial.transient, "handshake denied");
+                    denial.count_in(node.limits());
+                    // Anyone can send a handshake with bad credentials: a
+                    // line per few seconds, counted (and the metrics count
+                    // every one: halley_metadata_decisions).
+                    static DENIED: crate::state::log_throttle::LogThrottle =
+                        crate::state::log_throttle::LogThrottle::new();
+                    if let Some(suppressed) = DENIED.allow(tokio::time::Instant::now()) {
+                        tracing::info!(reason = %denial.reason, transient = denial.transient, suppressed, "handshake denied");
+                    }
                     let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
                     if denial.transient {
                         // No verdict (the backend was unreachable): come back
@@ -144,23 +152,55 @@ pub async fn handle(
         }
         None => Grant::anonymous(),
     };
+    let client_id = crate::state::sessions::new_random_id();
     if let Some(user) = grant.user() {
-        if !node.user_sessions().try_open(user) {
-            let max = node.user_sessions().max().unwrap_or_default();
+        let max = node.user_sessions().max().unwrap_or_default();
+        let denied = |reply: Reply| {
             let denial = Denial::new(format!(
                 "too many sessions for user {user:?} (max-sessions-per-user = {max})"
             ));
-            tracing::info!(user, max, "handshake denied: session cap");
+            static CAPPED: crate::state::log_throttle::LogThrottle =
+                crate::state::log_throttle::LogThrottle::new();
+            if let Some(suppressed) = CAPPED.allow(tokio::time::Instant::now()) {
+                tracing::info!(user, max, suppressed, "handshake denied: session cap");
+            }
             let mut reply = deny(reply, BayeuxError::HANDSHAKE_DENIED);
             explain(&mut reply, &denial);
-            return (reply, None);
+            reply
+        };
+        if !node.user_sessions().try_open(user) {
+            return (denied(reply), None);
+        }
+        // On a cluster the cap counts the user's sessions on every node.
+        if let (Some(directory), Some(max)) = (node.directory(), node.user_sessions().max()) {
+            match directory.open_user_session(user, &client_id, max).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    node.user_sessions().close(user);
+                    return (denied(reply), None);
+                }
+                Err(error) => {
+                    node.user_sessions().close(user);
+                    tracing::warn!(%error, "handshake refused: the cluster cannot count the user's sessions");
+                    let reply =
+                        reply
+                            .failure(crate::broker::UNAVAILABLE)
+                            .with_advice(Advice::retry(
+                                config.interval.max(1000) as i64,
+                                config.timeout as i64,
+                            ));
+                    return (reply, None);
+                }
+            }
         }
     }
 
     // Strict binding when the client already had its cookie (an established browser).
     let strict = exchange.origin.browser_id.is_some();
     let browser_id = exchange.browser_for_new_session();
-    let session = node.sessions().create(browser_id.as_deref(), strict);
+    let session = node
+        .sessions()
+        .create_as(client_id, browser_id.as_deref(), strict);
     if let Some(peer) = exchange.origin.peer {
         session.set_handshake_peer(peer);
     }

@@ -46,6 +46,7 @@ pub async fn handle(
     if let Some(metadata) = node.metadata_adapter() {
         for pattern in &patterns {
             if let Err(denial) = metadata.subscribe(session, pattern).await {
+                denial.count_in(node.limits());
                 tracing::debug!(client_id = session.client_id(), %pattern, reason = %denial.reason, "subscribe denied");
                 reply.subscription = message.subscription;
                 let mut reply = reply.failure(halley_protocol::BayeuxError::SUBSCRIBE_DENIED);

@@ -15,9 +15,23 @@
 //!
 //! A handshake without `ext.authentication` is anonymous: refused unless
 //! `allow-anonymous`, and then limited to the `anonymous-subscribe` and
-//! `anonymous-publish` patterns. The token is checked at handshake, as
-//! CometD checks credentials: a session outlives its token's `exp` until
-//! it ends (a client re-handshaking presents a fresh one).
+//! `anonymous-publish` patterns.
+//!
+//! The token is checked at handshake, and its `exp` (plus `leeway-s`) ends
+//! the session: from then on its messages are refused with
+//! `401::token_expired` and advice to handshake again (where the client
+//! presents a fresh token), and a `/meta/connect` is not held past it. A
+//! client may instead refresh in place, as Centrifugo's connection
+//! refresh: a `/meta/connect` whose `ext.authentication.token` is a valid
+//! token of the same user with a later `exp` moves the session's end to
+//! it (the channels it may use stay those of the handshake's token). A
+//! refused refresh (bad signature, another user, expired) ends the
+//! session with `401::refresh_denied`.
+//!
+//! Configuration mistakes are refused when the adapter is built, before
+//! the server binds: an `hs256-secret` shorter than 32 bytes (RFC 7518
+//! §3.2: a key at least as long as the hash), anonymous patterns without
+//! `allow-anonymous`.
 
 use std::path::PathBuf;
 #[cfg(feature = "jwt")]
@@ -54,7 +68,8 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// The `aud` tokens must carry, if set.
     pub audience: Option<String>,
-    /// Seconds of clock skew tolerated on `exp` and `nbf` (default 30).
+    /// Seconds of clock skew tolerated on `exp` and `nbf` (default 30); a
+    /// session ends this long after its token's `exp`.
     pub leeway_s: Option<u64>,
     /// Whether a handshake without a token is accepted.
     pub allow_anonymous: bool,
@@ -69,6 +84,8 @@ pub struct JwtConfig {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Required by the validation; seconds since the Unix epoch.
+    exp: i64,
     #[serde(default)]
     subscribe: Vec<String>,
     #[serde(default)]
@@ -87,14 +104,29 @@ pub struct JwtAdapter {
     rs256_validation: Validation,
     /// `None`: anonymous handshakes are refused.
     anonymous: Option<Arc<ChannelPermissions>>,
+    /// Seconds of clock skew tolerated: a token's session ends this long
+    /// after its `exp`, as the token itself is accepted until then.
+    leeway_s: u64,
 }
+
+/// The shortest `hs256-secret` accepted, in bytes: RFC 7518 §3.2 requires
+/// an HMAC key at least as long as the hash (SHA-256: 32 bytes); a shorter
+/// one can be found by trying secrets against any token the server issued.
+#[cfg(feature = "jwt")]
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 #[cfg(feature = "jwt")]
 impl JwtAdapter {
     /// Reads the keys and patterns of `config`; the error names what is wrong.
     pub fn from_config(config: &JwtConfig) -> Result<Self, String> {
         let hs256 = match config.hs256_secret.as_deref() {
-            Some("") => return Err("jwt.hs256-secret must not be empty".into()),
+            Some(secret) if secret.len() < MIN_HS256_SECRET_BYTES => {
+                return Err(format!(
+                    "jwt.hs256-secret is {} bytes; it must be at least {MIN_HS256_SECRET_BYTES} \
+                     (RFC 7518 §3.2: a key as long as the hash; e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                ))
+            }
             Some(secret) => Some(DecodingKey::from_secret(secret.as_bytes())),
             None => None,
         };
@@ -139,6 +171,15 @@ impl JwtAdapter {
             }
             validation
         };
+        let anonymous_patterns =
+            !config.anonymous_subscribe.is_empty() || !config.anonymous_publish.is_empty();
+        if anonymous_patterns && !config.allow_anonymous {
+            return Err(
+                "jwt.anonymous-subscribe and jwt.anonymous-publish apply to anonymous sessions, \
+                 which are refused unless jwt.allow-anonymous = true: set it, or remove them"
+                    .into(),
+            );
+        }
         let anonymous = if config.allow_anonymous {
             let permissions =
                 ChannelPermissions::parse(&config.anonymous_subscribe, &config.anonymous_publish)
@@ -153,11 +194,34 @@ impl JwtAdapter {
             hs256_validation: validation(Algorithm::HS256),
             rs256_validation: validation(Algorithm::RS256),
             anonymous,
+            leeway_s: config.leeway_s.unwrap_or(30),
         })
     }
 
     /// Checks a token and turns its claims into a grant.
     fn authenticate(&self, token: &str) -> Result<Grant, Denial> {
+        let claims = self.verify(token)?;
+        let permissions = ChannelPermissions::parse(&claims.subscribe, &claims.publish)
+            .map_err(|e| Denial::new(format!("invalid token claims: {e}")))?;
+        let expires_ms = self.expires_ms(&claims);
+        Ok(Grant {
+            user: Some(claims.sub.into()),
+            limits: claims.limits,
+            attachment: Some(Arc::new(permissions)),
+            expires_ms: Some(expires_ms),
+        })
+    }
+
+    /// When a session on these claims ends: `exp` plus the leeway, in ms.
+    fn expires_ms(&self, claims: &Claims) -> i64 {
+        claims
+            .exp
+            .saturating_add(self.leeway_s as i64)
+            .saturating_mul(1_000)
+    }
+
+    /// A token's claims, if its signature, times, issuer and audience hold.
+    fn verify(&self, token: &str) -> Result<Claims, Denial> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Denial::new(format!("malformed token: {e}")))?;
         let (key, validation) = match header.alg {
@@ -173,13 +237,7 @@ impl JwtAdapter {
         if claims.sub.is_empty() {
             return Err(Denial::new("invalid token: empty sub"));
         }
-        let permissions = ChannelPermissions::parse(&claims.subscribe, &claims.publish)
-            .map_err(|e| Denial::new(format!("invalid token claims: {e}")))?;
-        Ok(Grant {
-            user: Some(claims.sub.into()),
-            limits: claims.limits,
-            attachment: Some(Arc::new(permissions)),
-        })
+        Ok(claims)
     }
 }
 
@@ -224,6 +282,37 @@ impl MetadataAdapter for JwtAdapter {
             )));
         };
         ready(self.authenticate(token))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        session: &'a Session,
+        request: HandshakeRequest<'a>,
+    ) -> Verdict<'a, Option<i64>> {
+        let Some(token) = request
+            .authentication()
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str())
+        else {
+            return ready(Err(Denial::new(
+                "ext.authentication.token must be a string (a JWT)",
+            )));
+        };
+        let Some(user) = session.user() else {
+            return ready(Err(Denial::new(
+                "an anonymous session cannot take a token: handshake with it instead",
+            )));
+        };
+        ready(self.verify(token).and_then(|claims| {
+            if claims.sub != user {
+                return Err(Denial::new(
+                    "the token names another user than the session's: handshake with it instead",
+                ));
+            }
+            // Only the end moves: the session keeps the channels its
+            // handshake's token granted (a client needing others handshakes).
+            Ok(Some(self.expires_ms(&claims)))
+        }))
     }
 
     fn subscribe<'a>(

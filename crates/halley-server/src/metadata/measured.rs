@@ -49,8 +49,14 @@ impl Measured {
             Err(denial) if denial.transient => Outcome::Unavailable,
             Err(_) => Outcome::Denied,
         };
-        self.unreachable
-            .store(outcome == Outcome::Unavailable, Ordering::Relaxed);
+        // A question refused by a limit of this node (too many waiting)
+        // says nothing of the backend: readiness must not flap under a
+        // flood, which would let one client take the node out of rotation.
+        let limited = matches!(&result, Err(denial) if denial.limit.is_some());
+        if !limited {
+            self.unreachable
+                .store(outcome == Outcome::Unavailable, Ordering::Relaxed);
+        }
         metrics.metadata_decisions.get((action, outcome)).inc();
         result
     }
@@ -79,6 +85,14 @@ impl MetadataAdapter for Measured {
         data: &'a RawValue,
     ) -> Verdict<'a, ()> {
         Box::pin(self.measure(Action::Publish, self.inner.publish(session, channel, data)))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        session: &'a Session,
+        request: HandshakeRequest<'a>,
+    ) -> Verdict<'a, Option<i64>> {
+        Box::pin(self.measure(Action::Refresh, self.inner.refresh(session, request)))
     }
 
     fn session_opened(&self, session: &Session) {

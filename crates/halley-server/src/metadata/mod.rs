@@ -10,6 +10,7 @@
 //! | `/meta/handshake` | [`MetadataAdapter::handshake`]: credentials in `ext` -> a [`Grant`] (user, limits) | `403::handshake_denied` |
 //! | `/meta/subscribe` | [`MetadataAdapter::subscribe`], per channel or glob | `403::subscribe_denied` |
 //! | a publish (broadcast or `/service/**`) | [`MetadataAdapter::publish`] | `403::publish_denied` |
+//! | `/meta/connect` with `ext.authentication` (fresh credentials) | [`MetadataAdapter::refresh`] -> their new expiry | `401::refresh_denied`, the session ends |
 //! | session start and end | [`MetadataAdapter::session_opened`] / [`MetadataAdapter::session_closed`] | - |
 //!
 //! Every denial carries a human reason in the reply's `ext.halley.reason`;
@@ -29,7 +30,9 @@
 //! configured adapter for the metrics and the readiness check.
 //!
 //! Server-side publishers (the HTTP publish API with its API keys, Data
-//! Adapters, services) are trusted and never asked.
+//! Adapters, services) are trusted and never asked (the API keys and remote
+//! adapters are still bounded by a rate of their own:
+//! [`crate::state::publisher_rate`]).
 
 pub mod caps;
 pub mod jwt;
@@ -45,6 +48,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::state::grant::Grant;
+use crate::state::limits::{Limit, Limits};
 use crate::state::listeners::SessionEnd;
 use crate::state::session::Session;
 
@@ -60,6 +64,9 @@ pub struct Denial {
     /// a verdict. A refused handshake then advises `reconnect: retry`, so
     /// clients come back instead of giving up for good.
     pub transient: bool,
+    /// The node's limit that made it, if one did (counted by whoever
+    /// answers it: [`Denial::count_in`]).
+    pub limit: Option<Limit>,
 }
 
 impl Denial {
@@ -68,6 +75,7 @@ impl Denial {
         Denial {
             reason: reason.into(),
             transient: false,
+            limit: None,
         }
     }
 
@@ -76,6 +84,24 @@ impl Denial {
         Denial {
             reason: reason.into(),
             transient: true,
+            limit: None,
+        }
+    }
+
+    /// No verdict now because `limit` was reached (e.g. too many questions
+    /// waiting for a backend); asking again later may succeed.
+    pub fn limited(reason: impl Into<String>, limit: Limit) -> Self {
+        Denial {
+            limit: Some(limit),
+            ..Denial::transient(reason)
+        }
+    }
+
+    /// Counts the denial in `limits` (and warns, at a bounded rate) if a
+    /// limit made it.
+    pub fn count_in(&self, limits: &Limits) {
+        if let Some(limit) = self.limit {
+            limits.hit(limit, || self.reason.clone());
         }
     }
 }
@@ -128,6 +154,20 @@ pub trait MetadataAdapter: Send + Sync + 'static {
     ) -> Verdict<'a, ()> {
         let _ = (session, channel, data);
         ready(Ok(()))
+    }
+
+    /// `session` presents fresh credentials (`ext.authentication` of a
+    /// `/meta/connect`, as at handshake) before its own expire: their new
+    /// expiry in wall-clock ms (see [`Grant::expires_ms`]), or `None` when
+    /// nothing changes. A denial ends the session. The default ignores
+    /// them: an adapter whose grants do not expire has nothing to refresh.
+    fn refresh<'a>(
+        &'a self,
+        session: &'a Session,
+        request: HandshakeRequest<'a>,
+    ) -> Verdict<'a, Option<i64>> {
+        let _ = (session, request);
+        ready(Ok(None))
     }
 
     /// A session was created with its grant.

@@ -17,7 +17,16 @@
 //! When the backend does not answer within `timeout-ms`, answers anything
 //! but 200 with that JSON, or cannot be reached, Halley *fails closed*
 //! (denies, "authorization backend unavailable") unless `fail-open`. Such
-//! failures are never cached.
+//! failures are never cached. A redirect is such a failure too: Halley
+//! does not follow it (the backend is configured, not discovered, and a
+//! redirect could send the questions, with their credentials, elsewhere).
+//!
+//! At most `max-in-flight` calls wait for the backend at once (default
+//! 64): a flood of handshakes with distinct credentials, which no cache
+//! absorbs, must not become a flood of requests to the backend, nor pile
+//! up waiting tasks. A question beyond them is denied without a verdict
+//! (a handshake is told to retry later), even with `fail-open`: being busy
+//! is not the backend failing, and a flood must not open the door.
 
 #[cfg(feature = "webhook")]
 use std::sync::Arc;
@@ -43,7 +52,7 @@ use crate::state::session::Session;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Where questions are POSTed (`http://` only).
+    /// Where questions are POSTed (`http://` or `https://`).
     pub url: String,
     /// Milliseconds to wait for an answer (default 2000).
     pub timeout_ms: u64,
@@ -57,6 +66,11 @@ pub struct WebhookConfig {
     pub actions: Vec<Action>,
     /// Sent as `Authorization: Bearer <secret>`, so the backend knows it is Halley.
     pub secret: Option<String>,
+    /// A PEM file of CA certificates trusted for an `https://` url, besides
+    /// the system's roots (a private CA, a self-signed backend).
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Most calls waiting for the backend at once (default 64).
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +83,8 @@ impl Default for WebhookConfig {
             fail_open: false,
             actions: vec![Action::Handshake, Action::Subscribe, Action::Publish],
             secret: None,
+            ca_cert: None,
+            max_in_flight: 64,
         }
     }
 }
@@ -93,6 +109,16 @@ impl Action {
 }
 
 #[cfg(feature = "webhook")]
+/// Why no answer came.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// `max-in-flight` calls wait already: not asked.
+    Busy,
+    /// The backend failed: why.
+    Backend(String),
+}
+
+#[cfg(feature = "webhook")]
 /// The backend's answer.
 #[derive(Debug, Clone, Deserialize)]
 struct Answer {
@@ -114,6 +140,8 @@ pub struct WebhookAdapter {
     /// While the backend is down every handshake fails the same way:
     /// one warning per few seconds, with the count of the others.
     failures_log: crate::state::log_throttle::LogThrottle,
+    /// Permits for calls to the backend (`max-in-flight`).
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[cfg(feature = "webhook")]
@@ -121,17 +149,40 @@ impl WebhookAdapter {
     pub fn from_config(config: &WebhookConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| format!("webhook.url {:?}: {e}", config.url))?;
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
-                "webhook.url {:?}: only http:// is supported (put a TLS proxy in front)",
+                "webhook.url {:?}: use an http:// or https:// URL",
                 config.url
             ));
         }
         if config.timeout_ms == 0 {
             return Err("webhook.timeout-ms must be at least 1".into());
         }
-        let http = reqwest::Client::builder()
+        if config.max_in_flight == 0 {
+            return Err("webhook.max-in-flight must be at least 1".into());
+        }
+        // https: rustls, checked against the system's roots and `ca-cert`.
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
+            // A 3xx is an answer other than 200: a failure, not a pointer.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &config.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("webhook.ca-cert {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "webhook.ca-cert {}: no PEM certificate in it",
+                        path.display()
+                    )
+                })?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| format!("webhook HTTP client: {e}"))?;
         let cache = (config.cache_ms > 0).then(|| {
@@ -145,6 +196,7 @@ impl WebhookAdapter {
             http,
             cache,
             failures_log: Default::default(),
+            in_flight: tokio::sync::Semaphore::new(config.max_in_flight),
         })
     }
 
@@ -153,8 +205,9 @@ impl WebhookAdapter {
     }
 
     /// The backend's answer to `question`, from the cache when it has one
-    /// for `key`. `Err` is a backend failure (never cached).
-    async fn answer(&self, key: String, question: Value) -> Result<Arc<Answer>, String> {
+    /// for `key`. `Err` is a backend failure or a full `max-in-flight`
+    /// (never cached).
+    async fn answer(&self, key: String, question: Value) -> Result<Arc<Answer>, Failure> {
         match &self.cache {
             Some(cache) => cache
                 .try_get_with(key, async { self.ask(&question).await.map(Arc::new) })
@@ -164,7 +217,16 @@ impl WebhookAdapter {
         }
     }
 
-    async fn ask(&self, question: &Value) -> Result<Answer, String> {
+    async fn ask(&self, question: &Value) -> Result<Answer, Failure> {
+        // Not waited for: a question beyond the cap is refused at once
+        // rather than queued behind a slow backend.
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(Failure::Busy);
+        };
+        self.call(question).await.map_err(Failure::Backend)
+    }
+
+    async fn call(&self, question: &Value) -> Result<Answer, String> {
         let mut request = self
             .http
             .post(&self.config.url)
@@ -192,8 +254,21 @@ impl WebhookAdapter {
             .map_err(|e| format!("answered something other than {{\"allow\": bool, ...}}: {e}"))
     }
 
-    /// Turns a failure into the configured default.
-    fn on_failure<T>(&self, action: Action, error: String, allowed: T) -> Result<T, Denial> {
+    /// Turns a failure into the configured default (a full `max-in-flight`
+    /// into a transient denial, whatever `fail-open` says).
+    fn on_failure<T>(&self, action: Action, failure: Failure, allowed: T) -> Result<T, Denial> {
+        let error = match failure {
+            Failure::Busy => {
+                return Err(Denial::limited(
+                    format!(
+                        "authorization backend busy: {} questions already wait for it (webhook.max-in-flight); retry later",
+                        self.config.max_in_flight
+                    ),
+                    crate::state::limits::Limit::WebhookInFlight,
+                ))
+            }
+            Failure::Backend(error) => error,
+        };
         if let Some(suppressed) = self.failures_log.allow(tokio::time::Instant::now()) {
             tracing::warn!(url = %self.config.url, action = action.as_str(), %error, fail_open = self.config.fail_open, suppressed, "authorization backend failed");
         }
@@ -259,7 +334,7 @@ impl MetadataAdapter for WebhookAdapter {
                         .filter(|u| !u.is_empty())
                         .map(Into::into),
                     limits: answer.limits.clone(),
-                    attachment: None,
+                    ..Grant::anonymous()
                 }),
                 Ok(answer) => {
                     Err(Denial::new(answer.reason.clone().unwrap_or_else(|| {

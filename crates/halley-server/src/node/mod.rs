@@ -34,6 +34,7 @@ use halley_protocol::{ChannelName, ChannelPattern};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+pub mod browser_polls;
 pub mod data_adapters;
 pub mod services;
 pub mod takeover;
@@ -88,6 +89,9 @@ pub struct Node {
     handshake_rate: PerIpRate,
     /// Failed API-key attempts per client IP (`api-key-failures-per-ip`).
     api_key_failures: PerIpRate,
+    /// Messages per API key of the publish API (`api-publish-rate`), in
+    /// the order of `api-keys`.
+    api_publish_rates: Vec<crate::state::publisher_rate::PublisherRate>,
     /// The extensions every message and reply passes through (ack,
     /// timesync, replay, and any the embedding application adds).
     extensions: Extensions,
@@ -118,12 +122,23 @@ impl Node {
         let rules = ChannelRules::from_config(&config);
         let subscriptions = Arc::new(Subscriptions::default());
         let user_sessions = UserSessions::new(config.max_sessions_per_user);
+        let history = MemoryHistory::default();
+        if let Some(directory) = broker.directory() {
+            // What the log numbered before this node joined, its history
+            // never had: a replay from before it reports the gap.
+            history.raise_floor(directory.joined());
+        }
         Arc::new_cyclic(|me| Node {
             handshake_rate: PerIpRate::new(
                 config.handshake_rate_per_ip,
                 config.handshake_rate_per_ip,
             ),
             api_key_failures: PerIpRate::new(config.api_key_failures_per_ip, API_KEY_FAILURE_BURST),
+            api_publish_rates: config
+                .api_keys
+                .iter()
+                .map(|_| config.api_publish_rate())
+                .collect(),
             config,
             sessions,
             data_adapters: DataAdapters::new(subscriptions.clone()),
@@ -131,7 +146,7 @@ impl Node {
             services: Services::default(),
             session_listeners: SessionListeners::default(),
             shutdown: Shutdown::default(),
-            history: Box::new(MemoryHistory::default()),
+            history: Box::new(history),
             sequencers: Sequencers::default(),
             rules,
             metadata: std::sync::OnceLock::new(),
@@ -230,6 +245,14 @@ impl Node {
         &self.api_key_failures
     }
 
+    /// The rate of the API key at `index` in `api-keys`.
+    pub fn api_publish_rate(
+        &self,
+        index: usize,
+    ) -> Option<&crate::state::publisher_rate::PublisherRate> {
+        self.api_publish_rates.get(index)
+    }
+
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
     }
@@ -273,7 +296,10 @@ impl Node {
         } = publication;
         let sequencer = self.sequencers.of(channel.as_str(), self.history.as_ref());
         let mut last_id = sequencer.lock();
-        *last_id += 1;
+        // On a cluster the log's offset is the replay id: the same on every
+        // node, so a client's last-seen id means the same message wherever
+        // its session moves (rising per channel, not consecutive).
+        *last_id = offset.unwrap_or(*last_id + 1).max(*last_id + 1);
         let replay_id = *last_id;
         let mut ext_object = ext
             .and_then(|raw| {
@@ -511,6 +537,13 @@ impl Node {
             }
             if let Some(user) = session.user() {
                 self.user_sessions.close(user);
+                // Its place in the cluster's count goes with the session,
+                // not with this node's hold on it.
+                if why != SessionEnd::Moved && self.user_sessions.max().is_some() {
+                    if let Some(directory) = self.directory() {
+                        directory.close_user_session(user, session.client_id());
+                    }
+                }
             }
         }
     }

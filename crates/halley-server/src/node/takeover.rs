@@ -205,6 +205,9 @@ impl Node {
                 user: record.user.as_deref().map(Into::into),
                 limits: record.limits.clone(),
                 attachment: None,
+                // Only sessions without an attachment move, and only
+                // the JWT adapter's (which attaches) expire.
+                expires_ms: None,
             },
         );
         if let Some(user) = session.user() {

@@ -53,6 +53,7 @@ pub(crate) async fn handle(node: &Node, message: Message, session: &Arc<Session>
     }
     if let Some(metadata) = node.metadata_adapter() {
         if let Err(denial) = metadata.publish(session, &name, &data).await {
+            denial.count_in(node.limits());
             let mut reply = reply.failure(BayeuxError::PUBLISH_DENIED);
             crate::metadata::explain(&mut reply, &denial);
             return reply;
@@ -80,7 +81,12 @@ pub(crate) async fn handle(node: &Node, message: Message, session: &Arc<Session>
             reply
         }
         Err(ServiceError::Failed(why)) => {
-            tracing::warn!(channel = %reply.channel, %why, "service failed");
+            // A client's call can make a service fail: bounded, counted.
+            static FAILURES: crate::state::log_throttle::LogThrottle =
+                crate::state::log_throttle::LogThrottle::new();
+            if let Some(suppressed) = FAILURES.allow(tokio::time::Instant::now()) {
+                tracing::warn!(channel = %reply.channel, %why, suppressed, "service failed");
+            }
             reply.failure(BayeuxError::SERVICE_FAILED)
         }
     }

@@ -4,7 +4,9 @@
 //! names the user; it may also set per-user limits. Sessions of a server
 //! without one are anonymous and get the configured defaults. The grant is
 //! set once, right after the session is created and before its clientId is
-//! returned, so readers on the delivery path never lock.
+//! returned, so readers on the delivery path never lock. Credentials with
+//! an end (a JWT's `exp`) set [`Grant::expires_ms`]: the session ends with
+//! them, unless its client presents fresh ones (see `credentials.rs`).
 
 use std::any::Any;
 use std::fmt;
@@ -35,6 +37,11 @@ pub struct Grant {
     /// the channel patterns a token allows), for its later subscribe and
     /// publish checks: kept with the session, so it cannot outlive it.
     pub attachment: Option<Arc<dyn Any + Send + Sync>>,
+    /// When the credentials stop being valid, in wall-clock milliseconds
+    /// since the Unix epoch (any tolerated clock skew included); `None`:
+    /// they do not expire. The session is refused from then on
+    /// (`401::token_expired`, advice to handshake again).
+    pub expires_ms: Option<i64>,
 }
 
 impl fmt::Debug for Grant {
@@ -43,6 +50,7 @@ impl fmt::Debug for Grant {
             .field("user", &self.user)
             .field("limits", &self.limits)
             .field("attachment", &self.attachment.is_some())
+            .field("expires_ms", &self.expires_ms)
             .finish()
     }
 }

@@ -5,7 +5,10 @@
 //! by the module that owns its concept: connections in [`crate::server`],
 //! handshakes in [`crate::meta::handshake`], subscriptions in
 //! [`crate::meta::subscribe`], rooms in [`crate::service::presence`],
-//! adapter links in [`crate::adapter::remote`]. When one is hit, that module
+//! adapter links and rates in [`crate::adapter::remote`], API keys' rates
+//! in [`crate::transport::publish_api`], webhook calls in
+//! [`crate::metadata::webhook`] (through [`crate::metadata::Denial::limited`],
+//! counted by whoever answers the denial). When one is hit, that module
 //! calls [`Limits::hit`]: the counter goes up (read by [`Limits::count`] and
 //! [`Limits::counts`], for metrics) and a warning is logged, at most once per
 //! [`super::log_throttle::PERIOD`] per limit.
@@ -52,6 +55,9 @@ limits! {
     /// `header-read-timeout`: a connection sent no complete request head in
     /// time (a slow or idle client) and was closed.
     HeaderReadTimeout = "header_read_timeout",
+    /// `tls-cert`: a TLS handshake failed, or did not finish within
+    /// `header-read-timeout`; the connection was closed.
+    TlsHandshake = "tls_handshake",
     /// One request carried more than one `/meta/handshake`.
     HandshakesPerRequest = "handshakes_per_request",
     /// `handshake-rate-per-ip`.
@@ -76,6 +82,15 @@ limits! {
     /// `api-key-failures-per-ip`: an address that failed too many API-key
     /// attempts was answered 429.
     ApiKeyFailures = "api_key_failures",
+    /// `api-publish-rate`: a publish API request over its key's rate was
+    /// answered 429.
+    ApiPublishRate = "api_publish_rate",
+    /// `adapter-publish-rate`: a remote adapter's publish or snapshot over
+    /// its rate was refused.
+    AdapterPublishRate = "adapter_publish_rate",
+    /// `max-in-flight` of `[webhook]`: a question past the cap of calls
+    /// waiting for the backend was answered with a transient denial.
+    WebhookInFlight = "webhook_in_flight",
     /// A remote adapter connection refused at hello (wrong or missing
     /// `secret`, no hello in time, or too many pending connections).
     RemoteAdapterHello = "remote_adapter_hello",

@@ -28,6 +28,9 @@ pub enum SessionEnd {
     Overflowed,
     /// Another node of the cluster took it over (its client goes on there).
     Moved,
+    /// Its credentials expired (a JWT's `exp`) and were not refreshed, or
+    /// the fresh ones it presented were refused.
+    TokenExpired,
 }
 
 impl SessionEnd {
@@ -37,6 +40,7 @@ impl SessionEnd {
             SessionEnd::Expired => "expired",
             SessionEnd::Overflowed => "overflowed",
             SessionEnd::Moved => "moved",
+            SessionEnd::TokenExpired => "token_expired",
         }
     }
 }

@@ -4,6 +4,11 @@
 //! second) must not become a flood of log lines: [`LogThrottle::allow`]
 //! lets one warning through per period and counts the others, and the next
 //! warning that goes through says how many were suppressed.
+//!
+//! Every warning (and per-request `info`) a remote client can cause goes
+//! through one: limit hits ([`super::limits`]), a session's outbox
+//! overflowing, a failing service, a denied handshake, the webhook
+//! backend's failures, a remote adapter's port failing to accept.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +19,6 @@ use tokio::time::Instant;
 /// How often one limit may log, at most.
 pub const PERIOD: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
 pub struct LogThrottle {
     /// When a warning last went through.
     last: Mutex<Option<Instant>>,
@@ -23,6 +27,16 @@ pub struct LogThrottle {
 }
 
 impl LogThrottle {
+    /// A throttle that lets the first warning through; `const`, so a
+    /// warning without a node at hand can keep one in a `static`
+    /// (process-wide: every node of the process shares it).
+    pub const fn new() -> Self {
+        LogThrottle {
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
     /// Whether to log now: `Some(n)` with the number of warnings suppressed
     /// since the last one logged, or `None` (this one is counted instead).
     pub fn allow(&self, now: Instant) -> Option<u64> {
@@ -33,6 +47,12 @@ impl LogThrottle {
         }
         *last = Some(now);
         Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`listeners`]: who is told when a session ends (disconnect or expiry);
 //! - [`limits`]: a counter per limit a client can hit, and their warnings;
 //! - [`log_throttle`]: warnings an attacker can trigger, at a bounded rate;
-//! - [`per_ip_rate`]: a rate per client IP (handshakes, failed API keys).
+//! - [`per_ip_rate`]: a rate per client IP (handshakes, failed API keys);
+//! - [`publisher_rate`]: the rate of one trusted publisher (an API key, a remote adapter).
 
 pub mod clock;
 pub mod grant;
@@ -22,6 +23,7 @@ pub mod listeners;
 pub mod log_throttle;
 pub mod outbox;
 pub mod per_ip_rate;
+pub mod publisher_rate;
 pub mod session;
 pub mod sessions;
 pub mod subscriptions;

@@ -100,7 +100,18 @@ impl Sessions {
     /// Creates and registers a new session with a fresh clientId, bound to
     /// `browser_id`; `strict` when that browser presented its cookie.
     pub fn create(&self, browser_id: Option<&str>, strict: bool) -> Arc<Session> {
-        let session = Arc::new(self.new_session(new_random_id().into(), browser_id, strict));
+        self.create_as(new_random_id(), browser_id, strict)
+    }
+
+    /// [`Sessions::create`] under a clientId the caller drew with
+    /// [`new_random_id`] (a cluster counts it before it exists).
+    pub fn create_as(
+        &self,
+        client_id: String,
+        browser_id: Option<&str>,
+        strict: bool,
+    ) -> Arc<Session> {
+        let session = Arc::new(self.new_session(client_id.into(), browser_id, strict));
         self.by_client_id
             .insert(session.client_id().into(), session.clone());
         session

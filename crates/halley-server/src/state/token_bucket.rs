@@ -1,8 +1,9 @@
 //! A token bucket: at most `rate` units per second on average, with bursts
 //! up to `burst` units.
 //!
-//! Used for a session's bandwidth (bytes of deliveries per second) and its
-//! publish rate (publishes per second). Time is an input (tokio's
+//! Used for a session's bandwidth (bytes of deliveries per second), its
+//! publish rate (publishes per second), per-IP rates, and the rate of each
+//! trusted publisher (an API key, a remote adapter). Time is an input (tokio's
 //! [`Instant`], so tests on the paused clock are exact); nothing here sleeps.
 //!
 //! Two ways to spend: [`TokenBucket::try_take`] takes `n` only when `n` are
@@ -86,6 +87,19 @@ impl TokenBucket {
     pub fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.burst
+    }
+
+    /// How long until the bucket holds `n` units (zero if it does now;
+    /// forever, as an hour, if `n` is more than the burst).
+    pub fn time_until(&mut self, n: f64, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= n {
+            return Duration::ZERO;
+        }
+        if n > self.burst {
+            return Duration::from_secs(3_600);
+        }
+        Duration::from_secs_f64(((n - self.tokens) / self.rate).min(3_600.0))
     }
 
     /// When the bucket will be ready again (now, if it is).

@@ -56,8 +56,9 @@ pub async fn respond(
     if let Some(id) = new_browser_id {
         // Lax: not sent on another site's subrequests (a cross-site page's
         // script or fetch cannot ride on the user's session); Secure when
-        // the server is reached over HTTPS (cookie-secure).
-        let secure = if engine.node().config().cookie_secure {
+        // the server is reached over HTTPS (tls-cert, or cookie-secure for
+        // TLS at a proxy).
+        let secure = if engine.node().config().secure_cookie() {
             "; Secure"
         } else {
             ""

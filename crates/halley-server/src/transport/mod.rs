@@ -7,7 +7,8 @@
 //! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key;
 //! - [`http`]: what they share (cookies, decoding, errors, [`respond`]);
 //! - [`connections`]: open connections, capped in total and per client IP;
-//! - [`origins`]: which web pages may use WebSocket and callback-polling.
+//! - [`origins`]: which web pages may use WebSocket and callback-polling;
+//! - [`tls`]: HTTPS and WSS on the public listener, between accept and hyper.
 //!
 //! The transports are shells: they read bytes, hand messages to the
 //! dispatcher ([`Engine::handle_batch`]), and write what the connection
@@ -22,6 +23,7 @@ pub mod long_polling;
 pub mod origins;
 pub mod pages;
 pub mod publish_api;
+pub mod tls;
 pub mod websocket;
 
 use std::convert::Infallible;

@@ -12,7 +12,9 @@
 //! With `demo = false` the demo's files are not served (404); the client
 //! files and `/healthz` stay. The demo talks to `/cometd` unless its URL
 //! says `?endpoint=`: on a server whose Bayeux path is another, `/` redirects
-//! to `/?endpoint=<path>` so the demo finds it by itself.
+//! to `/?endpoint=<path>` so the demo finds it by itself. Only a path of
+//! this server (or a URL of its origin) is taken (`web/endpoint.js`): a
+//! link must not point the demo at another server.
 
 use std::sync::OnceLock;
 
@@ -65,6 +67,7 @@ static ASSETS: &[Asset] = &[
         )
     },
     asset("/demo.js", include_bytes!("../../web/demo.js"), JS),
+    asset("/endpoint.js", include_bytes!("../../web/endpoint.js"), JS),
     asset(
         "/demo.css",
         include_bytes!("../../web/demo.css"),
@@ -78,7 +81,14 @@ static ASSETS: &[Asset] = &[
 ];
 
 /// The demo's files (the rest are the client's).
-const DEMO: &[&str] = &["/", "/index.html", "/demo.js", "/demo.css", "/favicon.svg"];
+const DEMO: &[&str] = &[
+    "/",
+    "/index.html",
+    "/demo.js",
+    "/endpoint.js",
+    "/demo.css",
+    "/favicon.svg",
+];
 
 /// The Bayeux path the demo uses when its URL names none.
 const DEMO_DEFAULT_ENDPOINT: &str = "/cometd";
@@ -141,9 +151,11 @@ pub fn handle<B>(request: &Request<B>, config: &Config) -> Response<Body> {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if asset.content_type.starts_with("text/html") {
-        // The demo loads only its own files, talks to Bayeux servers
-        // (same host, or another given as ?endpoint=, which must allow
-        // this origin: allowed-origins), and is never framed (clickjacking).
+        // The demo loads only its own files, talks to this server only
+        // (`?endpoint=` takes a path of it: web/endpoint.js; connect-src
+        // also lists ws:/wss: because older browsers do not count a
+        // WebSocket to the page's own host as 'self'), and is never
+        // framed (clickjacking).
         headers.insert(
             CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_POLICY),
@@ -205,6 +217,7 @@ mod tests {
             ("/halley.js", "text/javascript; charset=utf-8"),
             ("/halley.d.ts", "application/typescript; charset=utf-8"),
             ("/demo.js", "text/javascript; charset=utf-8"),
+            ("/endpoint.js", "text/javascript; charset=utf-8"),
             ("/demo.css", "text/css; charset=utf-8"),
             ("/favicon.svg", "image/svg+xml"),
         ] {
@@ -267,7 +280,7 @@ mod tests {
             demo: false,
             ..Config::default()
         };
-        for path in ["/", "/index.html", "/demo.js", "/demo.css", "/favicon.svg"] {
+        for &path in DEMO {
             let response = handle(&Request::get(path).body(()).unwrap(), &config);
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         }

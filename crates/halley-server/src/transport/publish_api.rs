@@ -28,7 +28,7 @@
 //! | 400 | not JSON, not `{channel, data}` objects, a channel that is invalid, a glob, `/meta/**` or `/service/**`, `data` missing |
 //! | 401 | no `Authorization: Bearer` header, or an unknown key |
 //! | 404 | no API key configured: the API is disabled |
-//! | 429 | this address failed too many API-key attempts (`api-key-failures-per-ip`): retry later |
+//! | 429 | this address failed too many API-key attempts (`api-key-failures-per-ip`), or this key sent more than `api-publish-rate` messages a second (nothing published): retry after `Retry-After` seconds |
 //! | 405 | not a `POST` |
 //! | 413 | a body over `max-request-bytes`, or more than `max-batch-messages` messages |
 //! | 503 | a cluster node that cannot reach Redis: nothing was published (or, lost in the middle of a request, the entries with `"error": "broker_unavailable"` were not; or, lost after they were handed over, the request's messages may or may not have been published) |
@@ -95,7 +95,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
             .insert(RETRY_AFTER, HeaderValue::from_static("10"));
         return response;
     }
-    if !authorized(&request, keys) {
+    let Some(key) = authorized(&request, keys) else {
         node.api_key_failures().try_take(peer, now);
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -105,7 +105,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
-    }
+    };
     let max = engine.node().config().max_request_bytes;
     let too_large = || {
         error(
@@ -130,6 +130,28 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
         Ok(messages) => messages,
         Err((status, message)) => return error(status, &message),
     };
+    // A trusted publisher is still bounded: a leaked key or a runaway
+    // backend must not make the node broadcast without end.
+    if let Err(wait) = node.api_publish_rate(key).map_or(Ok(()), |rate| {
+        rate.try_take(messages.len(), tokio::time::Instant::now())
+    }) {
+        let rate = node.config().api_publish_rate;
+        node.limits().hit(Limit::ApiPublishRate, || {
+            format!("API key {} over api-publish-rate ({rate}/s); 429", key + 1)
+        });
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "this API key publishes more than api-publish-rate ({rate} messages a second): \
+                 nothing was published; retry after the time in Retry-After"
+            ),
+        );
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return response;
+    }
     // All or nothing, as far as can be known before sending.
     if !engine.node().broker().available() {
         return error(
@@ -178,22 +200,20 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
     json(status, serde_json::Value::Array(results).to_string())
 }
 
-/// Whether the request carries `Authorization: Bearer <one of keys>`.
-fn authorized(request: &Request<Incoming>, keys: &[String]) -> bool {
-    let Some(given) = request
+/// Which of `keys` the request's `Authorization: Bearer <key>` carries.
+fn authorized(request: &Request<Incoming>, keys: &[String]) -> Option<usize> {
+    let given = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         // The scheme is case-insensitive (RFC 9110): `bearer` is fine.
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim())
-    else {
-        return false;
-    };
+        .map(|(_, key)| key.trim())?;
     // Every key is compared, each in time independent of where it differs.
-    keys.iter()
-        .fold(false, |found, key| found | constant_time_eq(given, key))
+    keys.iter().enumerate().fold(None, |found, (index, key)| {
+        found.or(constant_time_eq(given, key).then_some(index))
+    })
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

@@ -115,7 +115,7 @@ pub async fn subscribe_raw(
 pub fn listening_url(line: &str) -> Option<String> {
     let start = line.find("listening on ")? + "listening on ".len();
     let rest = &line[start..];
-    if !rest.starts_with("http://") {
+    if !rest.starts_with("http://") && !rest.starts_with("https://") {
         return None;
     }
     let end = rest
@@ -207,7 +207,9 @@ impl Server {
 
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> &str {
-        self.origin.trim_start_matches("http://")
+        self.origin
+            .split_once("://")
+            .map_or(self.origin.as_str(), |(_, rest)| rest)
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

@@ -190,7 +190,13 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, node: Arc<Node>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    tracing::warn!(adapter = %shared.name, %error, "remote adapter: accept failed");
+                    // Out of file descriptors (a flood elsewhere): every
+                    // 50 ms while it lasts, so bounded.
+                    static FAILED: crate::state::log_throttle::LogThrottle =
+                        crate::state::log_throttle::LogThrottle::new();
+                    if let Some(suppressed) = FAILED.allow(tokio::time::Instant::now()) {
+                        tracing::warn!(adapter = %shared.name, %error, suppressed, "remote adapter: accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

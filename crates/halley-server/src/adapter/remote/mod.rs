@@ -57,7 +57,11 @@ pub async fn bind(node: &Arc<Node>, config: &RemoteAdapterConfig) -> std::io::Re
                 .map_err(|e| invalid(format!("remote-adapter {:?}: {e}", config.name)))?,
         );
     }
-    let shared = Arc::new(Shared::new(config, patterns));
+    let shared = Arc::new(Shared::new(
+        config,
+        patterns,
+        node.config().adapter_publish_rate(),
+    ));
     let adapter = Arc::new(RemoteAdapter {
         shared: shared.clone(),
     });

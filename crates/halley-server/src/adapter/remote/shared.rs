@@ -1,7 +1,8 @@
 //! What a remote adapter's two sides share: the in-process
 //! [`super::RemoteAdapter`] (told of first and last subscribers) and its
 //! [`super::link`] (the TCP connection): the listened channels with their
-//! kept messages, and the current link's outgoing queue.
+//! kept messages, the current link's outgoing queue, and the adapter's
+//! publish rate (`adapter-publish-rate`: a runaway feed is bounded too).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -14,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 use super::protocol::ToAdapter;
 use crate::config::RemoteAdapterConfig;
 use crate::node::Node;
+use crate::state::limits::Limit;
+use crate::state::publisher_rate::PublisherRate;
 
 /// Lines waiting to be written to the adapter. Halley sends little (notices,
 /// pongs, errors), so a link that lets this many pile up is stuck: it is
@@ -31,6 +34,8 @@ pub(crate) struct Shared {
     /// What the adapter's hello must carry, if set.
     pub(crate) secret: Option<String>,
     pub(crate) state: Mutex<State>,
+    /// Messages a second it may publish, whatever its link.
+    rate: PublisherRate,
 }
 
 #[derive(Default)]
@@ -86,7 +91,11 @@ pub(crate) struct Registration {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &RemoteAdapterConfig, patterns: Vec<ChannelPattern>) -> Self {
+    pub(crate) fn new(
+        config: &RemoteAdapterConfig,
+        patterns: Vec<ChannelPattern>,
+        rate: PublisherRate,
+    ) -> Self {
         Shared {
             name: config.name.clone(),
             channels: config.channels.clone(),
@@ -95,6 +104,7 @@ impl Shared {
             ping_interval: config.ping_interval(),
             secret: config.secret.clone(),
             state: Mutex::default(),
+            rate,
         }
     }
 
@@ -134,6 +144,27 @@ impl Shared {
         }
     }
 
+    /// Takes `messages` from the adapter's rate, or says why not (the
+    /// line is refused whole, nothing of it published).
+    fn within_rate(&self, node: &Node, messages: usize) -> Result<(), String> {
+        let rate = node.config().adapter_publish_rate;
+        self.rate
+            .try_take(messages, tokio::time::Instant::now())
+            .map_err(|wait| {
+                node.limits().hit(Limit::AdapterPublishRate, || {
+                    format!(
+                        "remote adapter {:?} over adapter-publish-rate ({rate}/s); line refused",
+                        self.name
+                    )
+                });
+                format!(
+                    "over adapter-publish-rate ({rate} messages a second): not published; \
+                     slow down (room again in {} ms)",
+                    wait.as_millis().max(1)
+                )
+            })
+    }
+
     fn owns(&self, channel: &ChannelName) -> Result<(), String> {
         if self.patterns.iter().any(|p| p.matches(channel)) {
             Ok(())
@@ -156,6 +187,7 @@ impl Shared {
         data: Box<RawValue>,
     ) -> Result<usize, String> {
         self.owns(channel)?;
+        self.within_rate(node, 1)?;
         Ok(node.data_adapters().in_turn(channel, || {
             if self.snapshot_length > 0 {
                 let mut state = self.state.lock();
@@ -185,6 +217,7 @@ impl Shared {
         data: Vec<Box<RawValue>>,
     ) -> Result<usize, String> {
         self.owns(channel)?;
+        self.within_rate(node, data.len())?;
         Ok(node.data_adapters().in_turn(channel, || {
             {
                 let mut state = self.state.lock();

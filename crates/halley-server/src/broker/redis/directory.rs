@@ -96,6 +96,8 @@ pub struct Shared {
     forget_sha: String,
     /// The newest log offset this node has received.
     last_offset: std::sync::atomic::AtomicU64,
+    /// The newest log offset when this node joined the cluster.
+    joined_at: std::sync::atomic::AtomicU64,
     /// Connections made so far (a new one: the node writes its records).
     generation: std::sync::atomic::AtomicU64,
     /// When Redis was last found without the cluster's data: for a while
@@ -103,6 +105,8 @@ pub struct Shared {
     lost_data_at: Mutex<Option<std::time::Instant>>,
     /// The token naming the cluster's data (`halley:epoch`) last read.
     epoch: Mutex<Option<String>>,
+    /// The presence rooms' scripts (`roster.rs`).
+    roster: super::roster::Scripts,
 }
 
 impl Shared {
@@ -115,9 +119,11 @@ impl Shared {
             claim_sha: sha(CLAIM_SCRIPT),
             forget_sha: sha(FORGET_SCRIPT),
             last_offset: Default::default(),
+            joined_at: Default::default(),
             generation: Default::default(),
             lost_data_at: Mutex::new(None),
             epoch: Mutex::new(None),
+            roster: Default::default(),
         }
     }
 
@@ -145,6 +151,14 @@ impl Shared {
             .fetch_max(offset, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// This node joins when the log's newest offset is `newest`: it has
+    /// received everything up to there (nothing of it is for it).
+    pub fn joined_at(&self, newest: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.joined_at.store(newest, Relaxed);
+        self.last_offset.fetch_max(newest, Relaxed);
+    }
+
     pub fn last_offset(&self) -> u64 {
         self.last_offset.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -159,8 +173,12 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
-    fn connection(&self) -> MultiplexedConnection {
+    pub(super) fn connection(&self) -> MultiplexedConnection {
         self.connection.lock().clone()
+    }
+
+    pub(super) fn roster_scripts(&self) -> &super::roster::Scripts {
+        &self.roster
     }
 
     fn store_pipeline(&self, records: &[SessionRecord]) -> redis::Pipeline {
@@ -185,7 +203,7 @@ impl Shared {
     }
 }
 
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     what: &str,
     query: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, String> {
@@ -251,6 +269,33 @@ impl Directory for Shared {
         });
     }
 
+    fn open_user_session<'a>(
+        &'a self,
+        user: &'a str,
+        client_id: &'a str,
+        max: usize,
+    ) -> Pending<'a, Result<bool, String>> {
+        self.open_user(user, client_id, max)
+    }
+
+    fn close_user_session(&self, user: &str, client_id: &str) {
+        self.close_user(user, client_id);
+    }
+
+    fn hold_browser_poll<'a>(
+        &'a self,
+        browser: &'a str,
+        client_id: &'a str,
+        max: usize,
+        life_ms: u64,
+    ) -> Pending<'a, Result<bool, String>> {
+        self.hold_poll(browser, client_id, max, life_ms)
+    }
+
+    fn release_browser_poll(&self, browser: &str, client_id: &str) {
+        self.release_poll(browser, client_id);
+    }
+
     fn claim<'a>(&'a self, client_id: &'a str) -> Pending<'a, Result<Option<Claimed>, String>> {
         Box::pin(async move {
             let mut connection = self.connection();
@@ -314,6 +359,10 @@ impl Directory for Shared {
 
     fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn joined(&self) -> u64 {
+        self.joined_at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read_log(&self, after: u64) -> Pending<'_, Result<LogRead, String>> {

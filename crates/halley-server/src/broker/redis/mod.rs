@@ -6,21 +6,26 @@
 //! in one step (a script runs alone in Redis):
 //!
 //! ```text
-//! XADD    halley:stream:<channel> MAXLEN ~ 1000 * p <publication>   -> offset
-//! EXPIRE  halley:stream:<channel> 300
+//! INCR    halley:offset                                       -> offset
+//! XADD    halley:log MAXLEN ~ 100000 <offset>-0 p <publication>
 //! PUBLISH halley:publications "<offset> <publication>"
 //! ```
 //!
-//! The stream keeps a channel's recent messages, its ids being the
-//! per-channel offsets (read back by the next slice: catching up after a
-//! gap, session takeover). Every node, the publisher's included, is
-//! subscribed to `halley:publications` on a connection of its own; its
-//! reader task decodes each message and hands it to the node's
-//! [`LocalFanout`]. Redis runs one command at a time and pushes a pub/sub
-//! channel's messages to each subscriber in that order, so every node
-//! delivers the same sequence: a channel's messages in the order Redis took
-//! them, each once (one subscription per node), the publisher's own node
-//! too (it does not deliver locally first, which would reorder it).
+//! The log keeps the cluster's recent messages under consecutive offsets
+//! (read back to catch up after a hole, and by a session takeover). Every
+//! node, the publisher's included, is subscribed to `halley:publications`
+//! on a connection of its own; its reader task decodes each message and
+//! hands it to the node's [`LocalFanout`]. Redis runs one command at a time
+//! and pushes a pub/sub channel's messages to each subscriber in that
+//! order, so every node delivers the same sequence, each message once (one
+//! subscription per node), the publisher's own node too (it does not
+//! deliver locally first, which would reorder it).
+//!
+//! Files: this one (publishing, the reader and writer tasks, health),
+//! `directory.rs` (session records and takeover: [`Directory`]),
+//! `roster.rs` (presence rooms shared by the nodes), `users.rs` (each
+//! user's sessions, for `max-sessions-per-user`), `browsers.rs` (each
+//! browser's held polls, for `max-sessions-per-browser`).
 //!
 //! Tasks, both started by [`Broker::start`] and ended by [`Broker::stop`]:
 //!
@@ -59,7 +64,10 @@ use tokio_util::sync::CancellationToken;
 use super::directory::Directory;
 use super::{Broker, LocalFanout, Publication, Published};
 
+mod browsers;
 mod directory;
+mod roster;
+mod users;
 use directory::Shared;
 
 /// The pub/sub channel every node listens to.
@@ -116,12 +124,16 @@ return offset
 ///
 /// KEYS[2] names the cluster's data: a random token set by the first node
 /// to find it missing, gone only when Redis lost everything. Returns the
-/// token: a node that sees another than before knows the data was lost.
+/// token: a node that sees another than before knows the data was lost,
+/// and the counter (the newest offset).
 pub const CONTINUE_SCRIPT: &str = r#"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  current = tonumber(ARGV[1])
+end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
-return redis.call('GET', KEYS[2])
+return {redis.call('GET', KEYS[2]), current}
 "#;
 
 /// The key whose absence means Redis lost the cluster's data.
@@ -334,7 +346,7 @@ impl RedisBroker {
         let unreachable = |e: String| format!("cannot connect to Redis at {shown_url}: {e}");
         let mut commands = connect_commands(&client).await.map_err(unreachable)?;
         load_script(&mut commands).await.map_err(unreachable)?;
-        let epoch = continue_offsets(&mut commands, 0)
+        let (epoch, newest) = continue_offsets(&mut commands, 0)
             .await
             .map_err(unreachable)?;
         beat(&mut commands, node_id).await.map_err(unreachable)?;
@@ -342,6 +354,10 @@ impl RedisBroker {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared::new(node_id, commands.clone()));
         shared.set_epoch(epoch);
+        // This node has heard of nothing before `newest`; what is published
+        // from now until its subscription is in place, the reader catches
+        // up from the log (it sees the hole after `newest`).
+        shared.joined_at(newest);
         Ok(RedisBroker {
             client,
             shared,
@@ -434,6 +450,10 @@ impl Broker for RedisBroker {
         Some(&*self.shared)
     }
 
+    fn roster(&self) -> Option<&dyn crate::broker::roster::Roster> {
+        Some(&*self.shared)
+    }
+
     fn confirm(&self) -> super::directory::Pending<'_, bool> {
         let (tell, told) = tokio::sync::oneshot::channel();
         let barrier = Outgoing {
@@ -495,11 +515,11 @@ async fn load_script(connection: &mut MultiplexedConnection) -> Result<(), Strin
 }
 
 /// Runs [`CONTINUE_SCRIPT`] with the newest offset this node has seen;
-/// the token naming the cluster's data.
+/// the token naming the cluster's data and the newest offset.
 async fn continue_offsets(
     connection: &mut MultiplexedConnection,
     offset: u64,
-) -> Result<String, String> {
+) -> Result<(String, u64), String> {
     redis::cmd("EVAL")
         .arg(CONTINUE_SCRIPT)
         .arg(2)
@@ -507,7 +527,7 @@ async fn continue_offsets(
         .arg(EPOCH)
         .arg(offset)
         .arg(crate::state::sessions::new_random_id())
-        .query_async::<String>(connection)
+        .query_async::<(String, u64)>(connection)
         .await
         .map_err(|e| format!("keeping the log's offsets: {e}"))
 }
@@ -632,7 +652,7 @@ async fn write(
                         continue_offsets(&mut connection, shared.last_offset()).await
                     };
                     match resumed.await {
-                        Ok(epoch) => {
+                        Ok((epoch, _)) => {
                             if shared.set_epoch(epoch) {
                                 tracing::warn!("Redis came back without the cluster's data: this node writes its sessions again");
                             }

@@ -34,7 +34,7 @@ mod position;
 mod rates;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::grant::{Grant, SessionLimits};
+use super::log_throttle::LogThrottle;
 use super::outbox::{OutboxLimits, OverflowPolicy, Pushed};
 use super::throttle::{Limit, Offered, Release};
 pub use crate::state::unacked::{batch_number, batch_offset};
@@ -85,6 +86,9 @@ pub struct Session {
     /// Set when another node took the session over: a held connect tells
     /// its client to go on (there), not to stop.
     moved: AtomicBool,
+    /// Set when it ended with its credentials (expired, or fresh ones
+    /// refused): a held connect tells its client to handshake, not to stop.
+    credentials_ended: AtomicBool,
     /// Patterns this session subscribed to, for cleanup and unsubscribe.
     subscriptions: Mutex<HashSet<Box<str>>>,
     /// Replay ids asked for at handshake, per channel, used by later subscribes.
@@ -93,6 +97,10 @@ pub struct Session {
     /// boxed, so the many anonymous sessions of a server without a Metadata
     /// Adapter pay one pointer, not the whole grant.
     grant: OnceLock<Box<Grant>>,
+    /// When its credentials expire (wall-clock ms; `i64::MAX`: never): the
+    /// grant's, pushed later by a refresh. Kept apart from the grant, which
+    /// is immutable so that the delivery path reads it without a lock.
+    credentials_expire_ms: AtomicI64,
     /// `max-bandwidth` of the server, unless the grant sets one.
     default_max_bandwidth: Option<u64>,
     /// Set on a cluster node: deliveries carry log offsets, batch numbers
@@ -128,9 +136,11 @@ impl Session {
             last_seen_ms: AtomicU64::new(now_ms),
             closed: AtomicBool::new(false),
             moved: AtomicBool::new(false),
+            credentials_ended: AtomicBool::new(false),
             subscriptions: Mutex::new(HashSet::new()),
             replay_requests: Mutex::new(HashMap::new()),
             grant: OnceLock::new(),
+            credentials_expire_ms: AtomicI64::new(i64::MAX),
             default_max_bandwidth: None,
             logged: false,
             position: Position::default(),
@@ -208,7 +218,43 @@ impl Session {
     /// [`super::sessions::Sessions::set_grant`], which counts the grants
     /// that limit frequency.
     pub(crate) fn set_grant(&self, grant: Grant) -> bool {
-        self.grant.set(Box::new(grant)).is_ok()
+        let expires_ms = grant.expires_ms;
+        let set = self.grant.set(Box::new(grant)).is_ok();
+        if let (true, Some(expires_ms)) = (set, expires_ms) {
+            self.credentials_expire_ms
+                .store(expires_ms, Ordering::Release);
+        }
+        set
+    }
+
+    /// When the session's credentials expire (wall-clock ms), if they do.
+    pub fn credentials_expire_ms(&self) -> Option<i64> {
+        let ms = self.credentials_expire_ms.load(Ordering::Acquire);
+        (ms != i64::MAX).then_some(ms)
+    }
+
+    /// Whether its credentials have expired at `now_wall_ms`.
+    #[inline]
+    pub fn credentials_expired(&self, now_wall_ms: i64) -> bool {
+        now_wall_ms >= self.credentials_expire_ms.load(Ordering::Acquire)
+    }
+
+    /// Marks the session as ended with its credentials (before it is removed).
+    pub fn mark_credentials_ended(&self) {
+        self.credentials_ended.store(true, Ordering::Release);
+    }
+
+    /// Whether it ended with its credentials (see `credentials.rs`).
+    pub fn credentials_ended(&self) -> bool {
+        self.credentials_ended.load(Ordering::Acquire)
+    }
+
+    /// Pushes the credentials' end to `expires_ms` (fresh credentials of
+    /// the same user): only later, never earlier. Whether it moved.
+    pub fn extend_credentials(&self, expires_ms: i64) -> bool {
+        self.credentials_expire_ms
+            .fetch_max(expires_ms, Ordering::AcqRel)
+            < expires_ms
     }
 
     /// Whether the session's grant limits its deliveries' frequency (QoS).
@@ -306,14 +352,21 @@ impl Session {
     }
 
     fn log_overflow_once(&self) {
+        // Once per session, and at a bounded rate over all of them: any
+        // client can subscribe to a busy channel and stop reading, and a
+        // flood of such sessions must not become a flood of lines.
+        static OVERFLOWS: LogThrottle = LogThrottle::new();
         if self.delivery.first_overflow() {
-            let (queued, queued_bytes) = self.delivery.queued();
-            tracing::warn!(
-                client_id = %self.client_id,
-                queued,
-                queued_bytes,
-                "session outbox full: deliveries dropped by the channel's overflow policy (logged once per session)"
-            );
+            if let Some(suppressed) = OVERFLOWS.allow(Instant::now()) {
+                let (queued, queued_bytes) = self.delivery.queued();
+                tracing::warn!(
+                    client_id = %self.client_id,
+                    queued,
+                    queued_bytes,
+                    suppressed,
+                    "session outbox full: deliveries dropped by the channel's overflow policy (logged once per session; `suppressed` other sessions since the last line)"
+                );
+            }
         }
     }
 
