@@ -35,9 +35,12 @@ failed=()
 for target in "${targets[@]}"; do
   mkdir -p "target/corpus/$target"
   log="target/logs/$target.log"
+  # Bayeux's words (fuzz/bayeux.dict) for the targets that speak it.
+  dict=()
+  case $target in batch | callback_polling | websocket) dict=(-dict=bayeux.dict) ;; esac
   # -timeout: one input taking this long is a hang, reported like a crash.
   if cargo fuzz run --sanitizer none "$target" "target/corpus/$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=30 -print_final_stats=1 >"$log" 2>&1; then
+    -max_total_time="$seconds" -timeout=30 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
     runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 || true)
     printf '%-18s ok: %s in %ss\n' "$target" "${runs:-?}" "$seconds"
   else

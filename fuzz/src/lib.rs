@@ -5,7 +5,7 @@
 //! | item | used by |
 //! |---|---|
 //! | [`encode_message`], [`same_message`] | `batch`: a decoded batch re-encodes to the same messages |
-//! | [`value_depth`] | `batch`: the depth count behind `max-data-depth` agrees with serde_json's |
+//! | [`parsed_depth`] | `batch`: the depth count behind `max-data-depth` agrees with serde_json's |
 //! | [`reference`] | `channel`: names, globs and matching, written the plain way |
 //! | [`engine`], [`runtime`], [`LIMITS`] | `callback_polling`, `websocket`: the whole path through the engine |
 //! | [`check_replies`] | `callback_polling`, `websocket`: every message written out |
@@ -117,13 +117,64 @@ pub fn same_message(a: &Message, b: &Message) -> bool {
         && raw(&a.ext) == raw(&b.ext)
 }
 
-/// How deep arrays and objects nest in a parsed value (0 for a scalar),
-/// by recursion: the definition `max-data-depth` is counted against.
-pub fn value_depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
-        Value::Object(fields) => 1 + fields.values().map(value_depth).max().unwrap_or(0),
-        _ => 0,
+/// How deep arrays and objects nest in a JSON text (0 for a scalar),
+/// parsed recursively by serde_json: the definition `max-data-depth` is
+/// counted against. Not through a `Value`, whose objects keep only the
+/// last of duplicate keys: `{"a":[[1]],"a":1}` nests 3 deep as written, and
+/// as a subscriber's parser descends it. An error where serde_json refuses
+/// the text (past its 128 levels, or a number out of `f64`'s range).
+pub fn parsed_depth(json: &str) -> Result<usize, serde_json::Error> {
+    serde_json::from_str::<Depth>(json).map(|d| d.0)
+}
+
+/// A JSON value's nesting depth, counted while deserializing it.
+struct Depth(usize);
+
+impl<'de> serde::Deserialize<'de> for Depth {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DepthVisitor)
+    }
+}
+
+struct DepthVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DepthVisitor {
+    type Value = Depth;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_unit<E>(self) -> Result<Depth, E> {
+        Ok(Depth(0))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Depth, A::Error> {
+        let mut deepest = 0;
+        while let Some(Depth(d)) = items.next_element()? {
+            deepest = deepest.max(d);
+        }
+        Ok(Depth(1 + deepest))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut fields: A) -> Result<Depth, A::Error> {
+        let mut deepest = 0;
+        while let Some((_, Depth(d))) = fields.next_entry::<serde::de::IgnoredAny, Depth>()? {
+            deepest = deepest.max(d);
+        }
+        Ok(Depth(1 + deepest))
     }
 }
 
@@ -148,12 +199,10 @@ pub fn check_replies(json: &[u8]) {
         let is_delivery = channel.is_some_and(|c| !c.starts_with("/meta/"))
             && !message.contains_key("successful");
         if let (true, Some(data)) = (is_delivery, message.get("data")) {
-            let depth = match serde_json::from_str::<Value>(data.get()) {
-                Ok(value) => value_depth(&value),
-                // Past serde_json's 128 levels, or a number out of range:
-                // the bracket count (checked against this one by `batch`).
-                Err(_) => halley_server::fuzzing::json_depth(data.get()),
-            };
+            // Past serde_json's 128 levels, or with a number out of range:
+            // the bracket count (checked against `parsed_depth` by `batch`).
+            let depth = parsed_depth(data.get())
+                .unwrap_or_else(|_| halley_server::fuzzing::json_depth(data.get()));
             assert!(
                 depth <= LIMITS.max_data_depth,
                 "a delivery nests {depth} deep, over max-data-depth {}: {}",

@@ -126,4 +126,16 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(json_depth(&deep), 10_000);
     }
+
+    /// Found checking the `batch` fuzz target's oracle: a parse into a
+    /// `serde_json::Value` keeps only the last of duplicate keys and so
+    /// under-counts; the text nests as deep as written, and a subscriber's
+    /// parser descends every copy. The bracket count must stay textual.
+    #[test]
+    fn depth_counts_every_copy_of_a_duplicate_key() {
+        let text = r#"{"a":[[1]],"a":1}"#;
+        assert_eq!(json_depth(text), 3);
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value, serde_json::json!({"a": 1}), "what a Value keeps");
+    }
 }
