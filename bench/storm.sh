@@ -17,7 +17,7 @@
 # max-connections is raised, from 19,000 to 19,500, for the publisher and
 # the admin probes next to 19,000 users (20,000 files per process here).
 #
-# Settings (environment): USERS (19000), WORKERS (20), WINDOW (180s of
+# Settings (environment): USERS (19000), WORKERS (20), WINDOW (120s of
 # measuring; the node is stopped KILL_AFTER (20) s into it), INTERVAL ms
 # between bursts (1000: a burst to 10 rooms of 200, 2,000 deliveries/s),
 # OUT (bench/results/storm-<time>), HALLEY (a halley binary; default:
@@ -35,7 +35,7 @@ MODES=${1:-both}
 [ "$MODES" = both ] && MODES="sigterm sigkill"
 USERS=${USERS:-19000}
 WORKERS=${WORKERS:-20}
-WINDOW=${WINDOW:-180s}
+WINDOW=${WINDOW:-120s}
 KILL_AFTER=${KILL_AFTER:-20}
 INTERVAL=${INTERVAL:-1000}
 OUT=${OUT:-bench/results/storm-$(date -u +%Y-%m-%dT%H%M)}
