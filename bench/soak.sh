@@ -68,25 +68,30 @@ status=0
 echo "after the run: $(uptime | sed 's/.*load/load/')"
 
 python3 - "$OUT/soak.csv" <<'PY'
-import csv, sys
+# Growth: the median of the fifth minute against the median of the last
+# minute (a single row may fall on a cut, while sockets are replaced).
+import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 if not rows:
     sys.exit("no series")
-def at(t):
-    return next((r for r in rows if float(r["t_s"]) >= t), None)
-early, last = at(300) or rows[0], rows[-1]
+end = float(rows[-1]["t_s"])
+early = [r for r in rows if 300 <= float(r["t_s"]) < 360] or rows[:12]
+late = [r for r in rows if float(r["t_s"]) > end - 60]
 def show(name, key, scale=1, unit=""):
-    a, b = early[key], last[key]
+    a = [float(r[key]) / scale for r in early if r[key]]
+    b = [float(r[key]) / scale for r in late if r[key]]
     if not a or not b:
         return
-    a, b = float(a) / scale, float(b) / scale
-    print(f"{name}: {a:.1f}{unit} at {float(early['t_s']):.0f} s, {b:.1f}{unit} at the end "
-          f"({float(last['t_s']):.0f} s): {b - a:+.1f}{unit} ({(b - a) * 100 / a:+.1f}%)")
+    a, b = statistics.median(a), statistics.median(b)
+    print(f"{name}: {a:.1f}{unit} at {float(early[0]['t_s']):.0f} s, {b:.1f}{unit} at the end "
+          f"({end:.0f} s): {b - a:+.1f}{unit} ({(b - a) * 100 / a:+.1f}%), medians over a minute")
 show("server RSS", "server_rss_bytes", 1048576, " MiB")
 show("server open fds", "server_fds")
 show("sessions", "sessions")
 rss = [float(r["server_rss_bytes"]) / 1048576 for r in rows if r["server_rss_bytes"]]
 print(f"server RSS over the run: min {min(rss):.1f} MiB, max {max(rss):.1f} MiB")
+p99 = sorted(float(r["p99_ms"]) for r in rows)
+print(f"per-interval p99: median {statistics.median(p99):.1f} ms, worst {p99[-1]:.1f} ms")
 PY
 echo "series: $OUT/soak.csv, $OUT/soak.svg; report: $OUT/report.json"
 exit "$status"

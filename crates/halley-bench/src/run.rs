@@ -355,7 +355,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         cuts,
         advised_waits,
         window_from_unix_s: window_from_us as f64 / 1e6,
-        growth: series::growth(&series, GROWTH_FROM),
+        growth: series::growth(&series, GROWTH_FROM, GROWTH_SPAN),
         series,
         date: today(),
     })
@@ -364,6 +364,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
 /// Where a soak's growth is measured from: by five minutes connections,
 /// caches and allocator arenas have settled.
 pub const GROWTH_FROM: Duration = Duration::from_secs(300);
+/// The span each side of the growth is the median of.
+pub const GROWTH_SPAN: Duration = Duration::from_secs(60);
 
 fn add_sample(series: &mut Option<Collector>, sample: WorkerSample) {
     if let Some(series) = series {

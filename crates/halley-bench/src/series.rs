@@ -174,35 +174,54 @@ pub fn gauge(metrics: &str, name: &str) -> Option<u64> {
 
 /// What the server held early in the run and at its end: a soak's verdict
 /// on growth (after `at`, connections and caches have settled; what still
-/// grows from there to the end is a leak or a backlog).
+/// grows from there to the end is a leak or a backlog). Each side is the
+/// median of the rows of one `span` (a minute): a single row may fall on a
+/// cut, when sockets are being replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Growth {
-    /// When the early reading was taken, s into the window.
+    /// The early span starts here, s into the window.
     pub at_s: f64,
+    /// The last span ends here.
     pub end_s: f64,
+    pub span_s: f64,
     pub rss_at: Option<u64>,
     pub rss_end: Option<u64>,
     pub fds_at: Option<u64>,
     pub fds_end: Option<u64>,
 }
 
-/// Growth between the first row at or after `at` and the last row; `None`
-/// when the series ends before `at`.
-pub fn growth(rows: &[SeriesRow], at: Duration) -> Option<Growth> {
-    let early = rows.iter().find(|r| r.t_s >= at.as_secs_f64())?;
-    let last = rows.last()?;
+/// Growth between the rows of `[at, at + span)` and those of the last
+/// `span`; `None` when the series does not reach past `at + span`.
+pub fn growth(rows: &[SeriesRow], at: Duration, span: Duration) -> Option<Growth> {
+    let (at, span) = (at.as_secs_f64(), span.as_secs_f64());
+    let end = rows.last()?.t_s;
+    if end < at + span {
+        return None;
+    }
+    let early: Vec<&SeriesRow> = rows
+        .iter()
+        .filter(|r| r.t_s >= at && r.t_s < at + span)
+        .collect();
+    let late: Vec<&SeriesRow> = rows.iter().filter(|r| r.t_s > end - span).collect();
+    let median = |rows: &[&SeriesRow], value: fn(&SeriesRow) -> Option<u64>| {
+        let mut values: Vec<u64> = rows.iter().filter_map(|r| value(r)).collect();
+        values.sort_unstable();
+        values.get(values.len() / 2).copied()
+    };
     Some(Growth {
-        at_s: early.t_s,
-        end_s: last.t_s,
-        rss_at: early.server_rss_bytes,
-        rss_end: last.server_rss_bytes,
-        fds_at: early.server_fds,
-        fds_end: last.server_fds,
+        at_s: at,
+        end_s: end,
+        span_s: span,
+        rss_at: median(&early, |r| r.server_rss_bytes),
+        rss_end: median(&late, |r| r.server_rss_bytes),
+        fds_at: median(&early, |r| r.server_fds),
+        fds_end: median(&late, |r| r.server_fds),
     })
 }
 
 impl Growth {
-    /// One line: `RSS at 300 s 41.2 MiB, at the end (1800 s) 41.9 MiB (+1.7%); fds ...`.
+    /// One line: `server RSS at 300 s 41.2 MiB, at the end (1800 s) 41.9
+    /// MiB (+1.7%); open fds ... (medians over 60 s)`.
     pub fn summary(&self) -> String {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
         let change = |a: u64, b: u64| {
@@ -234,6 +253,9 @@ impl Growth {
                 self.at_s,
                 change(a, b)
             );
+        }
+        if !text.is_empty() {
+            let _ = write!(text, " (medians over {:.0} s)", self.span_s);
         }
         text
     }
@@ -332,21 +354,32 @@ mod tests {
     }
 
     #[test]
-    fn growth_compares_the_reading_at_five_minutes_with_the_last() {
+    fn growth_compares_the_fifth_minute_with_the_last() {
         let row = |t_s: f64, rss: u64, fds: u64| SeriesRow {
             t_s,
             server_rss_bytes: Some(rss),
             server_fds: Some(fds),
             ..SeriesRow::default()
         };
+        // 30 minutes every 5 s: fds 2000, but 1800 on the rows that fall on a
+        // cut (every minute); RSS 100 MiB, 110 MiB in the last minute.
         let rows: Vec<SeriesRow> = (1..=360)
-            .map(|k| row(k as f64 * 5.0, 100 << 20, 2000 + k % 3))
-            .chain([row(1805.0, 110 << 20, 2000)])
+            .map(|k| {
+                let t = k as f64 * 5.0;
+                let fds = if k % 12 == 0 { 1800 } else { 2000 };
+                let rss = if t > 1740.0 { 110 << 20 } else { 100 << 20 };
+                row(t, rss, fds)
+            })
             .collect();
-        let g = growth(&rows, Duration::from_secs(300)).unwrap();
-        assert_eq!((g.at_s, g.end_s), (300.0, 1805.0));
+        let minute = Duration::from_secs(60);
+        let g = growth(&rows, Duration::from_secs(300), minute).unwrap();
+        assert_eq!((g.at_s, g.end_s), (300.0, 1800.0));
         assert_eq!((g.rss_at, g.rss_end), (Some(100 << 20), Some(110 << 20)));
-        assert_eq!((g.fds_at, g.fds_end), (Some(2000), Some(2000)));
+        assert_eq!(
+            (g.fds_at, g.fds_end),
+            (Some(2000), Some(2000)),
+            "the cut rows are outliers"
+        );
         let text = g.summary();
         assert!(
             text.contains("100.0 MiB") && text.contains("110.0 MiB (+10.0%)"),
@@ -356,8 +389,9 @@ mod tests {
             text.contains("open fds at 300 s 2000, at the end 2000 (+0.0%)"),
             "{text}"
         );
+        assert!(text.ends_with("(medians over 60 s)"), "{text}");
         assert_eq!(
-            growth(&rows[..10], Duration::from_secs(300)),
+            growth(&rows[..70], Duration::from_secs(300), minute),
             None,
             "too short"
         );
