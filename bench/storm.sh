@@ -74,11 +74,13 @@ storm() { # storm MODE
     while [ -f "$OUT/.node.pid" ]; do
       pid=$(cat "$OUT/.node.pid")
       rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-      fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+      # The node may be gone between two reads (killed, restarting): a
+      # failed read must not end the loop.
+      fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true)
       [ -n "$rss" ] && echo "$(date +%s.%N),$pid,$rss,$fds"
       sleep 0.5
     done
-  ) >"$OUT/$mode-node.csv" &
+  ) >"$OUT/$mode-node.csv" 2>/dev/null &
   sampler=$!
 
   echo "== storm ($mode): $USERS websocket users from $WORKERS addresses; $(nproc) cores, $(uptime | sed 's/.*load/load/')"
