@@ -16,7 +16,8 @@
 # bursts to 10 rooms of 200 = 4,000 deliveries/s), CUT_EVERY (60s),
 # CUT_FRACTION (0.1), SAMPLE_EVERY (5s), WARMUP (30s), OUT
 # (bench/results/soak-<time>), HALLEY (a halley binary; default: build
-# target/release/halley).
+# target/release/halley), EXTRA (more `halley bench` arguments, e.g.
+# "--ack").
 #
 # Output in OUT: report.json (the report, series included), soak.csv,
 # soak.json and soak.svg (the series and its chart), soak.txt (the
@@ -60,11 +61,12 @@ done
 echo "== soak: $MINUTES min, $USERS users ($TRANSPORT), burst every $INTERVAL ms," \
   "$CUT_FRACTION of the users cut every $CUT_EVERY; $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 status=0
+# shellcheck disable=SC2086 # EXTRA is a list of arguments
 "$HALLEY" bench --url "http://127.0.0.1:$port/cometd" --transport "$TRANSPORT" \
   --users "$USERS" --interval "$INTERVAL" --warmup "$WARMUP" --duration "${MINUTES}m" \
   --cut-every "$CUT_EVERY" --cut-fraction "$CUT_FRACTION" --sample-every "$SAMPLE_EVERY" \
   --server-pid "$node" --admin-url "http://127.0.0.1:$admin" --drain-timeout 30s \
-  --json "$OUT/report.json" --series "$OUT/soak" | tee "$OUT/soak.txt" || status=$?
+  --json "$OUT/report.json" --series "$OUT/soak" ${EXTRA:-} | tee "$OUT/soak.txt" || status=$?
 echo "after the run: $(uptime | sed 's/.*load/load/')"
 
 python3 - "$OUT/soak.csv" <<'PY'
