@@ -6,7 +6,7 @@
 //!   Plan ───────────────────────────▶   connects its users
 //!        ◀─────────────────────────── Progress{connected} ... Ready
 //!   Start{window} ──────────────────▶   counts deliveries in the window
-//!        ◀─────────────────────────── Progress{delivered} ...
+//!        ◀─────────────────────────── Progress{delivered} ... Sample{k} ...
 //!   Finish ─────────────────────────▶
 //!        ◀─────────────────────────── Result{counts, latencies, cpu}
 //! ```
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::histogram::LatencyBuckets;
 use crate::scenario::Scenario;
+use crate::series::WorkerSample;
 use crate::tally::Counts;
 
 /// What one worker simulates.
@@ -52,6 +53,8 @@ pub enum Event {
         errors: u64,
     },
     Ready,
+    /// Its part of row `k` of the time series (with `sample_every`).
+    Sample(WorkerSample),
     Result(WorkerResult),
     /// The worker cannot go on (e.g. no user could connect).
     Failed {
@@ -70,6 +73,13 @@ pub struct WorkerResult {
     /// Users that needed more than one try to handshake and subscribe.
     #[serde(default)]
     pub connect_retries: u64,
+    /// Connections cut while measuring (`cuts` in the scenario).
+    #[serde(default)]
+    pub cuts: u64,
+    /// Handshakes refused with advice to retry later, which users waited
+    /// out while connecting (a handshake rate limit at work).
+    #[serde(default)]
+    pub advised_waits: u64,
 }
 
 pub fn encode<T: Serialize>(message: &T) -> String {

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::Quantiles;
+use crate::series::{Growth, SeriesRow};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
@@ -82,6 +83,29 @@ pub struct Report {
     /// (the run's own processes included).
     #[serde(default)]
     pub load_average: Option<[f64; 3]>,
+    /// A soak's connection cuts (`--cut-every`, `--cut-fraction`) and how
+    /// many connections were cut in all.
+    #[serde(default)]
+    pub cut_every_s: Option<f64>,
+    #[serde(default)]
+    pub cut_fraction: Option<f64>,
+    #[serde(default)]
+    pub cuts: u64,
+    /// Refused handshakes whose advised interval users waited out while
+    /// connecting (the server's handshake rate at work).
+    #[serde(default)]
+    pub advised_waits: u64,
+    /// When the measuring window opened, seconds since the Unix epoch: the
+    /// series' `t_s` counts from there (a script lines its own events up).
+    #[serde(default)]
+    pub window_from_unix_s: f64,
+    /// The time series (`--sample-every`), one row per sample.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SeriesRow>,
+    /// Server RSS and open files 5 minutes into the window and at its end
+    /// (a series that long, with `--server-pid`).
+    #[serde(default)]
+    pub growth: Option<Growth>,
     pub date: String,
 }
 
@@ -135,6 +159,22 @@ impl Report {
             "published {}  expected {}  delivered {}  lost {}  duplicates {}  out-of-order {}  errors {}  re-handshakes {}\n",
             self.published, self.expected, self.delivered, self.lost, self.duplicates, self.out_of_order, self.errors, self.rehandshakes
         ));
+        if let (Some(every), Some(fraction)) = (self.cut_every_s, self.cut_fraction) {
+            text.push_str(&format!(
+                "cut {} connections ({:.0}% of the users every {every:.0} s)\n",
+                self.cuts,
+                fraction * 100.0
+            ));
+        }
+        if let Some(growth) = &self.growth {
+            text.push_str(&format!("growth: {}\n", growth.summary()));
+        }
+        if self.advised_waits > 0 {
+            text.push_str(&format!(
+                "connecting waited out {} refusals as advised (retry after an interval)\n",
+                self.advised_waits
+            ));
+        }
         if self.connect_retries > 0 {
             text.push_str(&format!(
                 "connecting took {} retries (handshakes or subscribes that failed and were tried again)\n",

@@ -10,6 +10,10 @@
 //!    counted and timed.
 //! 4. **drain**: wait until every expected delivery has arrived (or the drain
 //!    timeout passes: what is missing then is lost), collect and merge.
+//!
+//! With `sample_every`, the measuring window is also a time series (see
+//! [`crate::series`]): the workers send their parts of each row, and a task
+//! here reads the server's RSS, open files and sessions at the same instants.
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -32,6 +36,7 @@ use crate::payload::now_us;
 use crate::publisher::{self, Published};
 use crate::report::{per_delivery_us, NodeFigures, Report};
 use crate::scenario::{split_users, Scenario};
+use crate::series::{self, Collector, ServerReading, WorkerSample};
 use crate::sysstat;
 use crate::tally::Counts;
 
@@ -56,6 +61,9 @@ pub struct RunOptions {
     /// (`None`: [`CONNECTING_AT_ONCE`]). Fewer spare a cluster that writes
     /// every new session to Redis from a connect storm.
     pub connecting_at_once: Option<usize>,
+    /// The admin listener of the server (`http://127.0.0.1:8081`), whose
+    /// `/metrics` gives the sessions of the time series.
+    pub admin_url: Option<String>,
     /// The program and arguments that start one worker (this binary's hidden subcommand).
     pub worker_program: PathBuf,
     pub worker_args: Vec<String>,
@@ -142,7 +150,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             }
             Event::Ready => ready += 1,
             Event::Failed { reason } => bail!("worker {index}: {reason}"),
-            Event::Result(_) => bail!("worker {index} reported before finishing"),
+            Event::Result(_) | Event::Sample(_) => {
+                bail!("worker {index} reported before finishing")
+            }
         }
     }
     bar.finish();
@@ -176,6 +186,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         window_from_us,
         end_us,
     ));
+    let mut series = scenario
+        .sample_every
+        .map(|period| Collector::new(period, processes));
+    let server_series = scenario.sample_every.map(|period| {
+        tokio::spawn(read_server(
+            period,
+            options.server_pids.clone(),
+            options.admin_url.clone(),
+            window_from_us,
+            end_us,
+        ))
+    });
     let publishing = {
         let scenario = scenario.clone();
         let publishers = publishers.clone();
@@ -193,11 +215,23 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         })
     };
     phases
-        .timed("warm-up", scenario.warmup, &mut events, &mut [])
+        .timed(
+            "warm-up",
+            scenario.warmup,
+            &mut events,
+            &mut [],
+            &mut series,
+        )
         .await;
     let mut delivered = vec![0u64; processes];
     phases
-        .timed("measuring", scenario.duration, &mut events, &mut delivered)
+        .timed(
+            "measuring",
+            scenario.duration,
+            &mut events,
+            &mut delivered,
+            &mut series,
+        )
         .await;
     publishing.await.context("publisher")?;
     let cpu = sampler.await.context("cpu sampler")?;
@@ -215,6 +249,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         }
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some((index, Event::Progress { delivered: n, .. }))) => delivered[index] = n,
+            Ok(Some((_, Event::Sample(sample)))) => add_sample(&mut series, sample),
             Ok(Some(_)) => {}
             Ok(None) => bail!("a worker exited while draining"),
             Err(_) => break,
@@ -232,6 +267,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     while results.iter().any(Option::is_none) {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
             Ok(Some((index, Event::Result(result)))) => results[index] = Some(result),
+            Ok(Some((_, Event::Sample(sample)))) => add_sample(&mut series, sample),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => bail!("a worker did not report its result"),
         }
@@ -248,6 +284,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
     let mut errors = published.errors.load(Ordering::Relaxed);
     let mut rehandshakes = 0;
     let mut connect_retries = 0;
+    let mut cuts = 0;
+    let mut advised_waits = 0;
     let mut workers_cpu_s = 0.0;
     for result in results.into_iter().flatten() {
         latencies.merge(&Latencies::from_buckets(&result.latencies));
@@ -255,8 +293,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         errors += result.errors;
         rehandshakes += result.rehandshakes;
         connect_retries += result.connect_retries;
+        cuts += result.cuts;
+        advised_waits += result.advised_waits;
         workers_cpu_s += result.cpu_s;
     }
+    if let (Some(series), Some(readings)) = (series.as_mut(), server_series) {
+        for reading in readings.await.context("server sampler")? {
+            series.add_server(reading);
+        }
+    }
+    let series = series.map(|s| s.rows()).unwrap_or_default();
     let duration_s = scenario.duration.as_secs_f64();
     Ok(Report {
         server_url: scenario.urls_joined(),
@@ -306,8 +352,74 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
         redis_rss_bytes: redis_rss,
         machine_cpu_s: cpu.machine,
         load_average: cpu.load_average,
+        cut_every_s: scenario.cuts.map(|c| c.every.as_secs_f64()),
+        cut_fraction: scenario.cuts.map(|c| c.fraction),
+        cuts,
+        advised_waits,
+        window_from_unix_s: window_from_us as f64 / 1e6,
+        growth: series::growth(&series, GROWTH_FROM, GROWTH_SPAN),
+        series,
         date: today(),
     })
+}
+
+/// Where a soak's growth is measured from: by five minutes connections,
+/// caches and allocator arenas have settled.
+pub const GROWTH_FROM: Duration = Duration::from_secs(300);
+/// The span each side of the growth is the median of.
+pub const GROWTH_SPAN: Duration = Duration::from_secs(60);
+
+fn add_sample(series: &mut Option<Collector>, sample: WorkerSample) {
+    if let Some(series) = series {
+        series.add_worker(sample);
+    }
+}
+
+/// Reads the server at `from_us + k × period` up to `to_us`: RSS and open
+/// files summed over `pids`, sessions from the admin listener's `/metrics`.
+async fn read_server(
+    period: Duration,
+    pids: Vec<u32>,
+    admin_url: Option<String>,
+    from_us: u64,
+    to_us: u64,
+) -> Vec<ServerReading> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("a plain HTTP client builds");
+    let metrics_url = admin_url.map(|url| format!("{}/metrics", url.trim_end_matches('/')));
+    let period_us = period.as_micros().max(1) as u64;
+    let mut readings = Vec::new();
+    for index in 1.. {
+        let at = from_us + index * period_us;
+        if at > to_us {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(at.saturating_sub(now_us()))).await;
+        let sum =
+            |read: &dyn Fn(u32) -> Option<u64>| sysstat::total(pids.iter().map(|&pid| read(pid)));
+        let rss_bytes = sum(&|pid| sysstat::rss_bytes(Some(pid)));
+        let fds = sum(&sysstat::open_fds);
+        let sessions = match &metrics_url {
+            Some(url) => match http.get(url).send().await {
+                Ok(response) => response
+                    .text()
+                    .await
+                    .ok()
+                    .and_then(|text| series::gauge(&text, "halley_sessions")),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        readings.push(ServerReading {
+            index,
+            rss_bytes,
+            fds,
+            sessions,
+        });
+    }
+    readings
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -336,7 +448,7 @@ async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<C
     let mut publishers = Vec::with_capacity(scenario.publishers);
     for index in 0..scenario.publishers {
         let url = scenario.url_for(index);
-        let client = crate::transport::client(scenario, url, http.clone(), None, true)?;
+        let client = crate::transport::client(scenario, index, url, http.clone(), None, true)?;
         client.handshake().await.context("publisher handshake")?;
         publishers.push(Arc::new(client));
     }
@@ -424,13 +536,15 @@ impl Phases {
         bar
     }
 
-    /// Shows a phase of fixed length while keeping workers' delivered counts current.
+    /// Shows a phase of fixed length while keeping workers' delivered counts
+    /// current and collecting their samples.
     async fn timed(
         &self,
         phase: &str,
         length: Duration,
         events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
         delivered: &mut [u64],
+        series: &mut Option<Collector>,
     ) {
         let bar = self.start(phase, length.as_millis() as u64, "ms");
         let started = tokio::time::Instant::now();
@@ -443,6 +557,7 @@ impl Phases {
                         *slot = n;
                     }
                 }
+                Ok(Some((_, Event::Sample(sample)))) => add_sample(series, sample),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

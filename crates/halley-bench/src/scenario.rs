@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 pub enum TransportChoice {
     LongPolling,
     Websocket,
+    /// Every other user (and publisher) on each: even indices websocket,
+    /// odd ones long-polling, so every room has both.
+    Mixed,
 }
 
 impl TransportChoice {
@@ -30,6 +33,16 @@ impl TransportChoice {
         match self {
             TransportChoice::LongPolling => "long-polling",
             TransportChoice::Websocket => "websocket",
+            TransportChoice::Mixed => "mixed",
+        }
+    }
+
+    /// The transport user (or publisher) `index` uses: long-polling or websocket.
+    pub fn for_index(self, index: usize) -> TransportChoice {
+        match self {
+            TransportChoice::Mixed if index.is_multiple_of(2) => TransportChoice::Websocket,
+            TransportChoice::Mixed => TransportChoice::LongPolling,
+            one => one,
         }
     }
 }
@@ -40,8 +53,9 @@ impl std::str::FromStr for TransportChoice {
         match s {
             "long-polling" => Ok(TransportChoice::LongPolling),
             "websocket" => Ok(TransportChoice::Websocket),
+            "mixed" => Ok(TransportChoice::Mixed),
             other => Err(format!(
-                "unknown transport {other:?}: use long-polling or websocket"
+                "unknown transport {other:?}: use long-polling, websocket or mixed"
             )),
         }
     }
@@ -74,6 +88,12 @@ pub struct Scenario {
     /// certificate).
     #[serde(default)]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Connections cut while measuring (a soak), if any.
+    #[serde(default)]
+    pub cuts: Option<crate::cuts::CutSchedule>,
+    /// How often the time series is sampled while measuring, if at all.
+    #[serde(default)]
+    pub sample_every: Option<Duration>,
 }
 
 impl Scenario {
@@ -136,6 +156,12 @@ impl Scenario {
         if self.publishers == 0 {
             return Err("publishers must be at least 1".into());
         }
+        if let Some(cuts) = &self.cuts {
+            cuts.validate()?;
+        }
+        if self.sample_every.is_some_and(|every| every.is_zero()) {
+            return Err("sample-every must be at least 1 ms".into());
+        }
         Ok(())
     }
 }
@@ -174,7 +200,20 @@ mod tests {
             publishers: 1,
             ack: false,
             ca_cert: None,
+            cuts: None,
+            sample_every: None,
         }
+    }
+
+    #[test]
+    fn mixed_puts_every_other_user_on_websocket() {
+        let mixed = TransportChoice::Mixed;
+        assert_eq!(mixed.for_index(0), TransportChoice::Websocket);
+        assert_eq!(mixed.for_index(1), TransportChoice::LongPolling);
+        assert_eq!(mixed.for_index(200), TransportChoice::Websocket);
+        let lp = TransportChoice::LongPolling;
+        assert_eq!(lp.for_index(0), TransportChoice::LongPolling);
+        assert_eq!("mixed".parse::<TransportChoice>(), Ok(mixed));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub async fn sweep(options: SweepOptions) -> Vec<Report> {
                 redis_pid: options.base.redis_pid,
                 drain_timeout: options.base.drain_timeout,
                 connecting_at_once: options.base.connecting_at_once,
+                admin_url: options.base.admin_url.clone(),
                 worker_program: options.base.worker_program.clone(),
                 worker_args: options.base.worker_args.clone(),
             };

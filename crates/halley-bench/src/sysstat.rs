@@ -1,4 +1,4 @@
-//! CPU time and resident memory of a process, from Linux's `/proc`.
+//! CPU time, resident memory and open files of a process, from Linux's `/proc`.
 //!
 //! Both sides of a benchmark share the machine's cores, so a report shows
 //! the CPU each used; memory per connected client is the server's RSS growth
@@ -36,6 +36,13 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Files `pid` holds open (its sockets among them): the entries of
+/// `/proc/<pid>/fd`, readable for a process of the same user.
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
 }
 
 /// Busy CPU time of the whole machine so far (every core: user, nice,
@@ -133,6 +140,17 @@ mod tests {
         let two = total([rss_bytes(Some(pid)), rss_bytes(Some(pid))]).unwrap();
         // Memory may move a little between the readings; the sum is of both.
         assert!(two > one * 3 / 2 && two < one * 5 / 2, "{one} {two}");
+    }
+
+    #[test]
+    fn counts_the_files_a_process_holds() {
+        let pid = std::process::id();
+        let before = open_fds(pid).expect("linux /proc");
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        assert_eq!(open_fds(pid), Some(before + 1));
+        drop(file);
+        assert_eq!(open_fds(pid), Some(before));
+        assert_eq!(open_fds(u32::MAX), None, "no such process");
     }
 
     #[test]

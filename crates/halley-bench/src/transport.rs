@@ -38,9 +38,11 @@ pub fn shared_http(
 }
 
 /// A client of `url` (one of the scenario's), as one simulated user (its own
-/// cookie jar), with the ack extension when the scenario asks for it.
+/// cookie jar), with the ack extension when the scenario asks for it; user
+/// (or publisher) `index` picks its transport when the scenario mixes them.
 pub fn client(
     scenario: &Scenario,
+    index: usize,
     url: &str,
     shared: SharedHttp,
     local_address: Option<IpAddr>,
@@ -53,9 +55,9 @@ pub fn client(
         Some(address) => builder.local_address(address),
         None => builder,
     };
-    let kind = match scenario.transport {
-        TransportChoice::LongPolling => TransportKind::LongPolling,
+    let kind = match scenario.transport.for_index(index) {
         TransportChoice::Websocket => TransportKind::WebSocket,
+        TransportChoice::LongPolling | TransportChoice::Mixed => TransportKind::LongPolling,
     };
     Ok(builder
         .transport(kind)

@@ -4,20 +4,26 @@
 //! Users record what they receive into one histogram and one set of counts
 //! per worker; each user takes every delivery already waiting before it
 //! locks them, so the lock is taken once per batch, not once per message.
+//!
+//! While measuring, two optional tasks run beside the users: the sampler
+//! sends the worker's part of each row of the time series (`series`), and
+//! the cutter cuts a share of the users' connections every period (`cuts`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use halley_client::{Client, Deliveries};
+use halley_client::{Client, Deliveries, State};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::control::{encode, Command, Event, Plan, WorkerResult};
+use crate::cuts::CutSchedule;
 use crate::histogram::Latencies;
 use crate::payload::{now_us, ChatMessage};
 use crate::scenario::Scenario;
+use crate::series::WorkerSample;
 use crate::sysstat;
 use crate::tally::{Arrival, Counts, SequenceTracker};
 use crate::transport;
@@ -27,6 +33,22 @@ use crate::transport;
 /// handshakes at once may let a few time out, and a real client would try
 /// again. Each retry is counted in the report.
 const CONNECT_ATTEMPTS: usize = 3;
+
+/// Times a user waits as a refusal advised (`retry` after an `interval`)
+/// before it gives up: enough for a server that lets a few handshakes a
+/// second in from each address to let a whole worker in.
+const ADVISED_WAITS: usize = 100;
+
+/// How long a refusal asked the client to wait before trying again
+/// (`advice: {reconnect: retry, interval}`), if it did.
+fn advised_wait(error: &anyhow::Error) -> Option<Duration> {
+    let advice = error.downcast_ref::<halley_client::Error>()?.advice()?;
+    if advice.reconnect == Some(halley_client::Reconnect::None) {
+        return None;
+    }
+    let ms = advice.interval.filter(|&ms| ms > 0)?;
+    Some(Duration::from_millis(ms as u64))
+}
 
 /// What every user of the worker records into.
 #[derive(Default)]
@@ -40,6 +62,11 @@ struct Recorder {
     delivered: AtomicU64,
     errors: AtomicU64,
     connect_retries: AtomicU64,
+    /// Refusals whose advised interval a connecting user waited out.
+    advised_waits: AtomicU64,
+    /// Latencies since the last sample (with a time series only).
+    recent: Mutex<Option<Latencies>>,
+    cuts: AtomicU64,
 }
 
 /// Runs a worker on this process's stdin/stdout until Finish.
@@ -62,7 +89,10 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let recorder = Arc::new(Recorder::default());
     let http = transport::shared_http(&plan.scenario, plan.local_address)?;
-    let clients = connect_users(&plan, http, &recorder, &events).await;
+    if plan.scenario.sample_every.is_some() {
+        *recorder.recent.lock().expect("recorder") = Some(Latencies::new());
+    }
+    let clients = Arc::new(connect_users(&plan, http, &recorder, &events).await);
     let failed = plan.user_count - clients.len();
     if failed > 0 {
         let _ = events.send(Event::Failed {
@@ -90,16 +120,44 @@ pub async fn run() -> anyhow::Result<()> {
     });
 
     let mut cpu_at_start = None;
+    let mut sampler = None;
+    let mut cutter = None;
     loop {
         match read_command(&mut commands).await? {
             Command::Start { from_us, to_us } => {
                 recorder.from_us.store(from_us, Ordering::Relaxed);
                 recorder.to_us.store(to_us, Ordering::Relaxed);
                 cpu_at_start = sysstat::cpu_time(None);
+                if let Some(period) = plan.scenario.sample_every {
+                    sampler = Some(tokio::spawn(sample(
+                        period,
+                        from_us,
+                        to_us,
+                        recorder.clone(),
+                        clients.clone(),
+                        events.clone(),
+                    )));
+                }
+                if let Some(schedule) = plan.scenario.cuts {
+                    cutter = Some(tokio::spawn(cut(
+                        schedule,
+                        from_us,
+                        to_us,
+                        recorder.clone(),
+                        clients.clone(),
+                    )));
+                }
             }
             Command::Finish => break,
             Command::Plan(_) => bail!("a second plan"),
         }
+    }
+    if let Some(cutter) = cutter {
+        cutter.abort();
+    }
+    // The last row is taken at the window's end, which Finish may beat.
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
     }
     progress.abort();
     let cpu_s = match (cpu_at_start, sysstat::cpu_time(None)) {
@@ -114,6 +172,8 @@ pub async fn run() -> anyhow::Result<()> {
         rehandshakes,
         cpu_s,
         connect_retries: recorder.connect_retries.load(Ordering::Relaxed),
+        cuts: recorder.cuts.load(Ordering::Relaxed),
+        advised_waits: recorder.advised_waits.load(Ordering::Relaxed),
     };
     let _ = events.send(Event::Result(result));
     drop(events);
@@ -142,6 +202,77 @@ fn progress(recorder: &Recorder) -> Event {
     }
 }
 
+/// Sleeps until `at_us` (µs since the epoch) on the machine's clock, which
+/// the coordinator and every worker share.
+async fn sleep_until_us(at_us: u64) {
+    tokio::time::sleep(Duration::from_micros(at_us.saturating_sub(now_us()))).await;
+}
+
+/// Sends this worker's part of every row of the time series, at `from_us +
+/// k × period` up to `to_us`.
+async fn sample(
+    period: Duration,
+    from_us: u64,
+    to_us: u64,
+    recorder: Arc<Recorder>,
+    clients: Arc<Vec<Arc<Client>>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let period_us = period.as_micros().max(1) as u64;
+    let mut delivered_before = 0;
+    for index in 1.. {
+        let at = from_us + index * period_us;
+        if at > to_us {
+            break;
+        }
+        sleep_until_us(at).await;
+        let delivered = recorder.delivered.load(Ordering::Relaxed);
+        let latencies = recorder
+            .recent
+            .lock()
+            .expect("recorder")
+            .replace(Latencies::new())
+            .unwrap_or_default();
+        let mut sample = WorkerSample {
+            index,
+            delivered: delivered - delivered_before,
+            latencies: latencies.to_buckets(),
+            cuts: recorder.cuts.load(Ordering::Relaxed),
+            ..WorkerSample::default()
+        };
+        delivered_before = delivered;
+        for client in clients.iter() {
+            let rehandshakes = client.stats().rehandshakes;
+            sample.connected += usize::from(client.state() == State::Connected);
+            sample.rehandshaken += usize::from(rehandshakes > 0);
+            sample.rehandshakes += rehandshakes;
+        }
+        let _ = events.send(Event::Sample(sample));
+    }
+}
+
+/// Cuts the users of each cut of `schedule` at its time.
+async fn cut(
+    schedule: CutSchedule,
+    from_us: u64,
+    to_us: u64,
+    recorder: Arc<Recorder>,
+    clients: Arc<Vec<Arc<Client>>>,
+) {
+    for k in 1.. {
+        let Some(at) = schedule.at_us(k, from_us, to_us) else {
+            break;
+        };
+        sleep_until_us(at).await;
+        let mut cut = 0;
+        for user in schedule.users(k, clients.len()) {
+            clients[user].cut();
+            cut += 1;
+        }
+        recorder.cuts.fetch_add(cut, Ordering::Relaxed);
+    }
+}
+
 /// Connects every user of the plan; returns the clients that made it.
 async fn connect_users(
     plan: &Plan,
@@ -160,12 +291,23 @@ async fn connect_users(
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.expect("never closed");
             let mut attempt = 1;
+            let mut advised_waits = 0;
             loop {
                 match connect_user(&scenario, user, http.clone(), local).await {
                     Ok((client, deliveries)) => {
                         recorder.connected.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(listen(deliveries, recorder));
                         return anyhow::Ok(client);
+                    }
+                    // A server shedding load (a handshake rate, a session
+                    // cap) says when to come back: a real client waits that
+                    // long, and it is not a failed attempt.
+                    Err(error)
+                        if advised_waits < ADVISED_WAITS && advised_wait(&error).is_some() =>
+                    {
+                        advised_waits += 1;
+                        recorder.advised_waits.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(advised_wait(&error).unwrap_or_default()).await;
                     }
                     Err(error) if attempt >= CONNECT_ATTEMPTS => return Err(error),
                     Err(error) => {
@@ -225,7 +367,7 @@ async fn connect_user(
 ) -> anyhow::Result<(Arc<Client>, Deliveries)> {
     // A user only subscribes: one connection each, so a node's file limit
     // is spent on users, not on spare connections.
-    let client = transport::client(scenario, scenario.url_for(user), http, local, false)?;
+    let client = transport::client(scenario, user, scenario.url_for(user), http, local, false)?;
     let client = Arc::new(client);
     let deliveries = client.take_deliveries().expect("first take");
     client.handshake().await?;
@@ -280,6 +422,11 @@ async fn listen(mut deliveries: Deliveries, recorder: Arc<Recorder>) {
                 latencies.record_us(*sample);
             }
         }
+        if let Some(recent) = recorder.recent.lock().expect("recorder").as_mut() {
+            for sample in &samples {
+                recent.record_us(*sample);
+            }
+        }
         recorder.counts.lock().expect("recorder").merge(&counts);
         recorder
             .delivered
@@ -287,5 +434,42 @@ async fn listen(mut deliveries: Deliveries, recorder: Arc<Recorder>) {
         if errors > 0 {
             recorder.errors.fetch_add(errors, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use halley_client::{Advice, Error, Reconnect, ServerError};
+
+    use super::*;
+
+    fn refused(advice: Option<Advice>) -> anyhow::Error {
+        anyhow::Error::new(Error::Refused {
+            channel: "/meta/handshake".into(),
+            error: ServerError::new("429::handshake_rate_exceeded"),
+            advice,
+        })
+    }
+
+    #[test]
+    fn a_user_waits_what_a_refusal_advised() {
+        let wait = advised_wait(&refused(Some(Advice::retry(3200, 0))));
+        assert_eq!(wait, Some(Duration::from_millis(3200)));
+        // Wrapped in context, as connect_user's callers see it.
+        let wrapped = refused(Some(Advice::retry(1500, 0))).context("handshake");
+        assert_eq!(advised_wait(&wrapped), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn no_advised_wait_without_an_interval_or_when_told_to_stop() {
+        assert_eq!(advised_wait(&refused(None)), None);
+        assert_eq!(advised_wait(&refused(Some(Advice::retry(0, 0)))), None);
+        let none = Advice {
+            reconnect: Some(Reconnect::None),
+            interval: Some(1000),
+            ..Advice::default()
+        };
+        assert_eq!(advised_wait(&refused(Some(none))), None);
+        assert_eq!(advised_wait(&anyhow::anyhow!("connection refused")), None);
     }
 }

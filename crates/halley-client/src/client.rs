@@ -204,10 +204,11 @@ impl PublishAck {
     }
 }
 
-/// The running connect loop and the way to stop it.
+/// The running connect loop and the ways to stop it or cut its connect.
 #[derive(Debug)]
 struct LoopHandle {
     stop: Arc<Notify>,
+    cut: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -299,9 +300,35 @@ impl Client {
         self.stop_connect_loop().await;
         let info = self.shared.handshake().await?;
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(connect_loop::run(self.shared.clone(), stop.clone()));
-        *self.connect_loop.lock().expect("client poisoned") = Some(LoopHandle { stop, task });
+        let cut = Arc::new(Notify::new());
+        let task = tokio::spawn(connect_loop::run(
+            self.shared.clone(),
+            stop.clone(),
+            cut.clone(),
+        ));
+        *self.connect_loop.lock().expect("client poisoned") = Some(LoopHandle { stop, cut, task });
         Ok(info)
+    }
+
+    /// Drops the connection as a network failure would: no
+    /// `/meta/disconnect`, no WebSocket close frame. A websocket client's
+    /// socket is dropped; a long-polling client's held `/meta/connect` is
+    /// abandoned, which closes its connection. The connect loop then does
+    /// what it does after any failure: backs off, connects again on a new
+    /// connection with the same `clientId`, and handshakes and subscribes
+    /// again if the server says the session is gone. (For soak tests: the
+    /// load generator cuts a share of its users every period.)
+    pub fn cut(&self) {
+        match &self.shared.transport {
+            Transport::WebSocket(ws) => ws.cut(),
+            // The socket's task ends on its own; a long-polling connect is
+            // a future of the loop, so the loop must drop it.
+            Transport::LongPolling(_) => {
+                if let Some(handle) = &*self.connect_loop.lock().expect("client poisoned") {
+                    handle.cut.notify_one();
+                }
+            }
+        }
     }
 
     /// Subscribes to a channel or a glob (`/chat/*`, `/chat/**`).
@@ -423,7 +450,7 @@ impl Client {
 
     async fn stop_connect_loop(&self) {
         let handle = self.connect_loop.lock().expect("client poisoned").take();
-        if let Some(LoopHandle { stop, mut task }) = handle {
+        if let Some(LoopHandle { stop, mut task, .. }) = handle {
             stop.notify_one();
             if tokio::time::timeout(Duration::from_secs(1), &mut task)
                 .await

@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// One request as the fake server saw it.
 #[derive(Debug, Clone)]
 struct Seen {
+    /// The client's port: which TCP connection the request came on.
+    port: u16,
     path: String,
     cookie: Option<String>,
     messages: Vec<Value>,
@@ -56,8 +58,8 @@ impl Fake {
         let log = seen.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve(stream, script.clone(), log.clone()));
+                let (stream, peer) = listener.accept().await.unwrap();
+                tokio::spawn(serve(stream, peer.port(), script.clone(), log.clone()));
             }
         });
         Fake { url, seen }
@@ -68,7 +70,7 @@ impl Fake {
     }
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec<Seen>>>) {
+async fn serve(mut stream: TcpStream, port: u16, script: Arc<Script>, log: Arc<Mutex<Vec<Seen>>>) {
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -99,6 +101,7 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, log: Arc<Mutex<Vec<Se
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
         let seen = Seen {
+            port,
             path,
             cookie: header("cookie"),
             messages: serde_json::from_slice(&body).unwrap(),
@@ -250,6 +253,62 @@ async fn rehandshakes_and_resubscribes_when_the_session_is_lost() {
         client.publish("/x", &1).await,
         Err(Error::NotHandshaken)
     ));
+}
+
+#[tokio::test]
+async fn a_cut_connection_connects_again_on_a_new_one_with_the_same_session() {
+    // Every connect is held far longer than the test: only the cut ends one.
+    let fake = Fake::start(|seen: &Seen| {
+        let m = &seen.messages[0];
+        match m["channel"].as_str().unwrap() {
+            "/meta/handshake" => Answer::now(json!([reply_to(
+                m,
+                json!({"clientId": "c1", "version": "1.0",
+                       "supportedConnectionTypes": ["long-polling"],
+                       "advice": {"reconnect": "retry", "interval": 0, "timeout": 600_000}})
+            )])),
+            "/meta/connect" => Answer {
+                delay: Duration::from_secs(3600),
+                body: json!([reply_to(m, json!({}))]),
+                set_cookie: None,
+            },
+            _ => Answer::now(json!([reply_to(m, json!({}))])),
+        }
+    })
+    .await;
+    let client = Client::builder(&fake.url)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .build()
+        .unwrap();
+    client.handshake().await.unwrap();
+    let connects = || -> Vec<Seen> {
+        fake.seen()
+            .into_iter()
+            .filter(|s| s.messages[0]["channel"] == "/meta/connect")
+            .collect()
+    };
+    eventually("the first connect", || connects().len() == 1).await;
+
+    client.cut();
+    eventually("a connect after the cut", || connects().len() == 2).await;
+    let seen = connects();
+    assert_ne!(seen[0].port, seen[1].port, "a new TCP connection");
+    assert_eq!(seen[1].messages[0]["clientId"], "c1", "the same session");
+    assert_eq!(
+        seen[1].messages[0]["advice"],
+        json!({"timeout": 0}),
+        "not held: the client learns at once that it is connected again"
+    );
+    let stats = client.stats();
+    assert_eq!((stats.handshakes, stats.rehandshakes), (1, 0));
+    assert_eq!(stats.connect_failures, 1, "the cut counts as a failure");
+    assert!(
+        !fake
+            .seen()
+            .iter()
+            .any(|s| s.messages[0]["channel"] == "/meta/disconnect"),
+        "no /meta/disconnect"
+    );
 }
 
 #[tokio::test]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use halley_bench::cuts::CutSchedule;
 use halley_bench::run::RunOptions;
 use halley_bench::sweep::SweepOptions;
-use halley_bench::{chart, Report, Scenario, TransportChoice};
+use halley_bench::{chart, series, Report, Scenario, TransportChoice};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -55,7 +56,8 @@ struct CommonArgs {
         default_value = "http://127.0.0.1:8080/cometd"
     )]
     urls: Vec<String>,
-    /// Transport every simulated client uses: long-polling or websocket
+    /// Transport every simulated client uses: long-polling, websocket, or
+    /// mixed (every other user and publisher on each)
     #[arg(long, default_value = "long-polling")]
     transport: TransportChoice,
     /// Every simulated client (and publisher) uses the ack extension
@@ -101,6 +103,27 @@ struct CommonArgs {
     /// How long to wait after the window for deliveries still in flight
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Soak: every this long while measuring, cut a share of the users'
+    /// connections abruptly (no /meta/disconnect); they reconnect as a
+    /// CometD client does (e.g. 60s)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    cut_every: Option<Duration>,
+    /// Share of the users each cut takes, in turn (with --cut-every)
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    cut_fraction: f64,
+    /// Sample a time series every this long while measuring (server RSS,
+    /// open files and sessions; delivered msg/s, latency p50/p99, users
+    /// connected, handshakes again, cuts); written with --series
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    sample_every: Option<Duration>,
+    /// The server's admin listener (http://127.0.0.1:8081): the series reads
+    /// `halley_sessions` from its /metrics
+    #[arg(long, value_name = "URL")]
+    admin_url: Option<String>,
+    /// Write the time series to PREFIX.csv, PREFIX.json and PREFIX.svg
+    /// (with --sample-every)
+    #[arg(long, value_name = "PREFIX")]
+    series: Option<PathBuf>,
     /// Write the report (or the sweep's reports) as JSON to this file
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -125,12 +148,18 @@ impl CommonArgs {
                 publishers: self.publishers,
                 ack: self.ack,
                 ca_cert: self.ca_cert.clone(),
+                cuts: self.cut_every.map(|every| CutSchedule {
+                    every,
+                    fraction: self.cut_fraction,
+                }),
+                sample_every: self.sample_every,
             },
             processes: self.processes,
             server_pids: self.server_pids.clone(),
             redis_pid: self.redis_pid,
             drain_timeout: self.drain_timeout,
             connecting_at_once: self.connecting_at_once,
+            admin_url: self.admin_url.clone(),
             worker_program: std::env::current_exe().context("finding this program")?,
             worker_args: vec!["bench-worker".into()],
         })
@@ -152,6 +181,28 @@ impl CommonArgs {
         }
         Ok(())
     }
+
+    /// The time series of one run, as CSV, JSON and a chart.
+    fn write_series(&self, title: &str, report: &Report) -> anyhow::Result<()> {
+        let Some(prefix) = &self.series else {
+            return Ok(());
+        };
+        let with = |extension: &str| {
+            let mut path = prefix.clone().into_os_string();
+            path.push(extension);
+            PathBuf::from(path)
+        };
+        let write = |path: PathBuf, text: String| {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write(with(".csv"), series::csv(&report.series))?;
+        write(
+            with(".json"),
+            serde_json::to_string_pretty(&report.series)? + "\n",
+        )?;
+        write(with(".svg"), chart::series_svg(title, &report.series))?;
+        Ok(())
+    }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -169,6 +220,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let json = serde_json::to_value(&report)?;
                 args.common
                     .write_outputs(&title, std::slice::from_ref(&report), &json)?;
+                args.common.write_series(&title, &report)?;
                 if report.lost > 0 || report.duplicates > 0 {
                     std::process::exit(3);
                 }

@@ -4,7 +4,8 @@
 //! JSON keys scripts rely on, and a chart that is well-formed SVG. And once
 //! through two cluster nodes on a Redis of the test's own: users spread over
 //! both, every room's messages crossing the cluster, and the report's
-//! per-node and Redis figures.
+//! per-node and Redis figures. And a soak in small: connections cut, a time
+//! series written.
 
 mod common;
 
@@ -129,6 +130,76 @@ fn bench_over_websocket_loses_nothing() {
 #[test]
 fn bench_with_the_ack_extension_loses_nothing() {
     smoke("websocket", true);
+}
+
+/// A soak in small: WebSocket and long-polling users side by side, a
+/// quarter of them cut every second, a series sampled every second and
+/// written as CSV, JSON and SVG.
+#[test]
+fn bench_cuts_connections_and_writes_a_time_series() {
+    let server = Server::start(&["--handshake-rate-per-ip", "0"]);
+    let dir = std::env::temp_dir().join(format!("halley-bench-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = dir.join("soak");
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_halley"))
+        .args(["bench", "--url", &server.url, "--transport", "mixed"])
+        .args(["--users", "200", "--interval", "100", "--warmup", "500ms"])
+        .args(["--duration", "3s", "--drain-timeout", "5s"])
+        .args(["--cut-every", "1s", "--cut-fraction", "0.25"])
+        .args(["--sample-every", "1s"])
+        .args(["--server-pid", &server.pid().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .arg("--series")
+        .arg(&prefix)
+        .output()
+        .expect("halley bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Without the ack extension a delivery in flight on a cut connection
+    // may be lost (exit status 3); anything else is a failure.
+    assert!(
+        output.status.success() || output.status.code() == Some(3),
+        "halley bench failed:\n{stdout}\n{stderr}\nserver:\n{}",
+        server.log()
+    );
+    assert!(
+        stdout.contains("cut 100 connections (25% of the users every 1 s)"),
+        "{stdout}"
+    );
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["transport"], "mixed");
+    assert_eq!(report["cuts"], 100, "cuts at 1 s and 2 s, 50 users each");
+    let series = report["series"]
+        .as_array()
+        .expect("the report holds the series");
+    let times: Vec<f64> = series.iter().map(|r| r["t_s"].as_f64().unwrap()).collect();
+    assert_eq!(times, [1.0, 2.0, 3.0]);
+    let cuts: Vec<u64> = series.iter().map(|r| r["cuts"].as_u64().unwrap()).collect();
+    // Cumulative; a row taken at the instant of a cut may or may not count it.
+    assert!(cuts.windows(2).all(|w| w[0] <= w[1]), "{cuts:?}");
+    assert_eq!(cuts.last(), Some(&100), "both cuts by the window's end");
+    for row in series {
+        assert!(row["server_rss_bytes"].as_u64().unwrap() > 0, "{row}");
+        // 200 users' sockets, give or take the ones being replaced.
+        assert!(row["server_fds"].as_u64().unwrap() > 100, "{row}");
+    }
+    let delivered: u64 = series
+        .iter()
+        .map(|r| r["delivered"].as_u64().unwrap())
+        .sum();
+    assert!(delivered > 0);
+
+    let csv = std::fs::read_to_string(dir.join("soak.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "a header and three rows:\n{csv}");
+    let same: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("soak.json")).unwrap()).unwrap();
+    assert_eq!(same.as_array().unwrap().len(), 3);
+    let svg = std::fs::read_to_string(dir.join("soak.svg")).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
+    assert_eq!(document.root_element().tag_name().name(), "svg");
 }
 
 #[test]

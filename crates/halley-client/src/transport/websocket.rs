@@ -207,6 +207,16 @@ impl WebSocket {
         }
     }
 
+    /// Drops the current socket at once, without a close frame, as a broken
+    /// network would: the exchanges waiting on it fail, and the next one
+    /// opens a new socket.
+    pub(crate) fn cut(&self) {
+        let link = self.link.lock().expect("websocket poisoned").take();
+        if let Some(link) = link {
+            link.task.abort();
+        }
+    }
+
     /// Closes the socket cleanly (close frame, and the server's echo for up
     /// to two seconds). Exchanges still waiting fail; the next one opens a
     /// new socket.
