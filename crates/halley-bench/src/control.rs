@@ -35,7 +35,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    Plan(Plan),
+    /// Boxed: a plan is large, the other commands are small.
+    Plan(Box<Plan>),
     /// Count deliveries of messages scheduled in `[from_us, to_us)`.
     Start {
         from_us: u64,

@@ -118,7 +118,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Report> {
             connecting_at_once: options.connecting_at_once.unwrap_or(CONNECTING_AT_ONCE),
         };
         stdin
-            .write_all(encode(&Command::Plan(plan)).as_bytes())
+            .write_all(encode(&Command::Plan(Box::new(plan))).as_bytes())
             .await?;
         let tx = events_tx.clone();
         tokio::spawn(async move {

@@ -84,7 +84,7 @@ pub async fn run() -> anyhow::Result<()> {
     });
 
     let plan = match read_command(&mut commands).await? {
-        Command::Plan(plan) => plan,
+        Command::Plan(plan) => *plan,
         other => bail!("expected a plan first, got {other:?}"),
     };
     let recorder = Arc::new(Recorder::default());
