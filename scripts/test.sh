@@ -29,8 +29,11 @@ need_apt node nodejs
 need_apt npm npm
 need_apt chromium chromium
 need_apt python3 python3
-# tests/python/run.sh makes a virtualenv for aiocometd-ng (Debian splits venv/ensurepip out).
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+# tests/python/run.sh makes a virtualenv for aiocometd-ng: Debian's python3 needs python3-venv for
+# that (without it, `import ensurepip` may work while `python3 -m venv` fails).
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ||
+  { [ "$(command -v python3)" = /usr/bin/python3 ] && command -v dpkg >/dev/null &&
+    ! dpkg -s python3-venv >/dev/null 2>&1; }; then
   if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi

@@ -15,7 +15,13 @@ venv="${PYTHON_VENV:-$root/target/python-venv}"
 
 # The pin is written into the venv once installed: a changed pin (or a half-made venv) reinstalls.
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$requirement" ]; then
-  rm -rf "$venv"
+  # Only a directory that is a virtualenv is removed (PYTHON_VENV may point anywhere).
+  if [ -e "$venv/pyvenv.cfg" ]; then
+    rm -rf "$venv"
+  elif [ -e "$venv" ]; then
+    echo "$venv exists and is not a virtualenv: remove it or set PYTHON_VENV" >&2
+    exit 1
+  fi
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$requirement"
   echo "$requirement" > "$venv/.installed"
