@@ -6,7 +6,7 @@
 # Steps: system packages (Node.js/npm, Chromium, Python 3, redis-server, openssl and haproxy when missing), formatting
 # and lints, Rust unit/property/end-to-end tests, a short run of every fuzz target, the interop suite with the
 # real CometD and Faye clients from npm against a release build of `halley`
-# (and the Python example remote adapter, examples/price_feed.py),
+# (and the Python example remote adapter, examples/price_feed.py), the Python client aiocometd-ng from PyPI,
 # then the browser suite: halley.js and the chat demo in Debian's Chromium.
 # Safe to run on a fresh Debian machine as root, and as CI's `.ci/run`.
 set -euo pipefail
@@ -29,6 +29,14 @@ need_apt node nodejs
 need_apt npm npm
 need_apt chromium chromium
 need_apt python3 python3
+# tests/python/run.sh makes a virtualenv for aiocometd-ng: Debian's python3 needs python3-venv for
+# that (without it, `import ensurepip` may work while `python3 -m venv` fails).
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ||
+  { [ "$(command -v python3)" = /usr/bin/python3 ] && command -v dpkg >/dev/null &&
+    ! dpkg -s python3-venv >/dev/null 2>&1; }; then
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
 # The cluster tests (crates/halley/tests/cluster.rs) start their own.
 need_apt redis-server redis-server
 # The TLS interop test (tests/interop/tls.test.mjs) makes its self-signed certificate with it.
@@ -67,6 +75,10 @@ step "interop: official CometD and Faye clients from npm"
 cd "$root/tests/interop"
 npm ci --no-audit --no-fund --loglevel=error
 npm test
+
+step "interop: the Python client aiocometd-ng from PyPI (tests/python/run.sh; virtualenv kept in target/python-venv)"
+cd "$root"
+tests/python/run.sh
 
 step "browser: the chat demo and halley.js in Chromium, halley.js against Faye, client unit tests"
 cd "$root/tests/browser"
