@@ -97,10 +97,17 @@ impl Engine {
         // A long poll that may be held: on a cluster, the other nodes count
         // its browser's polls too (`max-sessions-per-browser`).
         if exchange.batch_len == 1 && exchange.origin.connection_type != ConnectionType::WebSocket {
-            if let Some(browser) = exchange.browser_id().map(str::to_owned) {
-                if let Some(pending) = exchange.connect.as_mut() {
-                    self.node.ask_cluster_for_poll(&browser, pending).await;
+            let asked = match (exchange.browser_id(), exchange.connect.as_ref()) {
+                (Some(browser), Some(pending)) => {
+                    let client_id = pending.session().client_id();
+                    self.node
+                        .ask_cluster_for_poll(browser, client_id, pending.hold_for())
+                        .await
                 }
+                _ => None,
+            };
+            if let (Some(poll), Some(pending)) = (asked, exchange.connect.as_mut()) {
+                pending.set_cluster_poll(poll);
             }
         }
         exchange

@@ -14,7 +14,6 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use super::Node;
-use crate::exchange::PendingConnect;
 
 /// A hold counts this long past its longest (the `timeout`) at most,
 /// should its node die before releasing it.
@@ -45,37 +44,39 @@ impl Drop for ClusterPoll {
 }
 
 impl Node {
-    /// Asks the cluster whether `pending` (a connect of `browser`, over
-    /// HTTP, that may be held) may hold, and keeps the answer with it.
-    pub async fn ask_cluster_for_poll(&self, browser: &str, pending: &mut PendingConnect) {
-        let Some(directory) = self.directory() else {
-            return;
-        };
-        let Ok(max) = usize::try_from(self.config().max_sessions_per_browser) else {
-            return; // negative: no limit
-        };
-        if pending.hold_for().is_zero() {
-            return;
+    /// Asks the cluster whether `client_id`'s connect (of `browser`, over
+    /// HTTP, that may be held for `hold_for`) may hold; the answer goes
+    /// with the connect. `None`: nothing to ask (a single node, no limit, a
+    /// connect answered at once) or no answer (held anyway).
+    pub async fn ask_cluster_for_poll(
+        &self,
+        browser: &str,
+        client_id: &str,
+        hold_for: Duration,
+    ) -> Option<ClusterPoll> {
+        let directory = self.directory()?;
+        // Negative: no limit.
+        let max = usize::try_from(self.config().max_sessions_per_browser).ok()?;
+        if hold_for.is_zero() {
+            return None;
         }
-        let client_id = pending.session().client_id();
         let life = self.config().timeout() + MARGIN;
         let verdict = directory
             .hold_browser_poll(browser, client_id, max, life.as_millis() as u64)
             .await;
-        let poll = match verdict {
-            Ok(true) => ClusterPoll {
+        match verdict {
+            Ok(true) => Some(ClusterPoll {
                 refused: false,
                 release: Some((self.weak(), browser.into(), client_id.into())),
-            },
-            Ok(false) => ClusterPoll {
+            }),
+            Ok(false) => Some(ClusterPoll {
                 refused: true,
                 release: None,
-            },
+            }),
             Err(error) => {
                 tracing::debug!(%error, "the cluster's browser polls cannot be counted: held anyway");
-                return;
+                None
             }
-        };
-        pending.set_cluster_poll(poll);
+        }
     }
 }

@@ -59,13 +59,6 @@ impl Shared {
     pub(super) fn release_poll(&self, browser: &str, client_id: &str) {
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(browser_key(browser)).arg(client_id);
-        let mut connection = self.connection();
-        tokio::spawn(async move {
-            let _ = bounded(
-                "releasing a browser's poll",
-                cmd.query_async::<()>(&mut connection),
-            )
-            .await;
-        });
+        self.send_later("releasing a browser's poll", cmd);
     }
 }

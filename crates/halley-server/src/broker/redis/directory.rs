@@ -105,8 +105,6 @@ pub struct Shared {
     lost_data_at: Mutex<Option<std::time::Instant>>,
     /// The token naming the cluster's data (`halley:epoch`) last read.
     epoch: Mutex<Option<String>>,
-    /// The presence rooms' scripts (`roster.rs`).
-    roster: super::roster::Scripts,
 }
 
 impl Shared {
@@ -123,7 +121,6 @@ impl Shared {
             generation: Default::default(),
             lost_data_at: Mutex::new(None),
             epoch: Mutex::new(None),
-            roster: Default::default(),
         }
     }
 
@@ -177,8 +174,15 @@ impl Shared {
         self.connection.lock().clone()
     }
 
-    pub(super) fn roster_scripts(&self) -> &super::roster::Scripts {
-        &self.roster
+    /// Sends `cmd` without waiting for it (a session's end: nothing waits,
+    /// and what fails is undone by a TTL or a sweep).
+    pub(super) fn send_later(&self, what: &'static str, cmd: redis::Cmd) {
+        let mut connection = self.connection();
+        tokio::spawn(async move {
+            if let Err(error) = bounded(what, cmd.query_async::<()>(&mut connection)).await {
+                tracing::debug!(%error, "not sent to Redis");
+            }
+        });
     }
 
     fn store_pipeline(&self, records: &[SessionRecord]) -> redis::Pipeline {
@@ -259,14 +263,7 @@ impl Directory for Shared {
             .arg(1)
             .arg(record_key(client_id))
             .arg(&self.node_id);
-        let mut connection = self.connection();
-        tokio::spawn(async move {
-            let _ = bounded(
-                "forgetting a session",
-                cmd.query_async::<()>(&mut connection),
-            )
-            .await;
-        });
+        self.send_later("forgetting a session", cmd);
     }
 
     fn open_user_session<'a>(

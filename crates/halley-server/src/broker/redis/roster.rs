@@ -103,20 +103,16 @@ return out
 "#;
 
 /// The scripts, hashed once (`Script` loads one again after NOSCRIPT).
-pub struct Scripts {
+static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
+    join: Script::new(JOIN),
+    leave: Script::new(LEAVE),
+    sweep: Script::new(SWEEP),
+});
+
+struct Scripts {
     join: Script,
     leave: Script,
     sweep: Script,
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts {
-            join: Script::new(JOIN),
-            leave: Script::new(LEAVE),
-            sweep: Script::new(SWEEP),
-        }
-    }
 }
 
 /// `<clientId>\n<name>` -> the name.
@@ -157,7 +153,7 @@ impl Roster for Shared {
             let mut connection = self.connection();
             let (id, changed, count): (String, i64, i64) = bounded(
                 "joining a presence room",
-                self.roster_scripts()
+                SCRIPTS
                     .join
                     .key(format!("{ROOM_PREFIX}{room}"))
                     .key(format!("{OF_PREFIX}{client_id}"))
@@ -192,7 +188,7 @@ impl Roster for Shared {
             let mut connection = self.connection();
             let flat: Vec<redis::Value> = bounded(
                 "leaving a presence room",
-                self.roster_scripts()
+                SCRIPTS
                     .leave
                     .key(format!("{OF_PREFIX}{client_id}"))
                     .key(ROOMS)
@@ -210,7 +206,7 @@ impl Roster for Shared {
             let mut connection = self.connection();
             let flat: Vec<redis::Value> = bounded(
                 "leaving presence rooms",
-                self.roster_scripts()
+                SCRIPTS
                     .leave
                     .key(format!("{OF_PREFIX}{client_id}"))
                     .key(ROOMS)
@@ -250,7 +246,7 @@ impl Roster for Shared {
             let token_ms = SWEEP_EVERY.as_millis() as u64 * 9 / 10;
             let flat: Vec<redis::Value> = bounded(
                 "sweeping presence rooms",
-                self.roster_scripts()
+                SCRIPTS
                     .sweep
                     .key(ROOMS)
                     .key(SWEEPING)

@@ -76,13 +76,6 @@ impl Shared {
     pub(super) fn close_user(&self, user: &str, client_id: &str) {
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(user_key(user)).arg(client_id);
-        let mut connection = self.connection();
-        tokio::spawn(async move {
-            let _ = bounded(
-                "freeing a user's session",
-                cmd.query_async::<()>(&mut connection),
-            )
-            .await;
-        });
+        self.send_later("freeing a user's session", cmd);
     }
 }
