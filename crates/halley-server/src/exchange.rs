@@ -165,12 +165,13 @@ impl Exchange {
                 Ok(Some(session)) => Some(session),
                 // Unknown to the cluster too: asked once, not three times.
                 Ok(None) => break,
-                Err(_) => {
-                    // Redis lost: the session may well exist elsewhere; the
-                    // client keeps its clientId and tries again.
+                Err(not_now) => {
+                    // Redis lost, or this node stopping: the session may
+                    // well exist elsewhere; the client keeps its clientId
+                    // and tries again.
                     return Err(Box::new(
                         Reply::to(reply_channel, message.id.clone())
-                            .failure(crate::broker::UNAVAILABLE)
+                            .failure(not_now.error())
                             .with_advice(Advice::retry(
                                 config.interval.max(1000) as i64,
                                 config.timeout as i64,

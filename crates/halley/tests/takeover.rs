@@ -27,16 +27,28 @@ fn node(redis: &Redis, id: &str) -> Server {
 /// sends each request to the node it is told.
 struct Browser {
     http: reqwest::Client,
+    cookies: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 impl Browser {
     fn new() -> Self {
+        let cookies = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
             http: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(cookies.clone())
                 .build()
                 .unwrap(),
+            cookies,
         }
+    }
+
+    /// The `Cookie` header this browser sends to `node`.
+    fn cookie(&self, node: &Server) -> String {
+        use reqwest::cookie::CookieStore;
+        self.cookies
+            .cookies(&node.url.parse().unwrap())
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     }
 
     async fn send(&self, node: &Server, body: Value) -> Vec<Value> {
@@ -382,6 +394,82 @@ async fn a_node_stopping_writes_where_its_clients_stand_so_nothing_comes_twice()
         (0..10).collect::<Vec<_>>(),
         "nothing twice, nothing lost"
     );
+}
+
+/// A stopping node does not take sessions over (it would hold them only to
+/// let them go again, or worse: once it has begun to stop it cannot, and
+/// answered "unknown", which made the client handshake again and lose its
+/// subscriptions). A request that reached it just before it stopped is
+/// told to retry; the retry lands on a live node, which takes it over.
+#[tokio::test]
+async fn a_node_that_is_stopping_tells_a_request_for_another_nodes_session_to_retry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    // No drain: it stops at once on SIGTERM, as the rolling restart does.
+    let mut b = Server::start(&[
+        "--redis",
+        redis.url.as_str(),
+        "--node-id",
+        "b",
+        "--api-key",
+        "takeover-test-api-key",
+        "--drain-delay",
+        "0",
+        "--drain-timeout",
+        "0",
+    ]);
+    let browser = Browser::new();
+    let client_id = browser.handshake(&a, false).await;
+    browser.subscribe(&a, &client_id, "/chat/room").await;
+
+    // A connect to B whose body is still on its way when B begins to stop:
+    // B has the request's head (the request is in flight, so B finishes
+    // it), and reads the connect only once shutdown has begun.
+    let body = json!([{"id": "c", "channel": "/meta/connect", "clientId": client_id,
+                       "connectionType": "long-polling"}])
+    .to_string();
+    let mut socket = tokio::net::TcpStream::connect(b.address()).await.unwrap();
+    let path = b.url.split_once(b.address()).unwrap().1.to_owned();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         cookie: {}\r\ncontent-length: {}\r\n\r\n",
+        b.address(),
+        browser.cookie(&a),
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // The head is read (the request is in flight) before B is told to stop.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    b.logged("shutting down").await;
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within(30.0, "B's answer", socket.read_to_end(&mut response))
+        .await
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let replies: Value =
+        serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(replies[0]["successful"], false, "{response}");
+    assert_eq!(replies[0]["error"], "503::node_stopping", "{response}");
+    assert_eq!(replies[0]["advice"]["reconnect"], "retry", "{response}");
+    assert!(b.wait_exit(std::time::Duration::from_secs(30)).is_some());
+
+    // The retry, on a live node: the same session, still subscribed.
+    let (reply, _) = browser.connect(&a, &client_id, None).await;
+    assert_eq!(reply["successful"], true, "{reply}");
+    api_publish(&a, json!({ "n": 7 })).await;
+    let mut got = Vec::new();
+    collect(&browser, &a, &client_id, &mut got, 1, "the message").await;
+    assert_eq!(got, vec![7]);
 }
 
 /// A connect that lands on a node that has just taken its session over is

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley_protocol::ChannelPattern;
+use halley_protocol::{BayeuxError, ChannelPattern};
 
 use super::Node;
 use crate::broker::directory::{Directory, SessionRecord};
@@ -45,9 +45,36 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// The cluster's engine cannot be asked now (see [`Node::adopt`]).
+/// Why a session cannot be taken over now (see [`Node::adopt`]): it may
+/// well exist on another node, so its client is told to retry (keeping its
+/// clientId), not to handshake again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreachable;
+pub enum NotNow {
+    /// The cluster's engine cannot be asked (Redis lost).
+    Unreachable,
+    /// This node is draining or stopping: it would hold the session only
+    /// to let it go again, and once stopped it cannot ask Redis at all.
+    /// The client's retry reaches a live node (the balancer no longer
+    /// sends it here).
+    Stopping,
+}
+
+/// The failed reply to a request for a session a stopping node does not
+/// hold ([`NotNow::Stopping`]).
+pub const STOPPING: BayeuxError = BayeuxError {
+    code: 503,
+    reason: "node_stopping",
+};
+
+impl NotNow {
+    /// The error of the failed reply (with `reconnect: retry` advice).
+    pub fn error(self) -> BayeuxError {
+        match self {
+            NotNow::Unreachable => crate::broker::UNAVAILABLE,
+            NotNow::Stopping => STOPPING,
+        }
+    }
+}
 
 /// The longest a session's record goes unwritten (its TTL is 60 s).
 pub const RECORD_RESTATE: Duration = Duration::from_secs(30);
@@ -107,18 +134,18 @@ impl Node {
     /// Takes over `client_id` from the node that holds it (see the module
     /// documentation); `acknowledged`: the batch number of the ack
     /// extension on the request's connect. `Ok(None)`: no such session in
-    /// the cluster (or a single node); `Err`: the cluster cannot be asked
-    /// now (Redis lost), the client should retry rather than handshake.
+    /// the cluster (or a single node); `Err`: not now (Redis lost, this
+    /// node stopping), the client should retry rather than handshake.
     pub async fn adopt(
         &self,
         client_id: &str,
         acknowledged: Option<u64>,
-    ) -> Result<Option<Arc<Session>>, Unreachable> {
+    ) -> Result<Option<Arc<Session>>, NotNow> {
         let Some(directory) = self.directory() else {
             return Ok(None);
         };
-        if self.shutdown.is_started() {
-            return Ok(None);
+        if self.shutdown.is_draining() {
+            return Err(NotNow::Stopping);
         }
         // One takeover per clientId at a time on this node: a publish and
         // a connect of the same client may arrive together.
@@ -139,7 +166,7 @@ impl Node {
                             .observe(started.elapsed().as_secs_f64());
                     }
                     if outcome == Takeover::Failed {
-                        Err(Unreachable)
+                        Err(NotNow::Unreachable)
                     } else {
                         Ok(session)
                     }
