@@ -30,23 +30,21 @@
 //! the open connections, in total and per client IP
 //! ([`crate::transport::connections`]), taken before it is served (over a
 //! cap it is closed at once); with `tls-cert`, the TLS handshake's timeout
-//! (the header-read timeout, [`crate::transport::tls`]); hyper's
-//! header-read timeout, which also ends a keep-alive connection idle
-//! between requests; and an accept loop that backs off when accepting fails
+//! (the header-read timeout, [`crate::transport::tls`]); the HTTP
+//! connection's header-read timeout, which also ends a keep-alive
+//! connection idle between requests ([`crate::transport::http1`]); and an accept loop that backs off when accepting fails
 //! (out of file descriptors) instead of spinning.
 //!
 //! TLS is one layer of the accept path: each admitted connection goes
-//! through [`PublicTls::accept`] when `tls-cert` is set, and hyper serves
-//! the [`Stream`] that comes out, encrypted or not.
+//! through [`PublicTls::accept`] when `tls-cert` is set, and
+//! [`crate::transport::http1`] serves the [`Stream`] that comes out,
+//! encrypted or not.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
@@ -252,6 +250,10 @@ impl Server {
         let config = node.config();
         let open = OpenConnections::new(config.max_connections, config.max_connections_per_ip);
         let header_read_timeout = Duration::from_millis(config.header_read_timeout);
+        let limits = transport::http1::Limits {
+            header_read_timeout,
+            max_body_bytes: config.max_request_bytes,
+        };
         let mut backoff = MIN_ACCEPT_BACKOFF;
         tokio::pin!(drain);
         tokio::pin!(stop);
@@ -300,16 +302,10 @@ impl Server {
             };
             // Small writes (a delivery, a connect reply) must leave at once.
             let _ = stream.set_nodelay(true);
-            let service = service_fn({
-                let engine = engine.clone();
-                let tasks = tasks.clone();
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(peer.clone());
-                    transport::route(engine.clone(), tasks.clone(), request)
-                }
-            });
             let node = node.clone();
             let tls = tls.clone();
+            let engine = engine.clone();
+            let sockets = tasks.clone();
             tasks.spawn(async move {
                 let stream = match &tls {
                     None => Stream::Plain(stream),
@@ -335,32 +331,22 @@ impl Server {
                         }
                     }
                 };
-                // The timer starts whenever hyper waits for a request head:
-                // on a new connection, and between two keep-alive requests.
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    _ = node.shutdown().wait_draining() => {
-                        // Finish the response in flight (held connects are
-                        // answered at shutdown, or as a drain reaches their
-                        // session), then close: the client's next request
-                        // opens a new connection, which a balancer sends
-                        // to another node.
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
+                // The connection closes after its response in flight once
+                // the server drains (held connects are answered at
+                // shutdown, or as a drain reaches their session): the
+                // client's next request opens a new connection, which a
+                // balancer sends to another node.
+                let result =
+                    transport::http1::serve(stream, limits, node.shutdown(), |mut request| {
+                        request.extensions_mut().insert(peer.clone());
+                        transport::route(engine.clone(), sockets.clone(), request)
+                    })
+                    .await;
                 if let Err(error) = result {
                     if error.is_timeout() {
                         node.limits().hit(Limit::HeaderReadTimeout, || {
                             format!(
-                                "{addr} sent no request head in {header_read_timeout:?}; closed"
+                                "{addr} sent no complete request in {header_read_timeout:?}; closed"
                             )
                         });
                     } else {

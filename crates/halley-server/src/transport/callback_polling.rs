@@ -6,17 +6,17 @@
 //! (`cb`, `a.b_c$1`) is accepted; anything else is refused with 400 before
 //! a byte of script is written.
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 
 use halley_protocol::BayeuxError;
 
 use super::http::{bayeux_error, browser_id, decode_request, plain, respond, Body};
+use super::http1::IncomingRequest;
 use crate::engine::Engine;
 use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
-pub async fn handle(engine: &Engine, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(engine: &Engine, request: IncomingRequest) -> Response<Body> {
     let transport = crate::metrics::Transport::CallbackPolling;
     crate::metrics::metrics().connections.get(transport).inc();
     let Jsonp { callback, message } = match parse_query(request.uri().query().unwrap_or("")) {

@@ -7,8 +7,6 @@ use bytes::Bytes;
 use halley_protocol::BodyWriter;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{Connection, Status};
@@ -18,10 +16,11 @@ use crate::exchange::Exchange;
 /// The cookie naming a browser, as CometD calls it.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 
-pub type Body = Full<Bytes>;
+/// A response's body: always whole (see [`super::http1`]).
+pub type Body = Bytes;
 
 /// The `BAYEUX_BROWSER` cookie of a request, if present and well formed.
-pub fn browser_id(request: &Request<Incoming>) -> Option<String> {
+pub fn browser_id<B>(request: &Request<B>) -> Option<String> {
     request
         .headers()
         .get_all(COOKIE)
@@ -49,7 +48,7 @@ pub async fn respond(
 ) -> Response<Body> {
     let mut body = BodyWriter::with_prefix(prefix);
     let new_browser_id = drive_http(engine, exchange, &mut body).await;
-    let mut response = Response::new(Full::new(body.finish(suffix)));
+    let mut response = Response::new(body.finish(suffix));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -132,7 +131,7 @@ pub fn decode_request(
 
 /// A short plain-text response (errors that are not Bayeux messages).
 pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(Bytes::from_static(text.as_bytes()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -150,7 +149,7 @@ pub fn bayeux_error(
 ) -> Response<Body> {
     let body =
         serde_json::json!([{ "successful": false, "error": error.to_string(), "failure": detail }]);
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(Bytes::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

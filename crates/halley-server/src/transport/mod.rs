@@ -6,6 +6,8 @@
 //! - [`pages`]: the chat demo at `/`, the browser client `/halley.js`, `/healthz`;
 //! - [`publish_api`]: `POST /api/publish`, publishing from a backend with an API key;
 //! - [`http`]: what they share (cookies, decoding, errors, [`respond`]);
+//! - [`http1`]: the HTTP/1.1 connection itself: requests in, whole
+//!   responses out, the hand-over after a WebSocket upgrade;
 //! - [`connections`]: open connections, capped in total and per client IP;
 //! - [`origins`]: which web pages may use WebSocket and callback-polling;
 //! - [`tls`]: HTTPS and WSS on the public listener, between accept and hyper.
@@ -19,6 +21,7 @@
 pub mod callback_polling;
 pub mod connections;
 pub mod http;
+pub mod http1;
 pub mod long_polling;
 pub mod origins;
 pub mod pages;
@@ -26,11 +29,9 @@ pub mod publish_api;
 pub mod tls;
 pub mod websocket;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use ::http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::Engine;
@@ -39,13 +40,14 @@ use crate::state::limits::Limit;
 pub use self::http::{
     bayeux_error, browser_id, decode_request, drive_http, plain, respond, Body, BROWSER_COOKIE,
 };
+pub use self::http1::{IncomingRequest, RequestBody};
 
 /// Routes one HTTP request. `sockets` tracks the WebSocket tasks it spawns.
 pub async fn route(
     engine: Arc<Engine>,
     sockets: TaskTracker,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    request: IncomingRequest,
+) -> Response<Body> {
     let path = request.uri().path();
     let bayeux = engine.node().config().path.as_str();
     let on_bayeux_path = path == bayeux
@@ -76,12 +78,12 @@ pub async fn route(
     } else {
         pages::handle(&request, engine.node().config())
     };
-    Ok(response)
+    response
 }
 
 /// The 403 for a browser page of an origin `allowed-origins` does not
 /// allow, if this request comes from one.
-fn refused_page(engine: &Engine, request: &Request<Incoming>) -> Option<Response<Body>> {
+fn refused_page<B>(engine: &Engine, request: &Request<B>) -> Option<Response<Body>> {
     let node = engine.node();
     let origins::Refused(page) = origins::check(request, &node.config().allowed_origins).err()?;
     node.limits().hit(Limit::Origin, || {

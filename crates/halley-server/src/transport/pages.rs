@@ -24,7 +24,6 @@ use http::header::{
     CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 
 use super::http::{plain, Body};
 use crate::config::Config;
@@ -140,11 +139,11 @@ pub fn handle<B>(request: &Request<B>, config: &Config) -> Response<Body> {
         .flat_map(|v| v.split(','))
         .any(|tag| tag.trim() == etag.to_str().unwrap_or_default() || tag.trim() == "*");
     let mut response = if fresh {
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        Response::new(Full::new(Bytes::from_static(asset.body)))
+        Response::new(Bytes::from_static(asset.body))
     };
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));

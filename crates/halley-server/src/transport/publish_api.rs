@@ -41,12 +41,11 @@ use http::header::{
     HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::http::Body;
+use super::http1::IncomingRequest;
 use crate::adapter::Publisher;
 use crate::engine::Engine;
 use crate::state::limits::Limit;
@@ -64,7 +63,7 @@ struct Publish {
     data: Option<Box<RawValue>>,
 }
 
-pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(engine: &Arc<Engine>, request: IncomingRequest) -> Response<Body> {
     let keys = &engine.node().config().api_keys;
     if keys.is_empty() {
         return error(
@@ -113,18 +112,8 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
             &format!("request body larger than {max} bytes"),
         )
     };
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
+    let Some(body) = request.into_body().bytes() else {
         return too_large();
-    }
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "request body unreadable"),
     };
     let messages = match parse(&body, engine.node().config().max_batch_messages) {
         Ok(messages) => messages,
@@ -201,7 +190,7 @@ pub async fn handle(engine: &Arc<Engine>, request: Request<Incoming>) -> Respons
 }
 
 /// Which of `keys` the request's `Authorization: Bearer <key>` carries.
-fn authorized(request: &Request<Incoming>, keys: &[String]) -> Option<usize> {
+fn authorized<B>(request: &Request<B>, keys: &[String]) -> Option<usize> {
     let given = request
         .headers()
         .get(AUTHORIZATION)
@@ -291,7 +280,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -39,9 +39,6 @@ use http::header::{
     UPGRADE,
 };
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -50,6 +47,7 @@ use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSo
 use halley_protocol::{decode_batch, BayeuxError, BodyWriter};
 
 use super::http::{browser_id, plain, Body};
+use super::http1::{IncomingRequest, OnUpgrade};
 use crate::connection::{Connection, Status};
 use crate::engine::Engine;
 use crate::exchange::Origin;
@@ -69,7 +67,7 @@ impl Drop for OpenSocket {
 }
 
 /// Whether a request asks to switch to WebSocket.
-pub fn is_upgrade(request: &Request<Incoming>) -> bool {
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
     request
         .headers()
         .get(UPGRADE)
@@ -81,7 +79,7 @@ pub fn is_upgrade(request: &Request<Incoming>) -> bool {
 /// `sockets`, so shutdown can wait for it).
 pub fn handle(
     engine: &Arc<Engine>,
-    mut request: Request<Incoming>,
+    mut request: IncomingRequest,
     sockets: &TaskTracker,
 ) -> Response<Body> {
     if !engine.node().config().websocket {
@@ -129,7 +127,13 @@ pub fn handle(
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
     let opened_ms = engine.node().sessions().now_ms();
-    let on_upgrade = hyper::upgrade::on(&mut request);
+    // Set by the connection for a request with `Connection: upgrade`.
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade without Connection: Upgrade\n",
+        );
+    };
     let engine = engine.clone();
     let metrics = crate::metrics::metrics();
     metrics
@@ -137,18 +141,18 @@ pub fn handle(
         .get(crate::metrics::Transport::Websocket)
         .inc();
     sockets.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match on_upgrade.upgraded().await {
+            Some(upgraded) => {
                 metrics.websockets_open.inc();
                 // Decremented however the socket's task ends.
                 let _open = OpenSocket;
-                serve(engine, TokioIo::new(upgraded), browser, opened_ms, peer).await;
+                serve(engine, upgraded, browser, opened_ms, peer).await;
             }
-            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+            None => tracing::debug!("websocket upgrade failed: the 101 was not written"),
         }
     });
 
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
