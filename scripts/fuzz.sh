@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(batch channel callback_polling websocket adapter)
+[ ${#targets[@]} -gt 0 ] || targets=(batch channel callback_polling websocket adapter http1)
 
 export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -9,6 +9,7 @@
 //! | [`callback_polling_query`] | the `?jsonp=&message=` query of callback-polling |
 //! | [`json_depth`] | the nesting count that enforces `max-data-depth` |
 //! | [`websocket`] | a WebSocket's whole path: frames, batches, the engine, replies |
+//! | [`http1_requests`] | the public listener's HTTP/1.1 request reader: heads, framing, bodies |
 //!
 //! The remote adapter protocol's [`crate::adapter::remote::protocol::decode`]
 //! and the codec of `halley-protocol` are public already.
@@ -33,4 +34,17 @@ pub fn json_depth(text: &str) -> usize {
 pub async fn websocket<S: AsyncRead + AsyncWrite + Unpin>(engine: Arc<Engine>, stream: S) {
     let opened_ms = engine.node().sessions().now_ms();
     crate::transport::websocket::serve(engine, stream, None, opened_ms, None).await;
+}
+
+/// Reads the HTTP/1.1 requests in `input` as the public listener does
+/// (bodies up to `max_body_bytes`): each request's head and body, and the
+/// status of a refused head, if one ended it.
+pub async fn http1_requests(
+    input: &[u8],
+    max_body_bytes: usize,
+) -> (
+    Vec<(http::Request<()>, crate::transport::RequestBody)>,
+    Option<http::StatusCode>,
+) {
+    crate::transport::http1::read_requests(input, max_body_bytes).await
 }

@@ -321,8 +321,8 @@ where
 
 /// Reads until `buf` holds a whole head: `None` if the client closed
 /// between two requests.
-async fn read_head(
-    io: &mut Stream,
+async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
     buf: &mut BytesMut,
 ) -> Result<Option<Result<Head, Refusal>>, Error> {
     loop {
@@ -357,7 +357,7 @@ async fn read_head(
 
 /// One read into `buf`, with room for at least [`READ_CHUNK`] bytes: the
 /// number read (0: the client closed).
-async fn read_more(io: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK.max(buf.len()));
     }
@@ -482,8 +482,8 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
 }
 
 /// Reads the body `framing` says, up to `max` bytes.
-async fn read_body(
-    io: &mut Stream,
+async fn read_body<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
     buf: &mut BytesMut,
     framing: Framing,
     max: usize,
@@ -573,6 +573,45 @@ async fn read_body(
                 body.extend_from_slice(&buf[..size]);
                 buf.advance(size + 2);
             }
+        }
+    }
+}
+
+/// Reads every request in `input` as a connection would (what it writes
+/// back, `100 Continue`, is dropped): each request's head and body, until
+/// the input ends or a head is refused (its status). For the fuzz target
+/// (`crate::fuzzing::http1_requests`).
+pub(crate) async fn read_requests(
+    input: &[u8],
+    max_body_bytes: usize,
+) -> (Vec<(Request<()>, RequestBody)>, Option<StatusCode>) {
+    let (mut io, mut peer) = tokio::io::duplex(input.len().max(1) + 64);
+    let _ = peer.write_all(input).await;
+    let _ = peer.shutdown().await;
+    let mut buf = BytesMut::new();
+    let mut requests = Vec::new();
+    loop {
+        let head = match read_head(&mut io, &mut buf).await {
+            Ok(Some(Ok(head))) => head,
+            Ok(Some(Err(Refusal(status, _)))) => return (requests, Some(status)),
+            Ok(None) | Err(_) => return (requests, None),
+        };
+        match read_body(
+            &mut io,
+            &mut buf,
+            head.framing,
+            max_body_bytes,
+            head.expect_continue,
+        )
+        .await
+        {
+            Ok(Ok(RequestBody::TooLarge)) => {
+                requests.push((head.request, RequestBody::TooLarge));
+                return (requests, None);
+            }
+            Ok(Ok(body)) => requests.push((head.request, body)),
+            Ok(Err(Refusal(status, _))) => return (requests, Some(status)),
+            Err(_) => return (requests, None),
         }
     }
 }
