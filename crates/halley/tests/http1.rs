@@ -151,11 +151,14 @@ async fn a_chunked_body_and_expect_100_continue_are_read() {
 }
 
 #[tokio::test]
-async fn head_has_the_length_but_no_body_and_http_1_0_closes() {
+async fn head_has_the_length_but_no_body_and_http_1_0_keeps_alive_only_when_asked() {
     let server = Server::start(&[]);
     let mut socket = TcpStream::connect(server.address()).await.unwrap();
     socket
-        .write_all(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+        .write_all(
+            b"GET /healthz HTTP/1.0\r\nconnection: keep-alive\r\n\r\n\
+              HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut all = Vec::new();
@@ -167,8 +170,14 @@ async fn head_has_the_length_but_no_body_and_http_1_0_closes() {
     .await
     .unwrap();
     let all = String::from_utf8(all).unwrap();
-    let second = 1 + all[1..].find("HTTP/1.1 200").expect("the GET's response");
-    let (head_reply, get_reply) = all.split_at(second);
+    let second = 1 + all[1..].find("HTTP/1.1 200").expect("the HEAD's response");
+    let (kept_alive, all_after) = all.split_at(second);
+    assert!(kept_alive.contains("connection: keep-alive\r\n"), "{all}");
+    let all_after = all_after.to_owned();
+    let third = 1 + all_after[1..]
+        .find("HTTP/1.1 200")
+        .expect("the GET's response");
+    let (head_reply, get_reply) = all_after.split_at(third);
     assert!(head_reply.contains("content-length: "), "{all}");
     assert!(
         head_reply.ends_with("\r\n\r\n"),

@@ -268,6 +268,7 @@ where
             buf = BytesMut::new();
         }
         let head_only = request.method() == Method::HEAD;
+        let http10 = request.version() == Version::HTTP_10;
         let (parts, ()) = request.into_parts();
         let mut request = Request::from_parts(parts, body);
         let upgrade = upgrade.then(|| {
@@ -298,6 +299,13 @@ where
             // The client's next request opens a new connection, which a
             // balancer sends to another node.
             keep_alive = false;
+        }
+        let mut response = response;
+        if http10 && keep_alive {
+            // An HTTP/1.0 client closes unless told the connection stays.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
         }
         let bytes = encode_response(response, keep_alive || switching, head_only);
         io.write_all(&bytes).await?;
