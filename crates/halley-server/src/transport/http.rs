@@ -83,6 +83,11 @@ pub async fn drive_http(
     let new_browser_id = exchange.new_browser_id.clone();
     let mut connection = Connection::http(node.clone());
     let mut status = connection.on_exchange(exchange, Instant::now(), body);
+    // Made once for the request, and only if it waits: it registers with
+    // the server-wide shutdown `Notify`, whose lock every request shares.
+    let stopping = node.shutdown().wait();
+    tokio::pin!(stopping);
+    let mut stopped = false;
     while let Status::Waiting { .. } = status {
         let Some(session) = connection.session().cloned() else {
             break;
@@ -99,7 +104,8 @@ pub async fn drive_http(
         tokio::select! {
             _ = &mut notified => {}
             _ = sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {}
-            _ = node.shutdown().wait() => {}
+            // At shutdown `poll` answers the held connect (`retry`).
+            _ = &mut stopping, if !stopped => stopped = true,
         }
     }
     new_browser_id

@@ -215,12 +215,16 @@ where
     Fut: Future<Output = Response<Bytes>>,
 {
     let mut buf = BytesMut::new();
+    // Registered once for the connection's life, not once per request: the
+    // server-wide `Notify` behind it has one lock for every connection.
+    let draining = shutdown.wait_draining();
+    tokio::pin!(draining);
     loop {
         // The head, within the timeout. Idle (nothing of a next request
         // read), the connection closes as soon as the server drains.
         let head = tokio::select! {
             head = tokio::time::timeout(limits.header_read_timeout, read_head(&mut io, &mut buf)) => head,
-            _ = shutdown.wait_draining(), if buf.is_empty() => return Ok(()),
+            _ = &mut draining, if buf.is_empty() => return Ok(()),
         };
         let head = match head {
             Err(_) => return Err(Error::HeaderTimeout),

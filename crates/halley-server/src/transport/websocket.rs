@@ -256,6 +256,12 @@ impl Socket {
         tokio::pin!(idle_timer);
         let due_timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(due_timer);
+        // Registered once for the socket's life: made in the loop, it took
+        // the server-wide shutdown `Notify`'s lock twice per delivery (to
+        // register and to deregister), a lock every socket shares.
+        let stopping = node.shutdown().wait();
+        tokio::pin!(stopping);
+        let mut stopped = false;
         loop {
             let session = self.connection.session().cloned();
             // Register for wake-ups before looking at the outbox (no lost wake-up).
@@ -301,7 +307,8 @@ impl Socket {
                 }
             }
             tokio::select! {
-                _ = node.shutdown().wait(), if !self.closing => {
+                _ = &mut stopping, if !self.closing && !stopped => {
+                    stopped = true;
                     let mut body = BodyWriter::new();
                     self.connection.shutdown(Instant::now(), &mut body);
                     if !body.is_empty() && send(ws, body.finish(b"")).await.is_err() {
