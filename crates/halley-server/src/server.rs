@@ -349,6 +349,12 @@ impl Server {
                                 "{addr} sent no complete request in {header_read_timeout:?}; closed"
                             )
                         });
+                    } else if let transport::http1::Error::Refused(why) = error {
+                        node.limits().hit(Limit::RequestHead, || {
+                            format!(
+                                "{addr} sent a request refused before any handler ({why}); closed"
+                            )
+                        });
                     } else {
                         tracing::debug!(%addr, %error, "connection ended with an error");
                     }

@@ -222,6 +222,13 @@ async fn ambiguous_or_oversized_heads_are_refused_before_any_handler_and_closed(
         );
         assert!(all.contains("connection: close"), "{all}");
     }
+    assert_eq!(
+        server
+            .metric("halley_limit_hits_total{limit=\"request_head\"}")
+            .await,
+        5.0,
+        "each refusal counted"
+    );
     // Nothing broke: the next client is served.
     assert_eq!(
         reqwest::get(format!("{}/healthz", server.origin))

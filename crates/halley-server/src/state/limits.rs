@@ -58,6 +58,10 @@ limits! {
     /// `tls-cert`: a TLS handshake failed, or did not finish within
     /// `header-read-timeout`; the connection was closed.
     TlsHandshake = "tls_handshake",
+    /// A request head too large (431), malformed or ambiguously framed
+    /// (400), or with a transfer coding other than chunked (501): refused
+    /// before any handler, and the connection closed.
+    RequestHead = "request_head",
     /// One request carried more than one `/meta/handshake`.
     HandshakesPerRequest = "handshakes_per_request",
     /// `handshake-rate-per-ip`.

@@ -54,8 +54,8 @@ use crate::shutdown::Shutdown;
 /// The longest request head (request line and header fields) read.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// The most header fields a request may have.
-pub const MAX_HEADERS: usize = 64;
+/// The most header fields a request may have (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
 
 /// What one read asks for at least: a whole long-polling request (head and
 /// body) usually fits.
