@@ -102,7 +102,7 @@ def main():
         for f in {f[:160] for f in frames}:
             inclusive[f] += 1
     print(f"{total} samples; share of those with each frame on the stack:")
-    for frame, n in inclusive.most_common(60):
+    for frame, n in inclusive.most_common(int(os.environ.get("TOP", "60"))):
         print(f"{n / total * 100:5.1f}%  {frame}")
 
 
