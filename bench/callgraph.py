@@ -16,7 +16,7 @@ profile.sh does for self time) and prints either
     BIN=/tmp/fp/release/halley TRANSPORT=long-polling USERS=10000 INTERVAL=100 bench/profile.sh
     d=bench/results/profile-<time>
     perf script -i $d/perf.data --show-mmap-events -F comm,tid,ip,sym,dso > $d/script.txt
-    bench/callgraph.py $d                      # inclusive top 60
+    bench/callgraph.py $d                      # inclusive top 60 (TOP=200 for more)
     bench/callgraph.py $d memmove 3            # memmove's callers, 3 frames up
 """
 
