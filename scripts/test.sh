@@ -50,6 +50,9 @@ else
 fi
 node --version
 
+# A CI run builds once from cold: incremental state would only add gigabytes to the target directory.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
