@@ -34,7 +34,7 @@ run() { # run LABEL BIN TRANSPORT ROUND
   # Every user comes from 127.0.0.1: lift the per-IP and total caps (as
   # environment variables, which a build without them ignores).
   RUST_LOG=warn HALLEY_MAX_CONNECTIONS=1000000 HALLEY_MAX_CONNECTIONS_PER_IP=1000000 HALLEY_HANDSHAKE_RATE_PER_IP=0 HALLEY_MAX_SESSIONS=10000000 \
-    "$2" serve --listen "127.0.0.1:$port" 2>"$log" &
+    "$2" serve --listen "127.0.0.1:$port" --admin-listen off 2>"$log" &
   pid=$!
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -35,7 +35,7 @@ start_server() { # start_server NAME PORT -> sets server_pid
     # Stopped with SIGTERM between runs: at once, no drain. Every user comes
     # from 127.0.0.1: lift the per-IP and total caps.
     halley) RUST_LOG=info HALLEY_MAX_CONNECTIONS=1000000 HALLEY_MAX_CONNECTIONS_PER_IP=1000000 HALLEY_HANDSHAKE_RATE_PER_IP=0 HALLEY_MAX_SESSIONS=10000000 \
-      "$halley" serve --listen "127.0.0.1:$2" --drain-delay 0 --drain-timeout 0 \
+      "$halley" serve --listen "127.0.0.1:$2" --admin-listen off --drain-delay 0 --drain-timeout 0 \
       2>"$out/$1.log" & ;;
     faye) node bench/faye-server.mjs "$2" 2>"$out/$1.log" & ;;
   esac

@@ -53,7 +53,7 @@ seconds() { python3 -c 'import sys; v=sys.argv[1]; print(float(v[:-1])*(60 if v.
 
 port=$(free_port)
 RUST_LOG=warn HALLEY_MAX_CONNECTIONS=1000000 HALLEY_MAX_CONNECTIONS_PER_IP=1000000 HALLEY_HANDSHAKE_RATE_PER_IP=0 HALLEY_MAX_SESSIONS=10000000 \
-  "$BIN" serve --listen "127.0.0.1:$port" 2>"$out/server.log" &
+  "$BIN" serve --listen "127.0.0.1:$port" --admin-listen off 2>"$out/server.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
