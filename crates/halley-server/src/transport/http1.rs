@@ -283,6 +283,7 @@ where
             tell
         });
         let response = {
+            let mut probe = [0u8; 64];
             let handler = service(request);
             tokio::pin!(handler);
             loop {
@@ -291,9 +292,11 @@ where
                     // A client that closes while its request is held is
                     // gone: its handler is dropped. What else arrives is
                     // the next request (pipelined), kept for later.
-                    read = io.read_buf(&mut buf), if buf.len() < MAX_HEAD_BYTES => match read {
+                    // Read into the task's own few bytes, not into `buf`:
+                    // a held request keeps no buffer (see the module's doc).
+                    read = io.read(&mut probe), if buf.len() < MAX_HEAD_BYTES => match read {
                         Ok(0) | Err(_) => return Ok(()),
-                        Ok(_) => {}
+                        Ok(n) => buf.extend_from_slice(&probe[..n]),
                     },
                 }
             }
@@ -370,7 +373,11 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
 /// One read into `buf`, with room for at least [`READ_CHUNK`] bytes: the
 /// number read (0: the client closed).
 async fn read_more<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+    if buf.capacity() == 0 {
+        // The usual case, one request after another: one allocation, where
+        // growing an empty buffer took the slower reallocation path.
+        *buf = BytesMut::with_capacity(READ_CHUNK);
+    } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK.max(buf.len()));
     }
     io.read_buf(buf).await
@@ -523,6 +530,12 @@ async fn read_body<I: AsyncRead + AsyncWrite + Unpin>(
                 if read_more(io, buf).await? == 0 {
                     return Err(eof());
                 }
+            }
+            if buf.len() == n {
+                // Nothing after it (the usual case): the body takes the
+                // buffer whole, which `split_to` would first turn into a
+                // shared one (one more allocation).
+                return Ok(Ok(RequestBody::Complete(std::mem::take(buf).freeze())));
             }
             Ok(Ok(RequestBody::Complete(buf.split_to(n).freeze())))
         }
