@@ -10,7 +10,6 @@
 //! `multiple-clients` and poll at `multiSessionInterval`. [`BrowserPolls`]
 //! counts those held polls.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -240,10 +239,17 @@ pub fn new_random_id() -> String {
     id
 }
 
-/// Held long polls per browser: browser id -> (session -> held connects).
+/// Held long polls per browser: browser id -> the sessions holding one, and
+/// how many each holds.
+///
+/// Every long poll is held and released once, so this is on the
+/// long-polling round trip: a browser's entry is a short list (one session
+/// in the common case, at most a few), not a map, and a poll's guard shares
+/// the entry's key rather than copying it. A hold costs one lookup (and,
+/// for a browser that holds nothing yet, its key and list); a release one.
 #[derive(Default)]
 pub struct BrowserPolls {
-    held: DashMap<Box<str>, HashMap<SessionKey, u32>>,
+    held: DashMap<Arc<str>, Vec<(SessionKey, u32)>>,
 }
 
 impl BrowserPolls {
@@ -256,38 +262,44 @@ impl BrowserPolls {
         session: SessionKey,
         max: i64,
     ) -> Option<BrowserPollGuard> {
-        let mut held = self.held.entry(browser.into()).or_default();
+        let mut held = match self.held.get_mut(browser) {
+            Some(held) => held,
+            None => self.held.entry(Arc::from(browser)).or_default(),
+        };
         if max >= 0 {
-            let others = held.keys().filter(|&&k| k != session).count();
+            let others = held.iter().filter(|(k, _)| *k != session).count();
             if others as i64 >= max {
                 return None;
             }
         }
-        *held.entry(session).or_insert(0) += 1;
+        match held.iter_mut().find(|(k, _)| *k == session) {
+            Some((_, count)) => *count += 1,
+            None => held.push((session, 1)),
+        }
         Some(BrowserPollGuard {
             polls: self.clone(),
-            browser: browser.into(),
+            browser: held.key().clone(),
             session,
         })
     }
 
     fn release(&self, browser: &str, session: SessionKey) {
-        if let Some(mut held) = self.held.get_mut(browser) {
-            if let Some(count) = held.get_mut(&session) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(&session);
+        self.held.remove_if_mut(browser, |_, held| {
+            if let Some(at) = held.iter().position(|(k, _)| *k == session) {
+                held[at].1 -= 1;
+                if held[at].1 == 0 {
+                    held.swap_remove(at);
                 }
             }
-        }
-        self.held.remove_if(browser, |_, held| held.is_empty());
+            held.is_empty()
+        });
     }
 }
 
 /// A held poll's slot in its browser's count.
 pub struct BrowserPollGuard {
     polls: Arc<BrowserPolls>,
-    browser: Box<str>,
+    browser: Arc<str>,
     session: SessionKey,
 }
 
