@@ -433,7 +433,7 @@ mod tests {
         ) {
             let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
             let reply = Reply {
-                channel: channel.unwrap_or_default(),
+                channel: channel.unwrap_or_default().into(),
                 id: id.as_deref().map(raw),
                 successful,
                 client_id,

@@ -7,6 +7,8 @@
 //! message; broadcasts to subscribers are not `Reply`s but pre-encoded bytes
 //! (see [`crate::codec::encode_delivery`]).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -76,8 +78,9 @@ impl Message {
 #[serde(rename_all = "camelCase")]
 pub struct Reply {
     /// Empty only when replying to a message whose channel could not be read.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub channel: String,
+    /// Borrowed for the meta channels' replies (no allocation per reply).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub channel: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,7 +107,7 @@ pub struct Reply {
 
 impl Reply {
     /// A reply on `channel` echoing the request's `id`.
-    pub fn to(channel: impl Into<String>, id: Option<Box<RawValue>>) -> Self {
+    pub fn to(channel: impl Into<Cow<'static, str>>, id: Option<Box<RawValue>>) -> Self {
         Reply {
             channel: channel.into(),
             id,

@@ -24,7 +24,7 @@ pub struct Ack;
 
 impl Extension for Ack {
     fn outgoing(&self, reply: &mut Reply, context: &Context<'_>, ext: &mut ReplyExt) {
-        match reply.channel.as_str() {
+        match reply.channel.as_ref() {
             meta::HANDSHAKE if reply.successful == Some(true) => {
                 if let Some(session) = context.session {
                     if context.ext.ack == Some(Value::Bool(true)) {

@@ -19,23 +19,34 @@ pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 /// A response's body: always whole (see [`super::http1`]).
 pub type Body = Bytes;
 
-/// The `BAYEUX_BROWSER` cookie of a request, if present and well formed.
+/// The `BAYEUX_BROWSER` cookie of a request, if present and well formed
+/// (1 to 64 ASCII letters and digits, optionally quoted).
+///
+/// Read from the header's bytes as they are (every long poll does this):
+/// the first `BAYEUX_BROWSER` pair of any `Cookie` field counts.
 pub fn browser_id<B>(request: &Request<B>) -> Option<String> {
     request
         .headers()
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
-        .map(|(_, value)| value.trim_matches('"'))
-        .filter(|value| {
-            !value.is_empty()
-                && value.len() <= 64
-                && value.bytes().all(|b| b.is_ascii_alphanumeric())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            pair.strip_prefix(BROWSER_COOKIE.as_bytes())?
+                .strip_prefix(b"=")
         })
-        .map(str::to_owned)
+        .map(|value| {
+            let start = value.iter().position(|&b| b != b'"').unwrap_or(value.len());
+            let end = value
+                .iter()
+                .rposition(|&b| b != b'"')
+                .map_or(start, |i| i + 1);
+            &value[start..end]
+        })
+        .filter(|value| {
+            !value.is_empty() && value.len() <= 64 && value.iter().all(u8::is_ascii_alphanumeric)
+        })
+        .map(|value| String::from_utf8_lossy(value).into_owned())
 }
 
 /// Writes the exchange as one HTTP response: `prefix[...]suffix`.
@@ -162,4 +173,58 @@ pub fn bayeux_error(
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cookies(cookies: &[&[u8]]) -> Option<String> {
+        let mut request = Request::new(());
+        for cookie in cookies {
+            request
+                .headers_mut()
+                .append(COOKIE, HeaderValue::from_bytes(cookie).unwrap());
+        }
+        browser_id(&request)
+    }
+
+    #[test]
+    fn the_browser_cookie_is_found_among_others() {
+        assert_eq!(
+            with_cookies(&[b"BAYEUX_BROWSER=abc123"]).as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            with_cookies(&[b"a=1; BAYEUX_BROWSER=\"Q9\"; b=2"]).as_deref(),
+            Some("Q9")
+        );
+        assert_eq!(
+            with_cookies(&[b"a=1", b"BAYEUX_BROWSER=x7"]).as_deref(),
+            Some("x7"),
+            "in a second Cookie field"
+        );
+        assert_eq!(
+            with_cookies(&[b"other=\xc3\xa9; BAYEUX_BROWSER=k"]).as_deref(),
+            Some("k"),
+            "other cookies' bytes do not matter"
+        );
+        assert_eq!(with_cookies(&[b"X_BAYEUX_BROWSER=abc"]), None);
+        assert_eq!(with_cookies(&[b"BAYEUX_BROWSERS=abc"]), None);
+    }
+
+    #[test]
+    fn a_malformed_browser_cookie_is_none() {
+        assert_eq!(with_cookies(&[]), None);
+        assert_eq!(with_cookies(&[b"BAYEUX_BROWSER="]), None);
+        assert_eq!(with_cookies(&[b"BAYEUX_BROWSER=a-b"]), None);
+        assert_eq!(with_cookies(&[b"BAYEUX_BROWSER= ab"]), None);
+        let long = format!("BAYEUX_BROWSER={}", "a".repeat(65));
+        assert_eq!(with_cookies(&[long.as_bytes()]), None);
+        let longest = format!("BAYEUX_BROWSER={}", "a".repeat(64));
+        assert_eq!(
+            with_cookies(&[longest.as_bytes()]).map(|v| v.len()),
+            Some(64)
+        );
+    }
 }
