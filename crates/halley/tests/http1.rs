@@ -305,3 +305,72 @@ async fn a_client_that_closes_while_its_connect_is_held_frees_its_browsers_poll(
         }
     }
 }
+
+/// `header-read-timeout` bounds each head and each body, from when it is
+/// awaited: a client that stalls in either is closed and counted, an idle
+/// keep-alive connection is closed, and a request held longer than the
+/// timeout (the connection's timer fired meanwhile) is answered, with the
+/// next request on the connection timed afresh.
+#[tokio::test]
+async fn a_client_too_slow_with_its_head_or_body_is_closed_and_a_long_held_connect_is_not() {
+    let server = Server::start(&["--header-read-timeout", "400", "--timeout", "1200"]);
+    let closed_within = |socket: TcpStream, what: &'static str| async move {
+        let mut socket = socket;
+        let mut rest = Vec::new();
+        within(10.0, what, socket.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        rest
+    };
+    // A head that never ends.
+    let mut socket = TcpStream::connect(server.address()).await.unwrap();
+    socket
+        .write_all(b"POST /cometd HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(socket, "a stalled head to be closed")
+        .await
+        .is_empty());
+    // A body shorter than its length.
+    let mut socket = TcpStream::connect(server.address()).await.unwrap();
+    socket
+        .write_all(b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n[{")
+        .await
+        .unwrap();
+    assert!(closed_within(socket, "a stalled body to be closed")
+        .await
+        .is_empty());
+    // Connects held for 1.2 s, three times the timeout, one after another.
+    let mut socket = TcpStream::connect(server.address()).await.unwrap();
+    let mut buffer = Vec::new();
+    socket
+        .write_all(post(&server, &handshake_body(), "").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = response(&mut socket, &mut buffer).await;
+    let client_id = messages(&body)[0]["clientId"].as_str().unwrap().to_owned();
+    let browser = format!("cookie: {}\r\n", cookie(&head));
+    for _ in 0..3 {
+        // The first connect is answered at once, the others held to their
+        // timeout: the head after a long hold is read on a re-armed timer.
+        socket
+            .write_all(post(&server, &connect_body(&client_id), &browser).as_bytes())
+            .await
+            .unwrap();
+        let (_, body) = response(&mut socket, &mut buffer).await;
+        assert_eq!(messages(&body)[0]["successful"], true, "{body}");
+    }
+    // Idle after that: closed by the timeout, not kept open.
+    assert!(
+        closed_within(socket, "an idle keep-alive connection to be closed")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        server
+            .metric("halley_limit_hits_total{limit=\"header_read_timeout\"}")
+            .await,
+        3.0,
+        "the stalled head, the stalled body and the idle connection"
+    );
+}

@@ -48,6 +48,7 @@ use http::header::{
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::tls::Stream;
 use crate::shutdown::Shutdown;
@@ -220,22 +221,32 @@ where
     // server-wide `Notify` behind it has one lock for every connection.
     let draining = shutdown.wait_draining();
     tokio::pin!(draining);
+    // The header-read timeout: one timer for the connection's life, moved
+    // forward for each head and body. Moving a pending timer later is an
+    // atomic store, where a new timer per request took the timer wheel's
+    // lock twice (to insert it, then to remove it).
+    let too_slow = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(too_slow);
     loop {
         // The head, within the timeout. Idle (nothing of a next request
         // read), the connection closes as soon as the server drains.
+        too_slow
+            .as_mut()
+            .reset(Instant::now() + limits.header_read_timeout);
         let head = tokio::select! {
-            head = tokio::time::timeout(limits.header_read_timeout, read_head(&mut io, &mut buf)) => head,
+            biased;
+            head = read_head(&mut io, &mut buf) => head,
+            () = &mut too_slow => return Err(Error::HeaderTimeout),
             _ = &mut draining, if buf.is_empty() => return Ok(()),
         };
         let head = match head {
-            Err(_) => return Err(Error::HeaderTimeout),
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(Err(Refusal(status, why))))) => {
+            Err(error) => return Err(error),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(Refusal(status, why)))) => {
                 write_refusal(&mut io, status, why).await;
                 return Err(Error::Refused(why));
             }
-            Ok(Ok(Some(Ok(head)))) => head,
+            Ok(Some(Ok(head))) => head,
         };
         let Head {
             request,
@@ -244,25 +255,27 @@ where
             expect_continue,
             upgrade,
         } = head;
-        let body = tokio::time::timeout(
-            limits.header_read_timeout,
-            read_body(
+        too_slow
+            .as_mut()
+            .reset(Instant::now() + limits.header_read_timeout);
+        let body = tokio::select! {
+            biased;
+            body = read_body(
                 &mut io,
                 &mut buf,
                 framing,
                 limits.max_body_bytes,
                 expect_continue,
-            ),
-        )
-        .await;
+            ) => body,
+            () = &mut too_slow => return Err(Error::BodyTimeout),
+        };
         let body = match body {
-            Err(_) => return Err(Error::BodyTimeout),
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(Err(Refusal(status, why)))) => {
+            Err(error) => return Err(error),
+            Ok(Err(Refusal(status, why))) => {
                 write_refusal(&mut io, status, why).await;
                 return Err(Error::Refused(why));
             }
-            Ok(Ok(Ok(body))) => body,
+            Ok(Ok(body)) => body,
         };
         if matches!(body, RequestBody::TooLarge) {
             // Its bytes are still on the way: nothing after them can be read.
