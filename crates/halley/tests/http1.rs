@@ -322,24 +322,20 @@ async fn a_client_too_slow_with_its_head_or_body_is_closed_and_a_long_held_conne
             .unwrap();
         rest
     };
-    // A head that never ends.
-    let mut socket = TcpStream::connect(server.address()).await.unwrap();
-    socket
-        .write_all(b"POST /cometd HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    assert!(closed_within(socket, "a stalled head to be closed")
-        .await
-        .is_empty());
-    // A body shorter than its length.
-    let mut socket = TcpStream::connect(server.address()).await.unwrap();
-    socket
-        .write_all(b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n[{")
-        .await
-        .unwrap();
-    assert!(closed_within(socket, "a stalled body to be closed")
-        .await
-        .is_empty());
+    for (stalled, what) in [
+        (
+            &b"POST /cometd HTTP/1.1\r\nhost: x\r\n"[..],
+            "a stalled head to be closed",
+        ),
+        (
+            &b"POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n[{"[..],
+            "a stalled body to be closed",
+        ),
+    ] {
+        let mut socket = TcpStream::connect(server.address()).await.unwrap();
+        socket.write_all(stalled).await.unwrap();
+        assert!(closed_within(socket, what).await.is_empty());
+    }
     // Connects held for 1.2 s, three times the timeout, one after another.
     let mut socket = TcpStream::connect(server.address()).await.unwrap();
     let mut buffer = Vec::new();
