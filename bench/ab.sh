@@ -21,7 +21,7 @@ INTERVAL=${INTERVAL:-50}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 TRANSPORTS=${TRANSPORTS:-websocket long-polling}
-out="bench/results/ab-$(date -u +%Y-%m-%dT%H%M)"
+out="bench/results/ab-$(date -u +%Y-%m-%dT%H%M%S)"
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 

@@ -448,7 +448,8 @@ async fn connect_publishers(scenario: &Scenario) -> anyhow::Result<Arc<Vec<Arc<C
     let mut publishers = Vec::with_capacity(scenario.publishers);
     for index in 0..scenario.publishers {
         let url = scenario.url_for(index);
-        let client = crate::transport::client(scenario, index, url, http.clone(), None, true)?;
+        let client =
+            crate::transport::client(scenario, index, url, http.clone(), None, true).build()?;
         client.handshake().await.context("publisher handshake")?;
         publishers.push(Arc::new(client));
     }

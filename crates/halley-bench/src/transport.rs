@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use anyhow::Context;
-use halley_client::{Client, TransportKind, Trust};
+use halley_client::{Client, ClientBuilder, TransportKind, Trust};
 
 use crate::scenario::{Scenario, TransportChoice};
 
@@ -40,6 +40,7 @@ pub fn shared_http(
 /// A client of `url` (one of the scenario's), as one simulated user (its own
 /// cookie jar), with the ack extension when the scenario asks for it; user
 /// (or publisher) `index` picks its transport when the scenario mixes them.
+/// Built by the caller, who may add a delivery handler.
 pub fn client(
     scenario: &Scenario,
     index: usize,
@@ -47,7 +48,7 @@ pub fn client(
     shared: SharedHttp,
     local_address: Option<IpAddr>,
     spare_connection: bool,
-) -> anyhow::Result<Client> {
+) -> ClientBuilder {
     let builder = Client::builder(url.to_owned())
         .http_client(shared.http)
         .trust(shared.trust);
@@ -59,9 +60,8 @@ pub fn client(
         TransportChoice::Websocket => TransportKind::WebSocket,
         TransportChoice::LongPolling | TransportChoice::Mixed => TransportKind::LongPolling,
     };
-    Ok(builder
+    builder
         .transport(kind)
         .ack(scenario.ack)
         .spare_connection(spare_connection)
-        .build()?)
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::connect_loop;
 use crate::cookie::CookieJar;
-use crate::delivery::Deliveries;
+use crate::delivery::{Deliveries, Delivery, DeliveryHandler, DeliverySink};
 use crate::error::Error;
 use crate::error::Result;
 use crate::message::{Incoming, Outgoing};
@@ -49,6 +49,7 @@ pub struct ClientBuilder {
     handshake_ext: Option<Box<RawValue>>,
     ack: bool,
     trust: Option<Trust>,
+    on_delivery: Option<DeliveryHandler>,
 }
 
 impl ClientBuilder {
@@ -144,6 +145,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Hands each delivery to `handler` instead of the [`Deliveries`]
+    /// queue: it is called by the task that read the delivery (the connect
+    /// loop, a request's task, or the websocket's reader), in the server's
+    /// order, before the next `/meta/connect` is sent. It must not block:
+    /// nothing else is read from the server meanwhile. With it,
+    /// [`Client::take_deliveries`] returns `None`. It saves a queue and a
+    /// task wake-up per delivery.
+    pub fn on_delivery(mut self, handler: impl Fn(Delivery) + Send + Sync + 'static) -> Self {
+        self.on_delivery = Some(DeliveryHandler(Arc::new(handler)));
+        self
+    }
+
     pub fn build(self) -> Result<Client> {
         let trust = self.trust.unwrap_or_else(Trust::system);
         let http = match self.http {
@@ -151,8 +164,14 @@ impl ClientBuilder {
             None => trust.http_client(self.local_address)?,
         };
         let cookies = self.cookies.unwrap_or_default();
-        let (sender, deliveries) = Deliveries::channel();
-        let session = Arc::new(Session::new(sender));
+        let (sink, deliveries) = match self.on_delivery {
+            Some(handler) => (DeliverySink::Handler(handler), None),
+            None => {
+                let (sink, deliveries) = Deliveries::channel();
+                (sink, Some(deliveries))
+            }
+        };
+        let session = Arc::new(Session::new(sink));
         let transport = match self.transport {
             TransportKind::LongPolling => Transport::LongPolling(
                 LongPolling::new(http, self.url, cookies, self.append_message_type)
@@ -179,7 +198,7 @@ impl ClientBuilder {
         };
         Ok(Client {
             shared: Arc::new(shared),
-            deliveries: Mutex::new(Some(deliveries)),
+            deliveries: Mutex::new(deliveries),
             connect_loop: Mutex::new(None),
         })
     }
@@ -241,10 +260,12 @@ impl Client {
             handshake_ext: None,
             ack: false,
             trust: None,
+            on_delivery: None,
         }
     }
 
-    /// The receiver of this client's deliveries; `Some` the first time only.
+    /// The receiver of this client's deliveries; `Some` the first time only
+    /// (never with [`ClientBuilder::on_delivery`]).
     /// Deliveries that arrive before it is taken wait in it.
     pub fn take_deliveries(&self) -> Option<Deliveries> {
         self.deliveries.lock().expect("client poisoned").take()

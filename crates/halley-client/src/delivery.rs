@@ -10,6 +10,15 @@
 //! differently from the server's queue order. On websocket there is one
 //! reader per socket and it hands every delivery over in the server's
 //! order, whatever frame it came in.
+//!
+//! Two ways to receive them: the [`Deliveries`] queue (the default), read by
+//! a task of the application's, or a handler given to
+//! [`crate::ClientBuilder::on_delivery`], called by the task that read them.
+//! The handler saves a queue and a task wake-up per delivery, which is what
+//! a load generator simulating thousands of users on the server's cores
+//! needs; it must not block.
+
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -45,6 +54,38 @@ impl Delivery {
     }
 }
 
+/// A function each delivery is handed to, in the server's order; see
+/// [`crate::ClientBuilder::on_delivery`].
+#[derive(Clone)]
+pub(crate) struct DeliveryHandler(pub(crate) Arc<dyn Fn(Delivery) + Send + Sync>);
+
+impl std::fmt::Debug for DeliveryHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeliveryHandler")
+    }
+}
+
+/// Where a session hands its deliveries.
+#[derive(Debug)]
+pub(crate) enum DeliverySink {
+    /// To the [`Deliveries`] queue.
+    Queue(mpsc::UnboundedSender<Delivery>),
+    /// To the application's handler, at once.
+    Handler(DeliveryHandler),
+}
+
+impl DeliverySink {
+    pub(crate) fn hand_over(&self, delivery: Delivery) {
+        match self {
+            // The receiver may have been dropped: deliveries are then discarded.
+            DeliverySink::Queue(queue) => {
+                let _ = queue.send(delivery);
+            }
+            DeliverySink::Handler(handler) => (handler.0)(delivery),
+        }
+    }
+}
+
 /// The receiving end of a client's deliveries.
 ///
 /// Unbounded: the connect loop never waits for the application, so an
@@ -56,9 +97,9 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    pub(crate) fn channel() -> (mpsc::UnboundedSender<Delivery>, Deliveries) {
+    pub(crate) fn channel() -> (DeliverySink, Deliveries) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        (sender, Deliveries { receiver })
+        (DeliverySink::Queue(sender), Deliveries { receiver })
     }
 
     /// The next delivery, waiting for it.

@@ -16,6 +16,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Deliveries can instead go to a handler, called by the task that read
+//! them, in order ([`ClientBuilder::on_delivery`]; it must not block): no
+//! queue and no task of the application's per delivery, which is how the
+//! load generator's thousands of users record what they receive.
+//!
 //! The same over WebSocket (one socket per client; the URL stays `http://`,
 //! or `https://` for `wss`; [`ClientBuilder::trust`] adds a CA of one's own):
 //!

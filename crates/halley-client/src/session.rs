@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use halley_protocol::{Advice, Reconnect};
-use tokio::sync::mpsc;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, DeliverySink};
 use crate::message::Incoming;
 
 /// Where a client stands.
@@ -73,7 +72,7 @@ pub(crate) struct Session {
     next_id: AtomicU64,
     state: AtomicU8,
     counters: Counters,
-    deliveries: mpsc::UnboundedSender<Delivery>,
+    deliveries: DeliverySink,
     /// The ack extension: `None` while it is off for this session, else the
     /// last batch received (see [`crate::ack`]).
     ack: Mutex<Option<u64>>,
@@ -96,7 +95,7 @@ pub(crate) fn overlay(base: &Advice, over: &Advice) -> Advice {
 }
 
 impl Session {
-    pub(crate) fn new(deliveries: mpsc::UnboundedSender<Delivery>) -> Self {
+    pub(crate) fn new(deliveries: DeliverySink) -> Self {
         Session {
             client_id: Mutex::new(None),
             standing_advice: Mutex::new(default_advice()),
@@ -251,8 +250,7 @@ impl Session {
                 ext: message.ext,
             };
             self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            // The receiver may have been dropped: deliveries are then discarded.
-            let _ = self.deliveries.send(delivery);
+            self.deliveries.hand_over(delivery);
         }
         self.record_ack(&replies);
         replies

@@ -194,6 +194,53 @@ async fn a_thousand_messages_arrive_in_order() {
     assert_eq!(next.data_value(), json!({"n": "end"}), "no duplicates");
 }
 
+/// A client built with `on_delivery` hands every delivery to its handler, in
+/// the server's order, on both transports, and has no queue to take.
+#[tokio::test]
+async fn a_delivery_handler_gets_every_message_in_order_on_both_transports() {
+    use halley_client::{Client, TransportKind};
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+
+    let server = Server::start(&[]);
+    for transport in [TransportKind::LongPolling, TransportKind::WebSocket] {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(Notify::new());
+        let subscriber = Client::builder(&server.url)
+            .transport(transport)
+            .on_delivery({
+                let (got, done) = (got.clone(), done.clone());
+                move |delivery| {
+                    assert_eq!(delivery.channel, "/handled");
+                    let mut got = got.lock().unwrap();
+                    got.push(delivery.data_value()["n"].as_i64().unwrap());
+                    if got.len() == 300 {
+                        done.notify_one();
+                    }
+                }
+            })
+            .build()
+            .unwrap();
+        assert!(subscriber.take_deliveries().is_none(), "{transport:?}");
+        subscriber.handshake().await.unwrap();
+        subscriber.subscribe("/handled").await.unwrap();
+        let (publisher, _) = server.connected_client().await;
+        for n in 0..300 {
+            publisher
+                .publish("/handled", &json!({"n": n}))
+                .await
+                .unwrap();
+        }
+        within(30.0, "300 deliveries to the handler", done.notified()).await;
+        assert_eq!(
+            *got.lock().unwrap(),
+            (0..300).collect::<Vec<_>>(),
+            "{transport:?}"
+        );
+        assert_eq!(subscriber.stats().deliveries, 300, "{transport:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_publisher_receives_its_own_message() {
     let server = Server::start(&[]);
