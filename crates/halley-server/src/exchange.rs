@@ -398,11 +398,14 @@ impl PendingConnect {
         // ends with them (here, or already by another message of the
         // client that got there first), and the client is told to
         // handshake again, never to stop.
-        let expired = session.credentials_expired(node.sessions().clock().wall_ms());
+        // One clock reading for the whole answer: `now`, the caller's.
+        let clock = node.sessions().clock();
+        let wall_ms = clock.wall_ms_at(now);
+        let expired = session.credentials_expired(wall_ms);
         // Or it ended because fresh credentials it presented (on another
         // connect) were refused.
         let refused = !expired && session.credentials_ended();
-        session.touch(node.sessions().now_ms());
+        session.touch(clock.ms_at(now));
         let config = node.config();
         let advice = match end {
             // A session ended for overflowing its outbox may come back
@@ -460,7 +463,7 @@ impl PendingConnect {
             session: Some(session),
             ext: self.ext.as_deref().unwrap_or(&InboundExt::EMPTY),
             received_ms: self.received_ms,
-            now_ms: node.sessions().clock().wall_ms(),
+            now_ms: wall_ms,
             ack_batch,
         };
         node.extensions().outgoing(&mut reply, &context);
