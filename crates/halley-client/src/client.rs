@@ -149,7 +149,8 @@ impl ClientBuilder {
     /// queue: it is called by the task that read the delivery (the connect
     /// loop, a request's task, or the websocket's reader), in the server's
     /// order, before the next `/meta/connect` is sent. It must not block:
-    /// nothing else is read from the server meanwhile. With it,
+    /// nothing else is read from the server meanwhile; and not panic: the
+    /// panic ends the task that called it. With it,
     /// [`Client::take_deliveries`] returns `None`. It saves a queue and a
     /// task wake-up per delivery.
     pub fn on_delivery(mut self, handler: impl Fn(Delivery) + Send + Sync + 'static) -> Self {
