@@ -24,6 +24,9 @@
 //! handler's future is dropped, as hyper drops a service's), and a close
 //! on drain: an idle connection at once, a busy one after its response.
 //!
+//! The fields the connection reads itself (framing, keep-alive, `Expect`,
+//! `Upgrade`) are read in `fields`, from the raw head.
+//!
 //! Refused here, before any handler: a head over [`MAX_HEAD_BYTES`] or
 //! with more than [`MAX_HEADERS`] fields (431), a malformed head, or one
 //! with both `Content-Length` and `Transfer-Encoding` (the request
@@ -42,9 +45,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
@@ -52,6 +53,8 @@ use tokio::time::Instant;
 
 use super::tls::Stream;
 use crate::shutdown::Shutdown;
+
+mod fields;
 
 /// The longest request head (request line and header fields) read.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -460,24 +463,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
             .map_err(|_| bad("malformed header value"))?;
         headers.append(name, value);
     }
-    let framing = framing(&headers)?;
-    let connection_has = |token: &str| {
-        headers
-            .get_all(CONNECTION)
+    // After the map: a malformed name or value is refused first, as before.
+    let fields::Fields {
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    } = fields::read(
+        version,
+        spans
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    let keep_alive = match version {
-        Version::HTTP_10 => connection_has("keep-alive"),
-        _ => !connection_has("close"),
-    };
-    let expect_continue = version == Version::HTTP_11
-        && headers
-            .get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade = connection_has("upgrade") && headers.contains_key(http::header::UPGRADE);
+            .map(|&(name, value)| (&head[at(name)], &head[at(value)])),
+    )?;
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -493,51 +490,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
             upgrade,
         },
     )))
-}
-
-/// How the body is framed: chunked, or one `Content-Length` (several
-/// copies of the same value are one); neither is an empty body.
-fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
-    let bad = |why| Refusal(StatusCode::BAD_REQUEST, why);
-    let has_length = headers.contains_key(CONTENT_LENGTH);
-    if headers.contains_key(TRANSFER_ENCODING) {
-        if has_length {
-            return Err(bad("both Content-Length and Transfer-Encoding"));
-        }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|c| !c.is_empty());
-        return match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err(Refusal(
-                StatusCode::NOT_IMPLEMENTED,
-                "only the chunked transfer coding is supported",
-            )),
-        };
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value
-            .to_str()
-            .map_err(|_| bad("malformed Content-Length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad("malformed Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| bad("malformed Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(Framing::Length(length.unwrap_or(0)))
 }
 
 /// Reads the body `framing` says, up to `max` bytes.
