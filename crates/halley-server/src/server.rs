@@ -336,12 +336,10 @@ impl Server {
                 // shutdown, or as a drain reaches their session): the
                 // client's next request opens a new connection, which a
                 // balancer sends to another node.
-                let result =
-                    transport::http1::serve(stream, limits, node.shutdown(), |mut request| {
-                        request.extensions_mut().insert(peer.clone());
-                        transport::route(engine.clone(), sockets.clone(), request)
-                    })
-                    .await;
+                let result = transport::http1::serve(stream, limits, node.shutdown(), |request| {
+                    transport::route(engine.clone(), sockets.clone(), &peer, request)
+                })
+                .await;
                 if let Err(error) = result {
                     if error.is_timeout() {
                         node.limits().hit(Limit::HeaderReadTimeout, || {

@@ -16,7 +16,11 @@ use crate::engine::Engine;
 use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
-pub async fn handle(engine: &Engine, request: IncomingRequest) -> Response<Body> {
+pub async fn handle(
+    engine: &Engine,
+    peer: Option<std::net::IpAddr>,
+    request: IncomingRequest,
+) -> Response<Body> {
     let transport = crate::metrics::Transport::CallbackPolling;
     crate::metrics::metrics().connections.get(transport).inc();
     let Jsonp { callback, message } = match parse_query(request.uri().query().unwrap_or("")) {
@@ -35,8 +39,8 @@ pub async fn handle(engine: &Engine, request: IncomingRequest) -> Response<Body>
         Ok(batch) => batch,
         Err(response) => return *response,
     };
-    let origin = Origin::http(ConnectionType::CallbackPolling, browser_id(&request))
-        .from_peer(super::connections::peer_ip(&request));
+    let origin =
+        Origin::http(ConnectionType::CallbackPolling, browser_id(&request)).from_peer(peer);
     let exchange = engine.handle_batch(batch, origin).await;
     let prefix = format!("{callback}(");
     respond(

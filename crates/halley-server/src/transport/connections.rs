@@ -4,8 +4,8 @@
 //! Every accepted TCP connection asks [`OpenConnections::admit`] for a
 //! place before it is served; over a cap it is closed at once (the accept
 //! loop in [`crate::server`] drops it), so idle or slow sockets cannot hold
-//! every file descriptor. The place is a [`Peer`], which rides in each
-//! request's extensions: a WebSocket keeps a clone after its HTTP
+//! every file descriptor. The place is a [`Peer`], which the router hands
+//! to each request's handler: a WebSocket keeps a clone after its HTTP
 //! connection has been upgraded away, so the place is given back only when
 //! the last user of the socket is gone.
 
@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::Request;
 use parking_lot::Mutex;
 
 use crate::state::limits::{client_net, Limit};
@@ -91,15 +90,6 @@ impl OpenConnections {
     pub fn total(&self) -> usize {
         self.open.lock().total
     }
-}
-
-/// The client address of a request the server accepted (none for one
-/// built elsewhere, e.g. by a test).
-pub fn peer_ip<B>(request: &Request<B>) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<Peer>()
-        .map(|peer| peer.addr.ip())
 }
 
 #[cfg(test)]

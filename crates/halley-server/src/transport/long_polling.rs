@@ -10,12 +10,15 @@ use crate::engine::Engine;
 use crate::exchange::Origin;
 use crate::state::session::ConnectionType;
 
-pub async fn handle(engine: &Engine, request: IncomingRequest) -> Response<Body> {
+pub async fn handle(
+    engine: &Engine,
+    peer: Option<std::net::IpAddr>,
+    request: IncomingRequest,
+) -> Response<Body> {
     let max = engine.node().config().max_request_bytes;
     let transport = crate::metrics::Transport::LongPolling;
     crate::metrics::metrics().connections.get(transport).inc();
-    let origin = Origin::http(ConnectionType::LongPolling, browser_id(&request))
-        .from_peer(super::connections::peer_ip(&request));
+    let origin = Origin::http(ConnectionType::LongPolling, browser_id(&request)).from_peer(peer);
     // The body is dropped once decoded: a held connect keeps none of it.
     let Some(body) = request.into_body().bytes() else {
         return too_large(max);

@@ -42,31 +42,35 @@ pub use self::http::{
 };
 pub use self::http1::{IncomingRequest, RequestBody};
 
-/// Routes one HTTP request. `sockets` tracks the WebSocket tasks it spawns.
+/// Routes one HTTP request from `peer`. `sockets` tracks the WebSocket
+/// tasks it spawns. The peer is passed along, not put in the request's
+/// extensions: that was a map and a box allocated per request.
 pub async fn route(
     engine: Arc<Engine>,
     sockets: TaskTracker,
+    peer: &connections::Peer,
     request: IncomingRequest,
 ) -> Response<Body> {
+    let peer_ip = Some(peer.addr.ip());
     let path = request.uri().path();
     let bayeux = engine.node().config().path.as_str();
     let on_bayeux_path = path == bayeux
         || (path.starts_with(bayeux) && path.as_bytes().get(bayeux.len()) == Some(&b'/'));
     // Before the Bayeux path, which could be `/api`.
     let response = if path == publish_api::PATH {
-        publish_api::handle(&engine, request).await
+        publish_api::handle(&engine, peer_ip, request).await
     } else if on_bayeux_path {
         match *request.method() {
             Method::GET if websocket::is_upgrade(&request) => {
                 match refused_page(&engine, &request) {
-                    None => websocket::handle(&engine, request, &sockets),
+                    None => websocket::handle(&engine, peer, request, &sockets),
                     Some(refusal) => refusal,
                 }
             }
-            Method::POST => long_polling::handle(&engine, request).await,
+            Method::POST => long_polling::handle(&engine, peer_ip, request).await,
             Method::GET if engine.node().config().callback_polling => {
                 match refused_page(&engine, &request) {
-                    None => callback_polling::handle(&engine, request).await,
+                    None => callback_polling::handle(&engine, peer_ip, request).await,
                     Some(refusal) => refusal,
                 }
             }

@@ -63,7 +63,12 @@ struct Publish {
     data: Option<Box<RawValue>>,
 }
 
-pub async fn handle(engine: &Arc<Engine>, request: IncomingRequest) -> Response<Body> {
+/// `peer`: the client's address, for the failed-key limit.
+pub async fn handle(
+    engine: &Arc<Engine>,
+    peer: Option<std::net::IpAddr>,
+    request: IncomingRequest,
+) -> Response<Body> {
     let keys = &engine.node().config().api_keys;
     if keys.is_empty() {
         return error(
@@ -78,7 +83,6 @@ pub async fn handle(engine: &Arc<Engine>, request: IncomingRequest) -> Response<
     // Guessing keys: an address that failed too often is refused for a
     // while, whatever it sends.
     let node = engine.node();
-    let peer = super::connections::peer_ip(&request);
     let now = tokio::time::Instant::now();
     if node.api_key_failures().is_exhausted(peer, now) {
         node.limits().hit(Limit::ApiKeyFailures, || {

@@ -79,6 +79,7 @@ pub fn is_upgrade<B>(request: &Request<B>) -> bool {
 /// `sockets`, so shutdown can wait for it).
 pub fn handle(
     engine: &Arc<Engine>,
+    peer: &super::connections::Peer,
     mut request: IncomingRequest,
     sockets: &TaskTracker,
 ) -> Response<Body> {
@@ -120,10 +121,7 @@ pub fn handle(
     let accept = halley_protocol::websocket::accept_key(key.as_bytes());
     let browser = browser_id(&request);
     // Holds the connection's place (see `connections`) while the socket lives.
-    let peer = request
-        .extensions()
-        .get::<super::connections::Peer>()
-        .cloned();
+    let peer = Some(peer.clone());
     // The socket's age counts from the upgrade request, not from when the
     // upgrade completes: a handshake may be processed in between.
     let opened_ms = engine.node().sessions().now_ms();
