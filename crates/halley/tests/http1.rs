@@ -63,6 +63,19 @@ fn handshake_body() -> String {
     .to_string()
 }
 
+/// A new connection that has handshaken on itself: the socket, its read
+/// buffer, and the handshake response's head and body.
+async fn handshaken(server: &Server) -> (TcpStream, Vec<u8>, String, String) {
+    let mut socket = TcpStream::connect(server.address()).await.unwrap();
+    let mut buffer = Vec::new();
+    socket
+        .write_all(post(server, &handshake_body(), "").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = response(&mut socket, &mut buffer).await;
+    (socket, buffer, head, body)
+}
+
 fn connect_body(client_id: &str) -> String {
     json!([{"id": "2", "channel": "/meta/connect", "clientId": client_id,
             "connectionType": "long-polling"}])
@@ -85,13 +98,7 @@ fn cookie(head: &str) -> String {
 #[tokio::test]
 async fn requests_follow_each_other_on_one_connection_and_pipelined_ones_are_answered_in_order() {
     let server = Server::start(&[]);
-    let mut socket = TcpStream::connect(server.address()).await.unwrap();
-    let mut buffer = Vec::new();
-    socket
-        .write_all(post(&server, &handshake_body(), "").as_bytes())
-        .await
-        .unwrap();
-    let (head, body) = response(&mut socket, &mut buffer).await;
+    let (mut socket, mut buffer, head, body) = handshaken(&server).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("\r\ndate: "), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
@@ -246,13 +253,7 @@ async fn ambiguous_or_oversized_heads_are_refused_before_any_handler_and_closed(
 #[tokio::test]
 async fn a_client_that_closes_while_its_connect_is_held_frees_its_browsers_poll() {
     let server = Server::start(&["--timeout", "60000"]);
-    let mut buffer = Vec::new();
-    let mut first_tab = TcpStream::connect(server.address()).await.unwrap();
-    first_tab
-        .write_all(post(&server, &handshake_body(), "").as_bytes())
-        .await
-        .unwrap();
-    let (head, body) = response(&mut first_tab, &mut buffer).await;
+    let (mut first_tab, mut buffer, head, body) = handshaken(&server).await;
     let cookie = format!("cookie: {}\r\n", cookie(&head));
     let first = messages(&body)[0]["clientId"].as_str().unwrap().to_owned();
     // Its first connect is answered at once; the second is held.
@@ -337,13 +338,7 @@ async fn a_client_too_slow_with_its_head_or_body_is_closed_and_a_long_held_conne
         assert!(closed_within(socket, what).await.is_empty());
     }
     // Connects held for 1.2 s, three times the timeout, one after another.
-    let mut socket = TcpStream::connect(server.address()).await.unwrap();
-    let mut buffer = Vec::new();
-    socket
-        .write_all(post(&server, &handshake_body(), "").as_bytes())
-        .await
-        .unwrap();
-    let (head, body) = response(&mut socket, &mut buffer).await;
+    let (mut socket, mut buffer, head, body) = handshaken(&server).await;
     let client_id = messages(&body)[0]["clientId"].as_str().unwrap().to_owned();
     let browser = format!("cookie: {}\r\n", cookie(&head));
     for _ in 0..3 {
